@@ -240,7 +240,10 @@ pub enum TransitionTrigger {
     /// `on "jira:issue_updated" when cond`
     Event(Trigger),
     /// `on approval granted|rejected|expired`
-    Approval { outcome: ApprovalOutcome, span: Span },
+    Approval {
+        outcome: ApprovalOutcome,
+        span: Span,
+    },
     /// `after 2 days`, `after 2 business days in office`
     After(TimeSpec),
 }
@@ -370,7 +373,10 @@ pub struct TimeSpec {
 pub enum DurationRef {
     Literal(DurationLit),
     /// `change_policy.review_within`
-    Param { policy: Ident, param: Ident },
+    Param {
+        policy: Ident,
+        param: Ident,
+    },
 }
 
 /// `{ action* }`
@@ -404,7 +410,11 @@ pub enum Action {
         span: Span,
     },
     /// `set requester = event.data.user.accountId`
-    Set { name: Ident, value: Expr, span: Span },
+    Set {
+        name: Ident,
+        value: Expr,
+        span: Span,
+    },
     /// `goto approved`
     Goto { state: Ident, span: Span },
     /// `escalate ladder`
@@ -433,6 +443,10 @@ impl Action {
 pub struct Arg {
     pub name: Option<Ident>,
     pub value: Expr,
+    /// When the value is a lone string literal with `${expr}` interpolations
+    /// (`text: "CAB: ${key} waits"`), the same string as a template; the engine
+    /// interpolates it instead of using `value`.
+    pub template: Option<Template>,
     pub span: Span,
 }
 

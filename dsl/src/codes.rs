@@ -8,7 +8,7 @@
 use std::fmt;
 
 macro_rules! codes {
-    ($( $(#[$doc:meta])* $name:ident = $num:literal, $title:literal; )*) => {
+    ($( $(#[$doc:meta])* $name:ident = $num:literal, $id:literal, $title:literal; )*) => {
         /// A stable diagnostic code.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Code {
@@ -26,24 +26,123 @@ macro_rules! codes {
             pub fn title(self) -> &'static str {
                 match self { $(Code::$name => $title,)* }
             }
+
+            /// The code's page (docs/errors/EXXXX.md): what it means, an example, the fix.
+            pub fn explain(self) -> &'static str {
+                match self {
+                    $(Code::$name => include_str!(concat!("../../docs/errors/", $id, ".md")),)*
+                }
+            }
         }
     };
 }
 
 codes! {
     /// The parser met something it did not expect.
-    Syntax = 1, "syntax error";
+    Syntax = 1, "E0001", "syntax error";
+    /// A number too large to be represented.
+    NumberTooLarge = 2, "E0002", "number too large";
 
     /// A CEL expression does not parse.
-    ExprSyntax = 100, "invalid expression";
+    ExprSyntax = 100, "E0100", "invalid expression";
     /// A function that CEL and Steward do not define.
-    UnknownFunction = 101, "unknown function";
+    UnknownFunction = 101, "E0101", "unknown function";
     /// A function called with the wrong number of arguments.
-    WrongArity = 102, "wrong number of arguments";
+    WrongArity = 102, "E0102", "wrong number of arguments";
     /// A regular expression literal that does not compile.
-    InvalidRegex = 103, "invalid regular expression";
+    InvalidRegex = 103, "E0103", "invalid regular expression";
     /// A literal out of range or with a bad escape.
-    InvalidLiteral = 104, "invalid literal";
+    InvalidLiteral = 104, "E0104", "invalid literal";
+
+    /// Two items of the same kind with one name, in any of the checked files.
+    DuplicateItem = 200, "E0200", "duplicate definition";
+    /// A `->` or `goto` names a state the workflow does not have.
+    UnknownState = 201, "E0201", "unknown state";
+    /// Two states of one workflow with one name.
+    DuplicateState = 202, "E0202", "duplicate state";
+    /// Two parameters of one policy with one name.
+    DuplicateParam = 203, "E0203", "duplicate policy parameter";
+    /// Two escalations of one workflow with one name.
+    DuplicateEscalation = 204, "E0204", "duplicate escalation";
+    /// `use connector` twice for one connector in a file.
+    DuplicateConnector = 205, "E0205", "duplicate connector";
+    /// A call to a connector the file does not declare with `use connector`.
+    UnknownConnector = 206, "E0206", "unknown connector";
+    /// `escalate` names an escalation the workflow does not have.
+    UnknownEscalation = 207, "E0207", "unknown escalation";
+    /// `request approval from` names a group that is not defined.
+    UnknownGroup = 208, "E0208", "unknown group";
+    /// `in` or `include` names a calendar that is not defined.
+    UnknownCalendar = 209, "E0209", "unknown calendar";
+    /// `policy.param` names a policy that is not defined.
+    UnknownPolicy = 210, "E0210", "unknown policy";
+    /// `policy.param` names a parameter the policy does not have.
+    UnknownParam = 211, "E0211", "unknown policy parameter";
+    /// An expression uses a name that is not defined where it is used.
+    UnknownName = 212, "E0212", "unknown name";
+    /// An expression reads an event field its declared schema does not have.
+    UndeclaredField = 213, "E0213", "undeclared event field";
+    /// One field twice in an event schema, `emit` or `evidence`, or one argument name twice.
+    DuplicateField = 214, "E0214", "duplicate field";
+
+    /// A workflow without states.
+    NoStates = 300, "E0300", "workflow without states";
+    /// A state no transition or `goto` leads to.
+    UnreachableState = 301, "E0301", "unreachable state";
+    /// A state that is not final and has no way out.
+    NoWayOut = 302, "E0302", "state without a way out";
+    /// A timer (`after`) in a final state.
+    TimerInFinalState = 303, "E0303", "timer in a final state";
+    /// A transition or `goto` out of a final state.
+    TransitionFromFinal = 304, "E0304", "transition out of a final state";
+    /// Two transitions of one state on the same trigger and condition.
+    ConflictingTransitions = 305, "E0305", "conflicting transitions";
+    /// `on approval ...` in a workflow that never requests approval.
+    ApprovalNeverRequested = 306, "E0306", "approval never requested";
+    /// A workflow without `start on`.
+    MissingStart = 307, "E0307", "workflow without start";
+    /// An escalation without steps.
+    EmptyEscalation = 308, "E0308", "escalation without steps";
+
+    /// A cron expression that does not parse.
+    InvalidCron = 400, "E0400", "invalid cron expression";
+    /// A time zone that is not in the IANA database.
+    UnknownZone = 401, "E0401", "unknown time zone";
+    /// A date or date-time that is not valid.
+    InvalidDate = 402, "E0402", "invalid date";
+    /// A range that ends before it starts.
+    BackwardsRange = 403, "E0403", "range ends before it starts";
+    /// A clock time out of range.
+    InvalidClockTime = 404, "E0404", "invalid time of day";
+    /// Working hours that end before or when they start.
+    EmptyHours = 405, "E0405", "empty working hours";
+    /// A day name that is not `mon`..`sun`.
+    UnknownDay = 406, "E0406", "unknown day";
+    /// A duration of zero.
+    ZeroDuration = 407, "E0407", "zero duration";
+    /// Business time without a calendar to count it on.
+    BusinessWithoutCalendar = 408, "E0408", "business time without a calendar";
+    /// A calendar without a zone.
+    CalendarWithoutZone = 409, "E0409", "calendar without a zone";
+    /// A policy parameter used as a duration that is not one.
+    NotADuration = 410, "E0410", "not a duration";
+    /// A calendar with more than one zone.
+    DuplicateZone = 411, "E0411", "calendar with more than one zone";
+
+    /// A quorum larger than its group.
+    QuorumTooLarge = 500, "E0500", "quorum larger than the group";
+    /// A quorum of zero.
+    ZeroQuorum = 501, "E0501", "zero quorum";
+    /// A percentage above 100.
+    PercentOutOfRange = 502, "E0502", "percentage out of range";
+    /// A control clause id that is not dotted digits.
+    InvalidClause = 503, "E0503", "invalid clause id";
+    /// A control with an empty statement.
+    EmptyStatement = 504, "E0504", "empty control statement";
+    /// A counter window that cannot be counted.
+    InvalidWindow = 505, "E0505", "invalid counter window";
+    /// A group without members.
+    EmptyGroup = 506, "E0506", "empty group";
 }
 
 impl Code {

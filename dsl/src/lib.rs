@@ -2,6 +2,7 @@
 //!
 //! - `grammar/steward.pest` and `grammar/cel.pest`: the grammar (one pest parser, [`parser`]).
 //! - [`ast`]: the syntax tree with spans; [`cel`]: CEL expressions, compiled and evaluated.
+//! - [`parse`]: source to [`ast::File`], all syntax errors of a file.
 //! - [`check`]: every check that runs before rules run; [`diagnostic`] and [`codes`]:
 //!   what it reports, with stable codes; [`render`]: diagnostics as text.
 //!
@@ -9,11 +10,22 @@
 
 pub mod ast;
 pub mod cel;
+pub mod check;
 pub mod codes;
 pub mod diagnostic;
+pub mod parse;
 pub mod parser;
+pub mod render;
 pub mod span;
 
+pub use check::{CheckResult, Source, check};
 pub use codes::Code;
 pub use diagnostic::Diagnostic;
+pub use parse::parse;
+pub use render::render;
 pub use span::Span;
+
+/// The documentation page of a code (docs/errors/EXXXX.md), for `steward explain`.
+pub fn explain(code: Code) -> &'static str {
+    code.explain()
+}
