@@ -17,6 +17,7 @@ pub mod parse;
 pub mod parser;
 pub mod render;
 pub mod span;
+pub mod stdlib;
 
 pub use check::{CheckResult, Source, check};
 pub use codes::Code;
