@@ -95,6 +95,10 @@ impl Functions {
         self.entries.get(name)
     }
 
+    pub(crate) fn add_pure(&mut self, name: &str, global: &[usize], member: &[usize], f: Function) {
+        self.add(name, global, member, f);
+    }
+
     fn add(&mut self, name: &str, global: &[usize], member: &[usize], f: Function) {
         self.entries.insert(
             name.to_string(),

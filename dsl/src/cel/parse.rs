@@ -601,6 +601,11 @@ impl Builder {
         mut args: Vec<Expr>,
         span: Span,
     ) -> Option<Expr> {
+        if matches!(&target.kind, ExprKind::Ident(n) if n == "cel")
+            && let Some(e) = block_ext(&function, &mut args, span)
+        {
+            return Some(e);
+        }
         let kind = match (function.as_str(), args.len()) {
             ("all", 2 | 3) => MacroKind::All,
             ("exists", 2 | 3) => MacroKind::Exists,
@@ -690,6 +695,48 @@ impl Builder {
             },
             span,
         ))
+    }
+}
+
+/// The block extension (`cel.block([e0, e1], r)`, `cel.index(0)`,
+/// `cel.iterVar(0, 0)`), written by optimizers: slots become names users cannot
+/// write (`@index0`) bound like `cel.bind`.
+fn block_ext(function: &str, args: &mut Vec<Expr>, span: Span) -> Option<Expr> {
+    let int = |e: &Expr| match e.kind {
+        ExprKind::Literal(Value::Int(i)) => Some(i),
+        _ => None,
+    };
+    match (function, args.as_slice()) {
+        ("index", [i]) => Some(Expr::new(
+            ExprKind::Ident(format!("@index{}", int(i)?)),
+            span,
+        )),
+        ("iterVar", [i, j]) => Some(Expr::new(
+            ExprKind::Ident(format!("@it:{}:{}", int(i)?, int(j)?)),
+            span,
+        )),
+        ("block", [list, _]) if matches!(list.kind, ExprKind::List(_)) => {
+            let result = args.pop()?;
+            let ExprKind::List(slots) = args.pop()?.kind else {
+                return None;
+            };
+            let mut e = result;
+            for (i, init) in slots.into_iter().enumerate().rev() {
+                e = Expr::new(
+                    ExprKind::Comprehension {
+                        kind: MacroKind::Bind,
+                        range: Box::new(init),
+                        var: format!("@index{i}"),
+                        var2: None,
+                        filter: None,
+                        body: Box::new(e),
+                    },
+                    span,
+                );
+            }
+            Some(e)
+        }
+        _ => None,
     }
 }
 
