@@ -40,10 +40,18 @@ const ITEM_KEYWORDS: &[&str] = &[
     "use", "policy", "calendar", "group", "event", "rule", "workflow", "cadence", "counter",
 ];
 
+/// Deeper nesting than this is refused before parsing: the parser recurses, and the
+/// stack must hold on any input.
+pub(crate) const MAX_NESTING: usize = 64;
+
 pub(crate) fn parse_file(source: &str) -> Parsed {
     let mut builder = Builder::new(source);
     let mut broken_names = BTreeSet::new();
-    let first_error = match StewardParser::parse(Rule::file, source) {
+    let whole = match too_deep(source) {
+        Some(at) => Err(nesting_error(source, at)),
+        None => StewardParser::parse(Rule::file, source).map_err(|e| syntax_error(source, &e)),
+    };
+    let first_error = match whole {
         Ok(pairs) => {
             let mut items = Vec::new();
             for pair in pairs.flatten().filter(|p| is_item(p.as_rule())) {
@@ -55,7 +63,7 @@ pub(crate) fn parse_file(source: &str) -> Parsed {
                 broken_names,
             };
         }
-        Err(e) => syntax_error(source, &e),
+        Err(e) => e,
     };
 
     let starts = item_starts(source);
@@ -68,14 +76,18 @@ pub(crate) fn parse_file(source: &str) -> Parsed {
         };
         let mut padded = " ".repeat(start);
         padded.push_str(chunk);
-        match StewardParser::parse(Rule::file, &padded) {
+        let parsed = match too_deep(chunk) {
+            Some(at) => Err(nesting_error(source, start + at)),
+            None => StewardParser::parse(Rule::file, &padded).map_err(|e| syntax_error(source, &e)),
+        };
+        match parsed {
             Ok(pairs) => {
                 for pair in pairs.flatten().filter(|p| is_item(p.as_rule())) {
                     builder.push_item(pair, &mut items, &mut broken_names);
                 }
             }
             Err(e) => {
-                errors.push(syntax_error(source, &e));
+                errors.push(e);
                 if let Some(name) = item_name_of(chunk) {
                     broken_names.insert(name);
                 }
@@ -148,6 +160,66 @@ fn item_name_of(chunk: &str) -> Option<String> {
 }
 
 // ---------------------------------------------------------------- errors
+
+/// The offset where bracket nesting (plus `?` on one line, for CEL's ternaries)
+/// first exceeds [`MAX_NESTING`]; strings and comments are skipped.
+fn too_deep(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut depth: usize = 0;
+    let mut questions: usize = 0;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' | b'\'' => {
+                // Skip the string, escapes included; `${` nests like a bracket.
+                i += 1;
+                while let Some(&c) = bytes.get(i) {
+                    if c == b'\\' {
+                        i += 1;
+                    } else if c == b || c == b'\n' || (c == b'$' && bytes.get(i + 1) == Some(&b'{'))
+                    {
+                        break;
+                    }
+                    i += 1;
+                }
+                if bytes.get(i) == Some(&b'$') {
+                    depth += 1;
+                    i += 1;
+                }
+            }
+            b'#' => {
+                while bytes.get(i).is_some_and(|&c| c != b'\n') {
+                    i += 1;
+                }
+                continue;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while bytes.get(i).is_some_and(|&c| c != b'\n') {
+                    i += 1;
+                }
+                continue;
+            }
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b'?' => questions += 1,
+            b'\n' => questions = 0,
+            _ => {}
+        }
+        if depth + questions > MAX_NESTING {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+fn nesting_error(source: &str, at: usize) -> Diagnostic {
+    let at = floor_char_boundary(source, at);
+    let end = floor_char_boundary(source, at + 1).max(at);
+    Diagnostic::new(Code::Syntax, Span::new(at, end), "nesting too deep")
+        .with_label(format!("more than {MAX_NESTING} levels of brackets"))
+        .with_help("split the expression, or give parts of it names with `set`")
+}
 
 fn syntax_error(source: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
     let pos = match error.location {
@@ -238,6 +310,9 @@ fn expected_words(rules: &[Rule]) -> Vec<String> {
         {
             words.push(w.to_string());
         }
+    }
+    if words.iter().any(|w| w == "an expression") {
+        words.retain(|w| w != "a number");
     }
     // Collapse long keyword lists into what users think of.
     let item_words: Vec<String> = ITEM_KEYWORDS.iter().map(|k| format!("`{k}`")).collect();
@@ -450,8 +525,17 @@ fn is_token(r: Rule) -> bool {
 
 type P<'i> = Pair<'i, Rule>;
 
+/// The span of a pair without the whitespace and comments pest skips after its last
+/// part (a rule ending in an optional part would otherwise include them).
 fn span(p: &P<'_>) -> Span {
-    Span::from_pest(p.as_span())
+    let whole = Span::from_pest(p.as_span());
+    let mut end = whole.end;
+    let mut last = p.clone().into_inner().last();
+    while let Some(l) = last {
+        end = l.as_span().end();
+        last = l.into_inner().last();
+    }
+    Span::new(whole.start, end.max(whole.start))
 }
 
 fn ident(p: &P<'_>) -> Ident {

@@ -71,3 +71,76 @@ fn ok_fixtures_check_clean() {
         );
     }
 }
+
+/// Fixtures in `check/`, grouped: `NAME.stw` alone, or `NAME.a.stw`, `NAME.b.stw`
+/// checked together; the expected output is `NAME.stderr`.
+fn check_groups() -> Vec<(String, Vec<PathBuf>)> {
+    let mut groups: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    for path in fixtures("check") {
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        let name = stem.split('.').next().unwrap().to_string();
+        match groups.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, files)) => files.push(path),
+            None => groups.push((name, vec![path])),
+        }
+    }
+    groups
+}
+
+#[test]
+fn check_fixtures_match_their_stderr() {
+    let bless = std::env::var_os("BLESS").is_some();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check");
+    let mut seen = BTreeSet::new();
+    let mut failures = Vec::new();
+    let groups = check_groups();
+    assert!(!groups.is_empty());
+    for (name, paths) in groups {
+        let (result, sources) = run(&paths);
+        assert!(!result.is_ok(), "{name}: expected diagnostics");
+        seen.extend(result.diagnostics.iter().map(|(_, d)| d.code));
+        let actual: String = (0..sources.len())
+            .map(|i| rendered(&result, &sources, i))
+            .collect();
+        let expected_path = dir.join(format!("{name}.stderr"));
+        if bless {
+            fs::write(&expected_path, &actual).unwrap();
+            continue;
+        }
+        let expected = fs::read_to_string(&expected_path).unwrap_or_default();
+        if expected != actual {
+            failures.push(format!(
+                "{name}: output differs (BLESS=1 to update)\n--- expected\n{expected}\n--- actual\n{actual}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let missing: Vec<String> = Code::ALL
+        .iter()
+        .filter(|c| !seen.contains(c))
+        .map(|c| c.id())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "codes no fixture exercises: {missing:?}"
+    );
+}
+
+#[test]
+fn every_code_has_a_page() {
+    let mut numbers = BTreeSet::new();
+    for &code in Code::ALL {
+        assert!(numbers.insert(code.number()), "{code} is used twice");
+        assert_eq!(Code::parse(&code.id()), Some(code));
+        let page = steward_dsl::explain(code);
+        assert!(
+            page.starts_with(&format!("# {}: ", code.id())),
+            "{code}: the page must start with `# {}: title`",
+            code.id()
+        );
+        for section in ["## Example", "## Fix"] {
+            assert!(page.contains(section), "{code}: the page lacks `{section}`");
+        }
+        assert!(!page.contains("TODO"), "{code}: the page is unfinished");
+    }
+}
