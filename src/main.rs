@@ -1,1 +1,129 @@
-fn main() {}
+//! `steward`: check, replay and run ISO/IEC 20000-1 control rules.
+//!
+//! The CLI is the edge: it reads files, renders diagnostics and reports; the language
+//! lives in `steward-dsl`, the engine in `steward-engine`.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "steward",
+    version,
+    about = "Enforce ISO/IEC 20000-1 service-management controls across your tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check rule files: syntax, names, states, times; every problem of every file.
+    Check {
+        /// `.stw` files, or directories holding them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Replay recorded events through the rules on a virtual clock; print every
+    /// decision as one JSON object per line.
+    Replay {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// CloudEvents in JSON, one per line.
+        #[arg(long)]
+        events: PathBuf,
+        /// Start of the virtual clock (RFC 3339); default: the first event's time.
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the virtual clock (RFC 3339); default: the last event's time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Keep state in this SQLite file: a later replay resumes from it.
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Stop after this many events (with --store: resume later).
+        #[arg(long, hide = true)]
+        limit: Option<usize>,
+    },
+    /// Run the engine: events from a file, stdin or a watched directory; state in SQLite.
+    Run {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Configuration file (TOML); every value can also be set by a `STEWARD_…`
+        /// environment variable.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Events file (JSON lines), or `-` for stdin.
+        #[arg(long, conflicts_with = "watch")]
+        events: Option<PathBuf>,
+        /// Directory whose `.jsonl` files are read as they appear and grow.
+        #[arg(long)]
+        watch: Option<PathBuf>,
+        /// SQLite database file (default `steward.db` in the working directory).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// Evaluate one CEL expression, optionally against an event; print the value as JSON.
+    Eval {
+        expr: String,
+        /// A CloudEvent (JSON) bound to `event`.
+        #[arg(long)]
+        event: Option<PathBuf>,
+        /// A JSON object whose fields become variables.
+        #[arg(long)]
+        vars: Option<String>,
+    },
+    /// Explain a diagnostic code, such as `E0201`.
+    Explain { code: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { files } => cli::check::run(&files),
+        Command::Replay {
+            files,
+            events,
+            from,
+            until,
+            store,
+            limit,
+        } => cli::replay::run(cli::replay::Options {
+            files,
+            events,
+            from,
+            until,
+            store,
+            limit,
+        }),
+        Command::Run {
+            files,
+            config,
+            events,
+            watch,
+            db,
+        } => cli::run::run(cli::run::Options {
+            files,
+            config,
+            events,
+            watch,
+            db,
+        }),
+        Command::Eval { expr, event, vars } => {
+            cli::eval::run(&expr, event.as_deref(), vars.as_deref())
+        }
+        Command::Explain { code } => cli::explain(&code),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,1 +1,18 @@
-//! placeholder
+//! The Steward engine.
+//!
+//! - [`event`]: the CloudEvents envelope and its validation.
+//! - [`ruleset`]: checked rules compiled to what the engine runs, with the event-type index.
+//! - [`core`]: the deterministic core — `apply` an event, `advance` time — which decides
+//!   and records, and performs no I/O.
+//! - [`decision`]: decisions, their canonical encoding and the evidence hash chain.
+//! - [`time`]: business calendars, cron schedules, period ids.
+//! - [`store`]: persistence of the core's world (SQLite), behind a trait.
+//! - [`replay`]: runs recorded events through the core on a virtual clock.
+
+pub mod core;
+pub mod decision;
+pub mod event;
+pub mod replay;
+pub mod ruleset;
+pub mod store;
+pub mod time;

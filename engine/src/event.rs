@@ -1,0 +1,350 @@
+//! The CloudEvents 1.0 envelope (JSON format) and its validation.
+//!
+//! Decoding is strict where the specification is (required attributes, attribute
+//! names, extension value types) and reports the first problem with the attribute it
+//! concerns, so an invalid event can be dead-lettered with a precise reason.
+
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value as Json};
+use steward_dsl::cel::Value;
+
+/// Largest accepted encoded event, in bytes.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// A validated CloudEvent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: String,
+    pub source: String,
+    pub event_type: String,
+    pub time: Option<DateTime<Utc>>,
+    pub subject: Option<String>,
+    pub datacontenttype: Option<String>,
+    pub dataschema: Option<String>,
+    /// `data` when it was JSON (or text, as a JSON string); decoded `data_base64` is
+    /// kept as bytes in `data_base64`.
+    pub data: Option<Json>,
+    pub data_base64: Option<Vec<u8>>,
+    /// Extension attributes, in the order they appeared.
+    pub extensions: Map<String, Json>,
+}
+
+/// Why an input is not a usable event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("not a CloudEvent: {0}")]
+    NotCloudEvent(String),
+    #[error("event `{id}`: {reason}")]
+    Invalid { id: String, reason: String },
+    #[error("event is {size} bytes, over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+}
+
+impl EventError {
+    fn invalid(id: &str, reason: impl Into<String>) -> Self {
+        EventError::Invalid {
+            id: id.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+const CONTEXT_ATTRIBUTES: &[&str] = &[
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "time",
+    "subject",
+    "datacontenttype",
+    "dataschema",
+    "data",
+    "data_base64",
+];
+
+impl Event {
+    /// Decodes one event from its JSON text.
+    pub fn from_json_str(text: &str) -> Result<Event, EventError> {
+        if text.len() > MAX_EVENT_BYTES {
+            return Err(EventError::TooLarge {
+                size: text.len(),
+                limit: MAX_EVENT_BYTES,
+            });
+        }
+        let value: Json =
+            serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?;
+        Event::from_json(value)
+    }
+
+    /// Validates a JSON value as a CloudEvent 1.0.
+    pub fn from_json(value: Json) -> Result<Event, EventError> {
+        let Json::Object(mut object) = value else {
+            return Err(EventError::NotCloudEvent(
+                "expected a JSON object".to_string(),
+            ));
+        };
+        let id = match object.remove("id") {
+            Some(Json::String(s)) if !s.is_empty() => s,
+            Some(Json::String(_)) => {
+                return Err(EventError::NotCloudEvent("`id` is empty".to_string()));
+            }
+            Some(_) => {
+                return Err(EventError::NotCloudEvent(
+                    "`id` must be a string".to_string(),
+                ));
+            }
+            None => return Err(EventError::NotCloudEvent("missing `id`".to_string())),
+        };
+        match object.remove("specversion") {
+            Some(Json::String(v)) if v == "1.0" => {}
+            Some(Json::String(v)) => {
+                return Err(EventError::invalid(
+                    &id,
+                    format!("unsupported `specversion` `{v}`, expected `1.0`"),
+                ));
+            }
+            Some(_) => return Err(EventError::invalid(&id, "`specversion` must be a string")),
+            None => return Err(EventError::invalid(&id, "missing `specversion`")),
+        }
+        let source = required_string(&mut object, "source", &id)?;
+        let event_type = required_string(&mut object, "type", &id)?;
+        let time = match optional_string(&mut object, "time", &id)? {
+            Some(text) => Some(
+                DateTime::parse_from_rfc3339(&text)
+                    .map_err(|e| {
+                        EventError::invalid(&id, format!("`time` `{text}` is not RFC 3339: {e}"))
+                    })?
+                    .with_timezone(&Utc),
+            ),
+            None => None,
+        };
+        let subject = optional_string(&mut object, "subject", &id)?;
+        let datacontenttype = optional_string(&mut object, "datacontenttype", &id)?;
+        let dataschema = optional_string(&mut object, "dataschema", &id)?;
+        let data = object.remove("data");
+        let data_base64 = match optional_string(&mut object, "data_base64", &id)? {
+            Some(text) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(text.as_bytes())
+                    .map_err(|e| EventError::invalid(&id, format!("`data_base64`: {e}")))?,
+            ),
+            None => None,
+        };
+        if data.is_some() && data_base64.is_some() {
+            return Err(EventError::invalid(
+                &id,
+                "`data` and `data_base64` are mutually exclusive",
+            ));
+        }
+        let data = data.filter(|d| !d.is_null());
+        for (name, value) in &object {
+            validate_extension(name, value, &id)?;
+        }
+        Ok(Event {
+            id,
+            source,
+            event_type,
+            time,
+            subject,
+            datacontenttype,
+            dataschema,
+            data,
+            data_base64,
+            extensions: object,
+        })
+    }
+
+    /// The event as JSON (CloudEvents JSON format), attributes in a fixed order.
+    pub fn to_json(&self) -> Json {
+        let mut map = Map::new();
+        map.insert("specversion".into(), "1.0".into());
+        map.insert("id".into(), self.id.clone().into());
+        map.insert("source".into(), self.source.clone().into());
+        map.insert("type".into(), self.event_type.clone().into());
+        if let Some(time) = self.time {
+            map.insert("time".into(), format_time(time).into());
+        }
+        if let Some(subject) = &self.subject {
+            map.insert("subject".into(), subject.clone().into());
+        }
+        if let Some(ct) = &self.datacontenttype {
+            map.insert("datacontenttype".into(), ct.clone().into());
+        }
+        if let Some(schema) = &self.dataschema {
+            map.insert("dataschema".into(), schema.clone().into());
+        }
+        for (k, v) in &self.extensions {
+            map.insert(k.clone(), v.clone());
+        }
+        if let Some(data) = &self.data {
+            map.insert("data".into(), data.clone());
+        }
+        if let Some(bytes) = &self.data_base64 {
+            map.insert(
+                "data_base64".into(),
+                base64::engine::general_purpose::STANDARD
+                    .encode(bytes)
+                    .into(),
+            );
+        }
+        Json::Object(map)
+    }
+
+    /// The event as a CEL value (`event` in expressions): attributes, extensions and
+    /// `data` (JSON data as maps and lists; other data as a string or bytes).
+    pub fn to_value(&self) -> Value {
+        let mut json = self.to_json();
+        if let (Json::Object(map), Some(bytes)) = (&mut json, &self.data_base64) {
+            map.remove("data_base64");
+            let data = match String::from_utf8(bytes.clone()) {
+                Ok(text) => match serde_json::from_str::<Json>(&text) {
+                    Ok(parsed) if is_json_type(self.datacontenttype.as_deref()) => parsed,
+                    _ => Json::String(text),
+                },
+                Err(_) => Json::Null,
+            };
+            map.insert("data".into(), data);
+        }
+        Value::from_json(&json)
+    }
+
+    /// `source` and `id` together identify an event for de-duplication.
+    pub fn identity(&self) -> EventIdentity {
+        EventIdentity {
+            source: Arc::from(self.source.as_str()),
+            id: Arc::from(self.id.as_str()),
+        }
+    }
+}
+
+fn is_json_type(content_type: Option<&str>) -> bool {
+    match content_type {
+        None => true,
+        Some(ct) => {
+            let essence = ct.split(';').next().unwrap_or("").trim();
+            essence == "application/json" || essence.ends_with("+json") || essence == "text/json"
+        }
+    }
+}
+
+/// The de-duplication identity of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventIdentity {
+    pub source: Arc<str>,
+    pub id: Arc<str>,
+}
+
+impl fmt::Display for EventIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.source, self.id)
+    }
+}
+
+/// RFC 3339 in UTC with a `Z`, whole seconds unless there is a fraction.
+pub fn format_time(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn required_string(
+    object: &mut Map<String, Json>,
+    name: &str,
+    id: &str,
+) -> Result<String, EventError> {
+    match object.remove(name) {
+        Some(Json::String(s)) if !s.is_empty() => Ok(s),
+        Some(Json::String(_)) => Err(EventError::invalid(id, format!("`{name}` is empty"))),
+        Some(_) => Err(EventError::invalid(
+            id,
+            format!("`{name}` must be a string"),
+        )),
+        None => Err(EventError::invalid(id, format!("missing `{name}`"))),
+    }
+}
+
+fn optional_string(
+    object: &mut Map<String, Json>,
+    name: &str,
+    id: &str,
+) -> Result<Option<String>, EventError> {
+    match object.remove(name) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s)),
+        Some(_) => Err(EventError::invalid(
+            id,
+            format!("`{name}` must be a string"),
+        )),
+    }
+}
+
+/// Extension names are lower-case ASCII letters and digits; values are strings,
+/// booleans or 32-bit integers (the JSON format's mapping of CloudEvents types).
+fn validate_extension(name: &str, value: &Json, id: &str) -> Result<(), EventError> {
+    if CONTEXT_ATTRIBUTES.contains(&name) {
+        return Ok(());
+    }
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Err(EventError::invalid(
+            id,
+            format!("extension attribute name `{name}` must be lower-case letters and digits"),
+        ));
+    }
+    match value {
+        Json::String(_) | Json::Bool(_) | Json::Null => Ok(()),
+        Json::Number(n) => match n.as_i64() {
+            Some(v) if i32::try_from(v).is_ok() => Ok(()),
+            _ => Err(EventError::invalid(
+                id,
+                format!("extension `{name}` value `{n}` is not a 32-bit integer"),
+            )),
+        },
+        Json::Array(_) | Json::Object(_) => Err(EventError::invalid(
+            id,
+            format!("extension `{name}` must be a string, boolean or integer"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_event_decodes() {
+        let e = Event::from_json_str(
+            r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","time":"2026-01-01T10:00:00+01:00"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.event_type, "t");
+        assert_eq!(format_time(e.time.unwrap()), "2026-01-01T09:00:00Z");
+    }
+
+    #[test]
+    fn missing_id_is_not_a_cloud_event() {
+        let err =
+            Event::from_json_str(r#"{"specversion":"1.0","source":"/s","type":"t"}"#).unwrap_err();
+        assert_eq!(err.to_string(), "not a CloudEvent: missing `id`");
+    }
+
+    #[test]
+    fn bad_time_names_the_event_and_field() {
+        let err = Event::from_json_str(
+            r#"{"specversion":"1.0","id":"e7","source":"/s","type":"t","time":"yesterday"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("event `e7`: `time` `yesterday`"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,857 @@
+//! The ruleset: checked Steward files compiled into the form the engine runs.
+//!
+//! Every name is resolved to an index, every expression compiled to a CEL
+//! [`Program`], every duration to seconds and a calendar; events are routed by an index
+//! on their type. Compilation assumes the files passed `steward_dsl::check`; anything it
+//! still cannot resolve is reported as a [`CompileError`], never a panic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{NaiveDate, NaiveDateTime, Utc};
+use chrono_tz::Tz;
+use sha2::{Digest, Sha256};
+use steward_dsl::ast::{self, CalendarUnit};
+use steward_dsl::cel::{Expr, Program, Value};
+
+use crate::time::{BusinessCalendar, Schedule, resolve_local, weekday};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CompileError {
+    pub message: String,
+}
+
+fn err(message: impl Into<String>) -> CompileError {
+    CompileError {
+        message: message.into(),
+    }
+}
+
+/// An event type pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    Exact(String),
+    /// `"jira:*"` matches every type starting with `jira:`.
+    Prefix(String),
+}
+
+impl Pattern {
+    fn new(text: &str) -> Pattern {
+        match text.strip_suffix('*') {
+            Some(prefix) => Pattern::Prefix(prefix.to_string()),
+            None => Pattern::Exact(text.to_string()),
+        }
+    }
+
+    pub fn matches(&self, event_type: &str) -> bool {
+        match self {
+            Pattern::Exact(t) => t == event_type,
+            Pattern::Prefix(p) => event_type.starts_with(p.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub pattern: Pattern,
+    pub condition: Option<Program>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Control {
+    pub clause: String,
+    pub statement: String,
+    pub kind: ast::Enforcement,
+}
+
+/// A duration resolved to seconds, with the calendar it is counted on when it is
+/// business time.
+#[derive(Debug, Clone)]
+pub struct TimeSpec {
+    pub seconds: i64,
+    pub unit: ast::TimeUnit,
+    pub amount: i64,
+    pub business: Option<Arc<BusinessCalendar>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum TemplatePart {
+    Text(String),
+    Expr(Program),
+}
+
+/// A connector call argument: an expression, or a string with `${expr}` parts.
+#[derive(Debug, Clone)]
+pub enum ArgValue {
+    Expr(Program),
+    Template(Vec<TemplatePart>),
+}
+
+#[derive(Debug, Clone)]
+pub enum Quorum {
+    Count(Program),
+    All,
+    Majority,
+    Percent(u32),
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Call {
+        connector: String,
+        op: String,
+        args: Vec<(Option<String>, ArgValue)>,
+    },
+    Emit {
+        event_type: String,
+        fields: Vec<(String, Program)>,
+    },
+    Violation(Vec<TemplatePart>),
+    Evidence {
+        message: Vec<TemplatePart>,
+        fields: Vec<(String, Program)>,
+    },
+    Set {
+        name: String,
+        value: Program,
+    },
+    Goto(usize),
+    Escalate(usize),
+    RequestApproval {
+        group: String,
+        quorum: Quorum,
+        excluding: Vec<Program>,
+        within: Option<TimeSpec>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub target: Option<usize>,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone)]
+pub struct State {
+    pub name: String,
+    pub is_final: bool,
+    pub enter: Vec<Action>,
+    pub exit: Vec<Action>,
+    pub on_event: Vec<(Trigger, Transition)>,
+    pub on_approval: Vec<(ast::ApprovalOutcome, Transition)>,
+    pub timers: Vec<(TimeSpec, Transition)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ladder {
+    pub name: String,
+    pub stop: Vec<Trigger>,
+    pub steps: Vec<(TimeSpec, Vec<Action>)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub name: String,
+    pub key: Program,
+    pub controls: Vec<Control>,
+    pub starts: Vec<Trigger>,
+    pub states: Vec<State>,
+    pub ladders: Vec<Ladder>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub controls: Vec<Control>,
+    pub trigger: Trigger,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub trigger: Trigger,
+    pub within: TimeSpec,
+    pub otherwise: Vec<Action>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cadence {
+    pub name: String,
+    pub schedule: Schedule,
+    pub controls: Vec<Control>,
+    pub actions: Vec<Action>,
+    pub expect: Option<Expect>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Window {
+    Sliding(i64),
+    Calendar(CalendarUnit, Tz),
+}
+
+#[derive(Debug, Clone)]
+pub struct Counter {
+    pub name: String,
+    pub controls: Vec<Control>,
+    pub trigger: Trigger,
+    pub by: Program,
+    pub window: Window,
+    pub threshold: Program,
+    pub actions: Vec<Action>,
+}
+
+/// Where events of one type go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Targets {
+    pub rules: Vec<usize>,
+    pub workflows: Vec<usize>,
+    pub expects: Vec<usize>,
+    pub counters: Vec<usize>,
+}
+
+impl Targets {
+    fn extend(&mut self, other: &Targets) {
+        self.rules.extend(&other.rules);
+        self.workflows.extend(&other.workflows);
+        self.expects.extend(&other.expects);
+        self.counters.extend(&other.counters);
+        for list in [
+            &mut self.rules,
+            &mut self.workflows,
+            &mut self.expects,
+            &mut self.counters,
+        ] {
+            list.sort_unstable();
+            list.dedup();
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+            && self.workflows.is_empty()
+            && self.expects.is_empty()
+            && self.counters.is_empty()
+    }
+}
+
+/// The compiled ruleset.
+#[derive(Debug, Clone)]
+pub struct Ruleset {
+    pub rules: Vec<Rule>,
+    pub workflows: Vec<Workflow>,
+    pub cadences: Vec<Cadence>,
+    pub counters: Vec<Counter>,
+    pub groups: HashMap<String, Vec<String>>,
+    /// Policies and groups as CEL values, visible by name in every expression.
+    pub globals: HashMap<String, Value>,
+    /// `name@version` of every policy, recorded with decisions.
+    pub policy_versions: BTreeMap<String, String>,
+    /// SHA-256 of the sources, recorded in evidence as the rules' version.
+    pub version: String,
+    exact: HashMap<String, Targets>,
+    prefixes: Vec<(String, Targets)>,
+}
+
+/// Approval decisions arrive as events of this type (see docs/language.md).
+pub const APPROVAL_EVENT: &str = "approval.decided";
+
+impl Ruleset {
+    /// Compiles checked files. `sources` are the texts, used only for the version hash.
+    pub fn compile(files: &[ast::File], sources: &[&str]) -> Result<Ruleset, CompileError> {
+        let mut hasher = Sha256::new();
+        for s in sources {
+            hasher.update((s.len() as u64).to_le_bytes());
+            hasher.update(s.as_bytes());
+        }
+        let version = hex::encode(&hasher.finalize()[..8]);
+        let mut cx = Compiler::default();
+        let items: Vec<&ast::Item> = files.iter().flat_map(|f| &f.items).collect();
+        // Declarations first, so uses may precede them.
+        for item in &items {
+            match item {
+                ast::Item::Policy(p) => cx.policy(p)?,
+                ast::Item::Group(g) => {
+                    let members: Vec<String> = g.members.iter().map(|m| m.value.clone()).collect();
+                    cx.globals.insert(
+                        g.name.name.clone(),
+                        Value::from_json(&serde_json::json!(members)),
+                    );
+                    cx.groups.insert(g.name.name.clone(), members);
+                }
+                _ => {}
+            }
+        }
+        cx.calendars(&items)?;
+        let mut set = Ruleset {
+            rules: Vec::new(),
+            workflows: Vec::new(),
+            cadences: Vec::new(),
+            counters: Vec::new(),
+            groups: HashMap::new(),
+            globals: HashMap::new(),
+            policy_versions: BTreeMap::new(),
+            version,
+            exact: HashMap::new(),
+            prefixes: Vec::new(),
+        };
+        for item in &items {
+            match item {
+                ast::Item::Rule(r) => set.rules.push(cx.rule(r)?),
+                ast::Item::Workflow(w) => set.workflows.push(cx.workflow(w)?),
+                ast::Item::Cadence(c) => set.cadences.push(cx.cadence(c)?),
+                ast::Item::Counter(c) => set.counters.push(cx.counter(c)?),
+                _ => {}
+            }
+        }
+        set.groups = cx.groups;
+        set.globals = cx.globals;
+        set.policy_versions = cx.policy_versions;
+        set.build_index();
+        Ok(set)
+    }
+
+    fn build_index(&mut self) {
+        let mut entries: Vec<(Pattern, usize, u8)> = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            entries.push((r.trigger.pattern.clone(), i, 0));
+        }
+        for (i, w) in self.workflows.iter().enumerate() {
+            let mut patterns: Vec<&Pattern> = w.starts.iter().map(|t| &t.pattern).collect();
+            for s in &w.states {
+                patterns.extend(s.on_event.iter().map(|(t, _)| &t.pattern));
+            }
+            for l in &w.ladders {
+                patterns.extend(l.stop.iter().map(|t| &t.pattern));
+            }
+            let approval = Pattern::Exact(APPROVAL_EVENT.to_string());
+            if w.states.iter().any(|s| !s.on_approval.is_empty()) {
+                entries.push((approval, i, 1));
+            }
+            for p in patterns {
+                entries.push((p.clone(), i, 1));
+            }
+        }
+        for (i, c) in self.cadences.iter().enumerate() {
+            if let Some(e) = &c.expect {
+                entries.push((e.trigger.pattern.clone(), i, 2));
+            }
+        }
+        for (i, c) in self.counters.iter().enumerate() {
+            entries.push((c.trigger.pattern.clone(), i, 3));
+        }
+        let mut prefixes: BTreeMap<String, Targets> = BTreeMap::new();
+        for (pattern, index, kind) in entries {
+            let targets = match pattern {
+                Pattern::Exact(t) => self.exact.entry(t).or_default(),
+                Pattern::Prefix(p) => prefixes.entry(p).or_default(),
+            };
+            let list = match kind {
+                0 => &mut targets.rules,
+                1 => &mut targets.workflows,
+                2 => &mut targets.expects,
+                _ => &mut targets.counters,
+            };
+            if list.last() != Some(&index) {
+                list.push(index);
+            }
+        }
+        self.prefixes = prefixes.into_iter().collect();
+    }
+
+    /// Everything interested in events of `event_type`, each list in declaration order.
+    pub fn targets(&self, event_type: &str) -> Targets {
+        let mut out = self.exact.get(event_type).cloned().unwrap_or_default();
+        for (prefix, targets) in &self.prefixes {
+            if event_type.starts_with(prefix.as_str()) {
+                out.extend(targets);
+            }
+        }
+        out
+    }
+
+    pub fn has_prefix_patterns(&self) -> bool {
+        !self.prefixes.is_empty()
+    }
+
+    /// `name@version` of every policy, comma separated.
+    pub fn policy_label(&self) -> Option<String> {
+        if self.policy_versions.is_empty() {
+            return None;
+        }
+        Some(
+            self.policy_versions
+                .iter()
+                .map(|(n, v)| format!("{n}@{v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    }
+}
+
+#[derive(Default)]
+struct Compiler {
+    globals: HashMap<String, Value>,
+    groups: HashMap<String, Vec<String>>,
+    policy_versions: BTreeMap<String, String>,
+    durations: HashMap<(String, String), ast::DurationLit>,
+    calendars: HashMap<String, Arc<BusinessCalendar>>,
+}
+
+fn program(expr: &Expr) -> Result<Program, CompileError> {
+    Program::compile(expr, steward_dsl::stdlib::functions()).map_err(|diags| {
+        err(diags
+            .first()
+            .map_or_else(|| "invalid expression".to_string(), |d| d.message.clone()))
+    })
+}
+
+fn controls(list: &[ast::Control]) -> Vec<Control> {
+    list.iter()
+        .map(|c| Control {
+            clause: c.clause.value.clone(),
+            statement: c.statement.value.clone(),
+            kind: c.kind,
+        })
+        .collect()
+}
+
+fn trigger(t: &ast::Trigger) -> Result<Trigger, CompileError> {
+    Ok(Trigger {
+        pattern: Pattern::new(&t.pattern.pattern.value),
+        condition: t.condition.as_ref().map(program).transpose()?,
+    })
+}
+
+fn zone(name: &str) -> Result<Tz, CompileError> {
+    name.parse::<Tz>()
+        .map_err(|_| err(format!("unknown time zone `{name}`")))
+}
+
+impl Compiler {
+    fn policy(&mut self, p: &ast::Policy) -> Result<(), CompileError> {
+        let mut map = serde_json::Map::new();
+        let mut values: Vec<(String, Value)> = Vec::new();
+        for param in &p.params {
+            match &param.value {
+                ast::PolicyValue::Duration(d) => {
+                    self.durations
+                        .insert((p.name.name.clone(), param.name.name.clone()), *d);
+                    let secs = d.amount.saturating_mul(d.unit.seconds());
+                    map.insert(param.name.name.clone(), format!("{secs}s").into());
+                }
+                ast::PolicyValue::Expr(e) => {
+                    let value =
+                        program(e)?
+                            .eval(&HashMap::<String, Value>::new())
+                            .map_err(|e| {
+                                err(format!(
+                                    "policy `{}` parameter `{}`: {e}",
+                                    p.name.name, param.name.name
+                                ))
+                            })?;
+                    values.push((param.name.name.clone(), value.clone()));
+                    map.insert(param.name.name.clone(), value.to_json());
+                }
+            }
+        }
+        self.globals.insert(
+            p.name.name.clone(),
+            Value::from_json(&serde_json::Value::Object(map)),
+        );
+        self.policy_versions
+            .insert(p.name.name.clone(), p.version.value.clone());
+        Ok(())
+    }
+
+    fn calendars(&mut self, items: &[&ast::Item]) -> Result<(), CompileError> {
+        let decls: HashMap<&str, &ast::Calendar> = items
+            .iter()
+            .filter_map(|i| match i {
+                ast::Item::Calendar(c) => Some((c.name.name.as_str(), c)),
+                _ => None,
+            })
+            .collect();
+        let mut names: Vec<&str> = decls.keys().copied().collect();
+        names.sort_unstable();
+        for name in names {
+            let cal = build_calendar(name, &decls, 0)?;
+            self.calendars.insert(name.to_string(), Arc::new(cal));
+        }
+        Ok(())
+    }
+
+    fn time_spec(&self, t: &ast::TimeSpec) -> Result<TimeSpec, CompileError> {
+        let lit = match &t.duration {
+            ast::DurationRef::Literal(d) => *d,
+            ast::DurationRef::Param { policy, param } => *self
+                .durations
+                .get(&(policy.name.clone(), param.name.clone()))
+                .ok_or_else(|| {
+                    err(format!(
+                        "`{}.{}` is not a duration parameter",
+                        policy.name, param.name
+                    ))
+                })?,
+        };
+        let amount = i64::try_from(lit.amount).map_err(|_| err("duration too large"))?;
+        let seconds = amount
+            .checked_mul(lit.unit.seconds() as i64)
+            .ok_or_else(|| err("duration too large"))?;
+        let business = if lit.business {
+            let name = t
+                .calendar
+                .as_ref()
+                .ok_or_else(|| err("business time needs a calendar (`in CALENDAR`)"))?;
+            Some(
+                self.calendars
+                    .get(&name.name)
+                    .cloned()
+                    .ok_or_else(|| err(format!("unknown calendar `{}`", name.name)))?,
+            )
+        } else {
+            None
+        };
+        Ok(TimeSpec {
+            seconds,
+            unit: lit.unit,
+            amount,
+            business,
+        })
+    }
+
+    fn template(&self, t: &ast::Template) -> Result<Vec<TemplatePart>, CompileError> {
+        t.parts
+            .iter()
+            .map(|p| {
+                Ok(match p {
+                    ast::TemplatePart::Text(s) => TemplatePart::Text(s.clone()),
+                    ast::TemplatePart::Expr(e) => TemplatePart::Expr(program(e)?),
+                })
+            })
+            .collect()
+    }
+
+    fn fields(
+        &self,
+        fields: &[(ast::Ident, Expr)],
+    ) -> Result<Vec<(String, Program)>, CompileError> {
+        fields
+            .iter()
+            .map(|(n, e)| Ok((n.name.clone(), program(e)?)))
+            .collect()
+    }
+
+    fn actions(
+        &self,
+        block: Option<&ast::Block>,
+        states: &HashMap<String, usize>,
+        ladders: &HashMap<String, usize>,
+    ) -> Result<Vec<Action>, CompileError> {
+        let Some(block) = block else {
+            return Ok(Vec::new());
+        };
+        block
+            .actions
+            .iter()
+            .map(|a| {
+                Ok(match a {
+                    ast::Action::Call {
+                        connector,
+                        op,
+                        args,
+                        ..
+                    } => Action::Call {
+                        connector: connector.name.clone(),
+                        op: op.name.clone(),
+                        args: args
+                            .iter()
+                            .map(|a| {
+                                let value = match &a.template {
+                                    Some(t) => ArgValue::Template(self.template(t)?),
+                                    None => ArgValue::Expr(program(&a.value)?),
+                                };
+                                Ok((a.name.as_ref().map(|n| n.name.clone()), value))
+                            })
+                            .collect::<Result<_, CompileError>>()?,
+                    },
+                    ast::Action::Emit {
+                        event_type, fields, ..
+                    } => Action::Emit {
+                        event_type: event_type.value.clone(),
+                        fields: self.fields(fields)?,
+                    },
+                    ast::Action::Violation { message, .. } => {
+                        Action::Violation(self.template(message)?)
+                    }
+                    ast::Action::Evidence {
+                        message, fields, ..
+                    } => Action::Evidence {
+                        message: self.template(message)?,
+                        fields: self.fields(fields)?,
+                    },
+                    ast::Action::Set { name, value, .. } => Action::Set {
+                        name: name.name.clone(),
+                        value: program(value)?,
+                    },
+                    ast::Action::Goto { state, .. } => Action::Goto(
+                        *states
+                            .get(&state.name)
+                            .ok_or_else(|| err(format!("unknown state `{}`", state.name)))?,
+                    ),
+                    ast::Action::Escalate { ladder, .. } => Action::Escalate(
+                        *ladders
+                            .get(&ladder.name)
+                            .ok_or_else(|| err(format!("unknown escalation `{}`", ladder.name)))?,
+                    ),
+                    ast::Action::RequestApproval(r) => Action::RequestApproval {
+                        group: r.group.name.clone(),
+                        quorum: match &r.quorum {
+                            ast::Quorum::Count(e) => Quorum::Count(program(e)?),
+                            ast::Quorum::All(_) => Quorum::All,
+                            ast::Quorum::Majority(_) => Quorum::Majority,
+                            ast::Quorum::Percent(p, _) => Quorum::Percent(*p),
+                        },
+                        excluding: r.excluding.iter().map(program).collect::<Result<_, _>>()?,
+                        within: r.within.as_ref().map(|t| self.time_spec(t)).transpose()?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    fn rule(&self, r: &ast::Rule) -> Result<Rule, CompileError> {
+        let none = HashMap::new();
+        Ok(Rule {
+            name: r.name.name.clone(),
+            controls: controls(&r.controls),
+            trigger: trigger(&r.trigger)?,
+            actions: self.actions(Some(&r.actions), &none, &none)?,
+        })
+    }
+
+    fn workflow(&self, w: &ast::Workflow) -> Result<Workflow, CompileError> {
+        let states: HashMap<String, usize> = w
+            .states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.name.clone(), i))
+            .collect();
+        let ladder_index: HashMap<String, usize> = w
+            .escalations
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.name.name.clone(), i))
+            .collect();
+        let transition = |t: &ast::Transition| -> Result<Transition, CompileError> {
+            Ok(Transition {
+                target: t
+                    .target
+                    .as_ref()
+                    .map(|n| {
+                        states
+                            .get(&n.name)
+                            .copied()
+                            .ok_or_else(|| err(format!("unknown state `{}`", n.name)))
+                    })
+                    .transpose()?,
+                actions: self.actions(t.actions.as_ref(), &states, &ladder_index)?,
+            })
+        };
+        let mut compiled_states = Vec::new();
+        for s in &w.states {
+            let mut state = State {
+                name: s.name.name.clone(),
+                is_final: s.is_final,
+                enter: self.actions(s.enter.as_ref(), &states, &ladder_index)?,
+                exit: self.actions(s.exit.as_ref(), &states, &ladder_index)?,
+                on_event: Vec::new(),
+                on_approval: Vec::new(),
+                timers: Vec::new(),
+            };
+            for t in &s.transitions {
+                match &t.on {
+                    ast::TransitionTrigger::Event(trig) => {
+                        state.on_event.push((trigger(trig)?, transition(t)?));
+                    }
+                    ast::TransitionTrigger::Approval { outcome, .. } => {
+                        state.on_approval.push((*outcome, transition(t)?));
+                    }
+                    ast::TransitionTrigger::After(spec) => {
+                        state.timers.push((self.time_spec(spec)?, transition(t)?));
+                    }
+                }
+            }
+            compiled_states.push(state);
+        }
+        if compiled_states.is_empty() {
+            return Err(err(format!("workflow `{}` has no states", w.name.name)));
+        }
+        let ladders = w
+            .escalations
+            .iter()
+            .map(|l| {
+                Ok(Ladder {
+                    name: l.name.name.clone(),
+                    stop: l.stop.iter().map(trigger).collect::<Result<_, _>>()?,
+                    steps: l
+                        .steps
+                        .iter()
+                        .map(|s| {
+                            Ok((
+                                self.time_spec(&s.wait)?,
+                                self.actions(Some(&s.actions), &states, &ladder_index)?,
+                            ))
+                        })
+                        .collect::<Result<_, CompileError>>()?,
+                })
+            })
+            .collect::<Result<_, CompileError>>()?;
+        Ok(Workflow {
+            name: w.name.name.clone(),
+            key: program(&w.key)?,
+            controls: controls(&w.controls),
+            starts: w.starts.iter().map(trigger).collect::<Result<_, _>>()?,
+            states: compiled_states,
+            ladders,
+        })
+    }
+
+    fn cadence(&self, c: &ast::Cadence) -> Result<Cadence, CompileError> {
+        let none = HashMap::new();
+        let tz = match &c.zone {
+            Some(z) => zone(&z.value)?,
+            None => Tz::UTC,
+        };
+        let schedule = Schedule::parse(&c.schedule.value, tz)
+            .map_err(|e| err(format!("cadence `{}`: {e}", c.name.name)))?;
+        Ok(Cadence {
+            name: c.name.name.clone(),
+            schedule,
+            controls: controls(&c.controls),
+            actions: self.actions(c.actions.as_ref(), &none, &none)?,
+            expect: c
+                .expect
+                .as_ref()
+                .map(|e| {
+                    Ok::<_, CompileError>(Expect {
+                        trigger: trigger(&e.trigger)?,
+                        within: self.time_spec(&e.within)?,
+                        otherwise: self.actions(Some(&e.otherwise), &none, &none)?,
+                    })
+                })
+                .transpose()?,
+        })
+    }
+
+    fn counter(&self, c: &ast::Counter) -> Result<Counter, CompileError> {
+        let none = HashMap::new();
+        let window = match &c.window {
+            ast::Window::Sliding(d) => Window::Sliding(
+                i64::try_from(d.amount.saturating_mul(d.unit.seconds()))
+                    .map_err(|_| err("window too large"))?,
+            ),
+            ast::Window::Calendar { unit, zone: z, .. } => Window::Calendar(
+                *unit,
+                match z {
+                    Some(z) => zone(&z.value)?,
+                    None => Tz::UTC,
+                },
+            ),
+        };
+        Ok(Counter {
+            name: c.name.name.clone(),
+            controls: controls(&c.controls),
+            trigger: trigger(&c.trigger)?,
+            by: program(&c.by)?,
+            window,
+            threshold: program(&c.threshold)?,
+            actions: self.actions(Some(&c.actions), &none, &none)?,
+        })
+    }
+}
+
+fn build_calendar(
+    name: &str,
+    decls: &HashMap<&str, &ast::Calendar>,
+    depth: usize,
+) -> Result<BusinessCalendar, CompileError> {
+    if depth > 16 {
+        return Err(err(format!("calendar `{name}` includes itself")));
+    }
+    let decl = decls
+        .get(name)
+        .ok_or_else(|| err(format!("unknown calendar `{name}`")))?;
+    let tz = decl
+        .entries
+        .iter()
+        .find_map(|e| match e {
+            ast::CalendarEntry::Zone(z) => Some(z.value.as_str()),
+            _ => None,
+        })
+        .map_or(Ok(Tz::UTC), zone)?;
+    let mut cal = BusinessCalendar::new(tz);
+    for entry in &decl.entries {
+        match entry {
+            ast::CalendarEntry::Zone(_) => {}
+            ast::CalendarEntry::Hours { days, ranges, .. } => {
+                let from = weekday(&days.from.name)
+                    .ok_or_else(|| err(format!("unknown day `{}`", days.from.name)))?;
+                let to = match &days.to {
+                    Some(d) => {
+                        weekday(&d.name).ok_or_else(|| err(format!("unknown day `{}`", d.name)))?
+                    }
+                    None => from,
+                };
+                let (a, b) = (from.num_days_from_monday(), to.num_days_from_monday());
+                for day in a..=b.max(a) {
+                    for r in ranges {
+                        cal.hours[day as usize].push((
+                            r.start.hour * 60 + r.start.minute,
+                            r.end.hour * 60 + r.end.minute,
+                        ));
+                    }
+                    cal.hours[day as usize].sort_unstable();
+                }
+            }
+            ast::CalendarEntry::Holidays(list) => {
+                for d in list {
+                    let from = date(&d.from.value)?;
+                    let to =
+                        d.to.as_ref()
+                            .map(|t| date(&t.value))
+                            .transpose()?
+                            .unwrap_or(from);
+                    let mut day = from;
+                    while day <= to {
+                        cal.holidays.insert(day);
+                        let Some(next) = day.succ_opt() else { break };
+                        day = next;
+                    }
+                }
+            }
+            ast::CalendarEntry::Freeze { from, to, .. } => {
+                let from = local_datetime(tz, &from.value)?;
+                let to = local_datetime(tz, &to.value)?;
+                cal.freezes.push((from, to));
+            }
+            ast::CalendarEntry::Include(other) => {
+                let included = build_calendar(&other.name, decls, depth + 1)?;
+                cal.include(&included);
+            }
+        }
+    }
+    Ok(cal)
+}
+
+fn date(text: &str) -> Result<NaiveDate, CompileError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| err(format!("invalid date `{text}`")))
+}
+
+fn local_datetime(tz: Tz, text: &str) -> Result<chrono::DateTime<Utc>, CompileError> {
+    let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M")
+        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S"))
+        .or_else(|_| date(text).map(|d| d.and_time(chrono::NaiveTime::MIN)))
+        .map_err(|_| err(format!("invalid date-time `{text}`")))?;
+    resolve_local(tz, naive).ok_or_else(|| err(format!("invalid local time `{text}`")))
+}

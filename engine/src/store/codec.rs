@@ -1,0 +1,340 @@
+//! The persisted form of the core's world: names instead of indices (so a changed
+//! ruleset still loads), and a lossless JSON encoding of CEL values.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Value as Json, json};
+use steward_dsl::cel::{Key, MapValue, Value};
+
+use crate::core::{Approval, CounterState, Instance, TimerKind};
+use crate::ruleset::Ruleset;
+
+/// Encodes a CEL value so that [`decode_value`] gives it back exactly. Strings, bools,
+/// ints, null and lists are plain JSON; other types are one-key tagged objects.
+pub fn encode_value(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Int(i) => json!(i),
+        Value::Uint(u) => json!({"$u": u.to_string()}),
+        Value::Double(d) => json!({"$d": d.to_string()}),
+        Value::String(s) => Json::String(s.to_string()),
+        Value::Bytes(b) => json!({"$b": base64::engine::general_purpose::STANDARD.encode(b)}),
+        Value::List(items) => Json::Array(items.iter().map(encode_value).collect()),
+        Value::Map(m) => Json::Object(
+            [(
+                "$m".to_string(),
+                Json::Array(
+                    m.iter()
+                        .map(|(k, v)| {
+                            Json::Array(vec![encode_value(&k.to_value()), encode_value(v)])
+                        })
+                        .collect(),
+                ),
+            )]
+            .into_iter()
+            .collect(),
+        ),
+        Value::Timestamp(t) => {
+            json!({"$t": t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)})
+        }
+        Value::Duration(d) => {
+            json!({"$dur": d.num_nanoseconds().map_or_else(|| format!("{}s", d.num_seconds()), |n| n.to_string())})
+        }
+        Value::Type(t) => json!({"$type": t.to_string()}),
+    }
+}
+
+pub fn decode_value(j: &Json) -> Value {
+    match j {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => n
+            .as_i64()
+            .map(Value::Int)
+            .or_else(|| n.as_f64().map(Value::Double))
+            .unwrap_or(Value::Null),
+        Json::String(s) => Value::String(Arc::from(s.as_str())),
+        Json::Array(items) => Value::List(items.iter().map(decode_value).collect()),
+        Json::Object(o) => {
+            let Some((tag, inner)) = o.iter().next() else {
+                return Value::Map(Arc::new(MapValue::new()));
+            };
+            let text = inner.as_str().unwrap_or_default();
+            match tag.as_str() {
+                "$u" => text.parse().map(Value::Uint).unwrap_or(Value::Null),
+                "$d" => text.parse().map(Value::Double).unwrap_or(Value::Null),
+                "$b" => base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map(|b| Value::Bytes(Arc::from(b)))
+                    .unwrap_or(Value::Null),
+                "$t" => DateTime::parse_from_rfc3339(text)
+                    .map(|t| Value::Timestamp(t.with_timezone(&Utc)))
+                    .unwrap_or(Value::Null),
+                "$dur" => match text.strip_suffix('s') {
+                    Some(secs) => secs
+                        .parse()
+                        .ok()
+                        .and_then(TimeDelta::try_seconds)
+                        .map_or(Value::Null, Value::Duration),
+                    None => text
+                        .parse()
+                        .map(|n| Value::Duration(TimeDelta::nanoseconds(n)))
+                        .unwrap_or(Value::Null),
+                },
+                "$type" => Value::Type(Arc::from(text)),
+                "$m" => {
+                    let mut map = MapValue::new();
+                    for pair in inner.as_array().into_iter().flatten() {
+                        if let Some([k, v]) = pair.as_array().map(Vec::as_slice)
+                            && let Some(key) = Key::from_value(&decode_value(k))
+                        {
+                            map.insert(key, decode_value(v));
+                        }
+                    }
+                    Value::Map(Arc::new(map))
+                }
+                _ => Value::Null,
+            }
+        }
+    }
+}
+
+pub fn encode_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+pub fn decode_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn workflow_index(rules: &Ruleset, name: &str) -> Option<usize> {
+    rules.workflows.iter().position(|w| w.name == name)
+}
+
+fn state_index(rules: &Ruleset, w: usize, name: &str) -> Option<usize> {
+    rules
+        .workflows
+        .get(w)?
+        .states
+        .iter()
+        .position(|s| s.name == name)
+}
+
+fn ladder_index(rules: &Ruleset, w: usize, name: &str) -> Option<usize> {
+    rules
+        .workflows
+        .get(w)?
+        .ladders
+        .iter()
+        .position(|l| l.name == name)
+}
+
+pub fn cadence_index(rules: &Ruleset, name: &str) -> Option<usize> {
+    rules.cadences.iter().position(|c| c.name == name)
+}
+
+pub fn counter_index(rules: &Ruleset, name: &str) -> Option<usize> {
+    rules.counters.iter().position(|c| c.name == name)
+}
+
+pub fn encode_instance(rules: &Ruleset, w: usize, inst: &Instance) -> Json {
+    let wf = &rules.workflows[w];
+    json!({
+        "state": wf.states[inst.state].name,
+        "seq": inst.seq,
+        "step": inst.step,
+        "vars": inst.vars.iter().map(|(k, v)| (k.clone(), encode_value(v))).collect::<serde_json::Map<_, _>>(),
+        "approval": inst.approval.as_ref().map(|a| json!({
+            "group": a.group, "eligible": a.eligible, "excluded": a.excluded,
+            "required": a.required, "approvals": a.approvals, "open": a.open, "request": a.request,
+        })),
+        "ladders": inst.ladders.iter().map(|(l, run)| json!([wf.ladders[*l].name, run])).collect::<Vec<_>>(),
+        "state_timers": inst.state_timers,
+    })
+}
+
+fn strings(j: &Json) -> Vec<String> {
+    j.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+pub fn decode_instance(rules: &Ruleset, w: usize, j: &Json) -> Option<Instance> {
+    let state = state_index(rules, w, j.get("state")?.as_str()?)?;
+    let approval = j
+        .get("approval")
+        .filter(|a| !a.is_null())
+        .map(|a| Approval {
+            group: a["group"].as_str().unwrap_or_default().to_string(),
+            eligible: strings(&a["eligible"]),
+            excluded: strings(&a["excluded"]),
+            required: a["required"].as_u64().unwrap_or(1) as usize,
+            approvals: strings(&a["approvals"]),
+            open: a["open"].as_bool().unwrap_or(false),
+            request: a["request"].as_u64().unwrap_or(0),
+        });
+    Some(Instance {
+        state,
+        seq: j.get("seq")?.as_u64()?,
+        step: j.get("step")?.as_u64()?,
+        vars: j
+            .get("vars")
+            .and_then(Json::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), decode_value(v)))
+            .collect::<BTreeMap<_, _>>(),
+        approval,
+        ladders: j
+            .get("ladders")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|l| {
+                Some((
+                    ladder_index(rules, w, l.get(0)?.as_str()?)?,
+                    l.get(1)?.as_u64()?,
+                ))
+            })
+            .collect(),
+        state_timers: j
+            .get("state_timers")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Json::as_u64)
+            .collect(),
+    })
+}
+
+pub fn encode_timer(rules: &Ruleset, kind: &TimerKind) -> Json {
+    match kind {
+        TimerKind::State {
+            workflow,
+            key,
+            state,
+            seq,
+            index,
+        } => {
+            json!({"type": "state", "workflow": rules.workflows[*workflow].name, "key": key.as_ref(),
+            "state": rules.workflows[*workflow].states[*state].name, "seq": seq, "index": index})
+        }
+        TimerKind::ApprovalExpiry {
+            workflow,
+            key,
+            request,
+        } => {
+            json!({"type": "approval", "workflow": rules.workflows[*workflow].name, "key": key.as_ref(), "request": request})
+        }
+        TimerKind::Escalation {
+            workflow,
+            key,
+            ladder,
+            run,
+            step,
+        } => {
+            json!({"type": "escalation", "workflow": rules.workflows[*workflow].name, "key": key.as_ref(),
+            "ladder": rules.workflows[*workflow].ladders[*ladder].name, "run": run, "step": step})
+        }
+        TimerKind::Cadence { cadence } => {
+            json!({"type": "cadence", "cadence": rules.cadences[*cadence].name})
+        }
+        TimerKind::Expect { cadence, period } => {
+            json!({"type": "expect", "cadence": rules.cadences[*cadence].name, "period": period})
+        }
+    }
+}
+
+pub fn decode_timer(rules: &Ruleset, j: &Json) -> Option<TimerKind> {
+    let workflow = || workflow_index(rules, j.get("workflow")?.as_str()?);
+    let key = || j.get("key")?.as_str().map(Arc::<str>::from);
+    Some(match j.get("type")?.as_str()? {
+        "state" => {
+            let w = workflow()?;
+            TimerKind::State {
+                workflow: w,
+                key: key()?,
+                state: state_index(rules, w, j.get("state")?.as_str()?)?,
+                seq: j.get("seq")?.as_u64()?,
+                index: j.get("index")?.as_u64()? as usize,
+            }
+        }
+        "approval" => TimerKind::ApprovalExpiry {
+            workflow: workflow()?,
+            key: key()?,
+            request: j.get("request")?.as_u64()?,
+        },
+        "escalation" => {
+            let w = workflow()?;
+            TimerKind::Escalation {
+                workflow: w,
+                key: key()?,
+                ladder: ladder_index(rules, w, j.get("ladder")?.as_str()?)?,
+                run: j.get("run")?.as_u64()?,
+                step: j.get("step")?.as_u64()? as usize,
+            }
+        }
+        "cadence" => TimerKind::Cadence {
+            cadence: cadence_index(rules, j.get("cadence")?.as_str()?)?,
+        },
+        "expect" => TimerKind::Expect {
+            cadence: cadence_index(rules, j.get("cadence")?.as_str()?)?,
+            period: j.get("period")?.as_str()?.to_string(),
+        },
+        _ => return None,
+    })
+}
+
+pub fn encode_counter(state: &CounterState) -> Json {
+    json!({
+        "times": state.times.iter().map(|t| encode_time(*t)).collect::<Vec<_>>(),
+        "period": state.period,
+        "count": state.count,
+    })
+}
+
+pub fn decode_counter(j: &Json) -> CounterState {
+    CounterState {
+        times: j["times"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().and_then(decode_time))
+            .collect::<VecDeque<_>>(),
+        period: j["period"].as_str().unwrap_or_default().to_string(),
+        count: j["count"].as_u64().unwrap_or(0),
+    }
+}
+
+pub fn workflow_of(rules: &Ruleset, name: &str) -> Option<usize> {
+    workflow_index(rules, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip() {
+        let original = Value::from_json(&json!({"a": [1, "x", null, true], "b": {"c": 2.5}}));
+        let values = [
+            original,
+            Value::Uint(7),
+            Value::Double(0.1),
+            Value::Timestamp(decode_time("2026-03-01T10:00:00.123456789Z").unwrap()),
+            Value::Duration(TimeDelta::milliseconds(1500)),
+            Value::Bytes(Arc::from(&b"\x00\xff"[..])),
+        ];
+        for v in values {
+            assert_eq!(decode_value(&encode_value(&v)), v);
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Persistence of the core's world.
+//!
+//! A [`Store`] loads the whole [`World`] at start and commits each batch of
+//! [`Changes`] in one transaction: instances, timers, seen event ids, counters,
+//! expectations, evidence and outbox together, so a crash never splits a decision from
+//! its effects. SQLite is the embedded default ([`sqlite::SqliteStore`]); a second
+//! backend implements the same trait.
+
+pub mod codec;
+pub mod sqlite;
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use crate::core::{Changes, World};
+use crate::decision::{ChainHead, EvidenceRecord};
+use crate::ruleset::Ruleset;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+/// The world's scalar state, written with every commit.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Meta {
+    pub next_timer: u64,
+    pub chain: ChainHead,
+    pub now: Option<DateTime<Utc>>,
+    pub cadences_scheduled: bool,
+}
+
+impl Meta {
+    pub fn of(world: &World) -> Meta {
+        Meta {
+            next_timer: world.next_timer,
+            chain: world.chain.clone(),
+            now: world.now,
+            cadences_scheduled: world.cadences_scheduled,
+        }
+    }
+}
+
+/// A pending or executed outbox row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub action_id: String,
+    pub at: String,
+    pub connector: String,
+    pub op: String,
+    pub args: String,
+    pub status: String,
+    pub attempts: i64,
+}
+
+pub trait Store {
+    /// Loads the world, mapping stored names to the ruleset's indices; state that
+    /// belongs to workflows, cadences or counters no longer in the rules is skipped.
+    fn load(&self, rules: &Ruleset) -> impl Future<Output = Result<World, StoreError>> + Send;
+
+    /// Commits one batch atomically.
+    fn commit(
+        &self,
+        rules: &Ruleset,
+        changes: &Changes,
+        meta: &Meta,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Evidence records with `seq > after`, in order.
+    fn evidence(
+        &self,
+        after: u64,
+    ) -> impl Future<Output = Result<Vec<EvidenceRecord>, StoreError>> + Send;
+
+    /// Keeps an unusable input with its reason.
+    fn dead_letter(
+        &self,
+        letter: &DeadLetter,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Dead letters, oldest first.
+    fn dead_letters(&self) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send;
+
+    /// Outbox rows, oldest first.
+    fn outbox(&self) -> impl Future<Output = Result<Vec<OutboxRow>, StoreError>> + Send;
+}
+
+/// An input that could not be used, kept with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub received_at: DateTime<Utc>,
+    pub origin: String,
+    pub reason: String,
+    pub body: String,
+}
