@@ -142,5 +142,38 @@ fn every_code_has_a_page() {
             assert!(page.contains(section), "{code}: the page lacks `{section}`");
         }
         assert!(!page.contains("TODO"), "{code}: the page is unfinished");
+
+        // The example triggers the code; the fixed version checks clean.
+        let example = stw_block_after(page, "## Example");
+        let result = check(&[Source {
+            path: "example.stw".into(),
+            text: example.clone(),
+        }]);
+        assert!(
+            result.diagnostics.iter().any(|(_, d)| d.code == code),
+            "{code}: the example does not trigger it; it gives {:?}",
+            result.diagnostics
+        );
+        let fixed = stw_block_after(page, "## Fix");
+        let result = check(&[Source {
+            path: "fixed.stw".into(),
+            text: fixed.clone(),
+        }]);
+        let shown: String = result
+            .diagnostics
+            .iter()
+            .map(|(_, d)| render(d, "fixed.stw", &fixed))
+            .collect();
+        assert!(
+            result.is_ok(),
+            "{code}: the fixed example has diagnostics:\n{shown}"
+        );
     }
+}
+
+fn stw_block_after(page: &str, heading: &str) -> String {
+    let rest = &page[page.find(heading).unwrap()..];
+    let start = rest.find("```stw\n").unwrap() + "```stw\n".len();
+    let len = rest[start..].find("```").unwrap();
+    rest[start..start + len].to_string()
 }
