@@ -123,7 +123,7 @@ impl BusinessCalendar {
         let ranges = self.ranges_on(date);
         let first = ranges.iter().map(|r| r.0).min()?;
         let last = ranges.iter().map(|r| r.1).max()?;
-        local_instant(self.zone, date, minute.clamp(first, last))
+        local_instant(self.zone, date, minute.max(first).min(last))
     }
 
     /// The first instant at or after `at` inside working hours.
