@@ -177,3 +177,164 @@ fn stw_block_after(page: &str, heading: &str) -> String {
     let len = rest[start..].find("```").unwrap();
     rest[start..start + len].to_string()
 }
+
+#[test]
+fn the_change_example_builds_the_expected_tree() {
+    use steward_dsl::ast::*;
+    let text = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ok/change.stw"),
+    )
+    .unwrap();
+    let (file, diags) = steward_dsl::parse(&text);
+    assert!(diags.is_empty(), "{diags:?}");
+    let kinds: Vec<&str> = file
+        .items
+        .iter()
+        .map(|i| match i {
+            Item::UseConnector(_) => "use",
+            Item::Policy(_) => "policy",
+            Item::Calendar(_) => "calendar",
+            Item::Group(_) => "group",
+            Item::Schema(_) => "event",
+            Item::Rule(_) => "rule",
+            Item::Workflow(_) => "workflow",
+            Item::Cadence(_) => "cadence",
+            Item::Counter(_) => "counter",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "use", "use", "policy", "calendar", "calendar", "group", "event", "rule", "workflow",
+            "cadence", "counter"
+        ]
+    );
+    let span_text = |s: steward_dsl::Span| &text[s.start..s.end];
+
+    let Item::Policy(p) = &file.items[2] else {
+        panic!()
+    };
+    assert_eq!(p.version.value, "2026-03");
+    assert!(matches!(&p.params[0].value, PolicyValue::Expr(e) if span_text(e.span).trim() == "2"));
+    assert!(matches!(
+        p.params[1].value,
+        PolicyValue::Duration(DurationLit {
+            amount: 5,
+            unit: TimeUnit::Day,
+            business: true,
+            ..
+        })
+    ));
+
+    let Item::Calendar(c) = &file.items[3] else {
+        panic!()
+    };
+    assert_eq!(c.entries.len(), 6);
+    let CalendarEntry::Hours { days, ranges, .. } = &c.entries[2] else {
+        panic!()
+    };
+    assert_eq!((days.from.name.as_str(), days.to.is_none()), ("sat", true));
+    assert_eq!(ranges.len(), 2);
+    assert_eq!((ranges[1].start.hour, ranges[1].end.hour), (13, 15));
+    let CalendarEntry::Holidays(h) = &c.entries[3] else {
+        panic!()
+    };
+    assert_eq!(h[1].to.as_ref().unwrap().value, "2026-12-26");
+
+    let Item::Rule(r) = &file.items[7] else {
+        panic!()
+    };
+    assert_eq!(r.controls[0].kind, Enforcement::Corrective);
+    let Action::Call {
+        connector,
+        op,
+        args,
+        ..
+    } = &r.actions.actions[0]
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (connector.name.as_str(), op.name.as_str()),
+        ("slack", "post")
+    );
+    let t = args[0].template.as_ref().unwrap();
+    assert_eq!(t.parts.len(), 4);
+    assert!(matches!(&t.parts[0], TemplatePart::Text(s) if s == "P1 "));
+    assert!(matches!(&t.parts[1], TemplatePart::Expr(e) if span_text(e.span) == "event.subject"));
+
+    let Item::Workflow(w) = &file.items[8] else {
+        panic!()
+    };
+    assert_eq!(span_text(w.key.span).trim(), "event.data.issue.key");
+    assert_eq!(w.starts.len(), 1);
+    assert_eq!(w.escalations[0].steps.len(), 2);
+    let names: Vec<(&str, bool)> = w
+        .states
+        .iter()
+        .map(|s| (s.name.name.as_str(), s.is_final))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("assessing", false),
+            ("approved", false),
+            ("rejected", true),
+            ("closed", true)
+        ]
+    );
+    let assessing = &w.states[0];
+    let enter = assessing.enter.as_ref().unwrap();
+    assert_eq!(enter.actions.len(), 4);
+    let Action::RequestApproval(req) = &enter.actions[1] else {
+        panic!()
+    };
+    assert_eq!(req.group.name, "cab");
+    assert!(
+        matches!(&req.quorum, Quorum::Count(e) if span_text(e.span).trim() == "change_policy.cab_quorum")
+    );
+    assert_eq!(req.excluding.len(), 2);
+    let within = req.within.as_ref().unwrap();
+    assert_eq!(within.calendar.as_ref().unwrap().name, "office");
+    assert_eq!(assessing.transitions.len(), 5);
+    assert!(matches!(
+        assessing.transitions[2].on,
+        TransitionTrigger::Approval {
+            outcome: ApprovalOutcome::Expired,
+            ..
+        }
+    ));
+    assert_eq!(
+        assessing.transitions[2].target.as_ref().unwrap().name,
+        "rejected"
+    );
+    assert!(assessing.transitions[3].target.is_none());
+    let TransitionTrigger::After(spec) = &assessing.transitions[4].on else {
+        panic!()
+    };
+    assert!(
+        matches!(&spec.duration, DurationRef::Param { policy, param }
+        if policy.name == "change_policy" && param.name == "review_within")
+    );
+    assert_eq!(
+        span_text(spec.span),
+        "change_policy.review_within in office"
+    );
+
+    let Item::Cadence(cad) = &file.items[9] else {
+        panic!()
+    };
+    assert_eq!(cad.schedule.value, "0 0 9 1 1,4,7,10 *");
+    assert_eq!(cad.zone.as_ref().unwrap().value, "Europe/Berlin");
+    let expect = cad.expect.as_ref().unwrap();
+    assert_eq!(expect.otherwise.actions.len(), 1);
+
+    let Item::Counter(k) = &file.items[10] else {
+        panic!()
+    };
+    assert!(matches!(
+        &k.window,
+        Window::Calendar { unit: CalendarUnit::Month, zone: Some(z), .. } if z.value == "Europe/Berlin"
+    ));
+    assert_eq!(span_text(k.threshold.span).trim(), "count >= 2");
+}
