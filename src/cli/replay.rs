@@ -38,7 +38,9 @@ pub fn run(opts: Options) -> Result<ExitCode> {
         .as_deref()
         .map(|t| super::parse_time(t, "--until"))
         .transpose()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let store = match &opts.store {
         Some(path) => Some(runtime.block_on(SqliteStore::open(path))?),
         None => None,
@@ -68,6 +70,7 @@ pub fn run(opts: Options) -> Result<ExitCode> {
     let mut writer = std::io::BufWriter::new(stdout.lock());
     let mut out: Vec<Decision> = Vec::new();
     let mut bad = 0usize;
+    let mut after_until = 0usize;
     let mut fed = 0usize;
     let mut last_time = None;
     let mut since_commit = 0usize;
@@ -91,6 +94,12 @@ pub fn run(opts: Options) -> Result<ExitCode> {
                 eprintln!("{path}:{}: skipped: {}", e.line, e.reason);
             }
             Some(Ok(event)) => {
+                // The clock ends at --until: a later event would move it past the end
+                // and fire what is due after it.
+                if until.is_some_and(|until| event.time.is_some_and(|t| t > until)) {
+                    after_until += 1;
+                    continue;
+                }
                 if opts.limit.is_some_and(|l| fed >= l) {
                     break;
                 }
@@ -123,7 +132,7 @@ pub fn run(opts: Options) -> Result<ExitCode> {
     commit(&mut driver)?;
     let stats = driver.engine.stats;
     eprintln!(
-        "replayed {fed} events: {} applied, {} unrouted, {} duplicates, {} timers fired, {} decisions{}",
+        "replayed {fed} events: {} applied, {} unrouted, {} duplicates, {} timers fired, {} decisions{}{}",
         stats.applied,
         stats.unrouted,
         stats.duplicates,
@@ -131,6 +140,11 @@ pub fn run(opts: Options) -> Result<ExitCode> {
         stats.decisions,
         if bad > 0 {
             format!("; {bad} lines skipped")
+        } else {
+            String::new()
+        },
+        if after_until > 0 {
+            format!("; {after_until} events after --until ignored")
         } else {
             String::new()
         }
