@@ -2,9 +2,9 @@
 //!
 //! - `grammar/steward.pest` and `grammar/cel.pest`: the grammar (one pest parser, [`parser`]).
 //! - [`ast`]: the syntax tree with spans; [`cel`]: CEL expressions, compiled and evaluated.
-//! - [`parse`]: source to [`ast::File`], all syntax errors of a file.
-//! - [`check`]: every check that runs before rules run; [`diagnostic`] and [`codes`]:
-//!   what it reports, with stable codes; [`render`]: diagnostics as text.
+//! - [`mod@parse`]: source to [`ast::File`], all syntax errors of a file.
+//! - [`mod@check`]: every check that runs before rules run; [`diagnostic`] and [`codes`]:
+//!   what it reports, with stable codes; [`mod@render`]: diagnostics as text.
 //!
 //! Pure: no files, no clock, no async.
 
