@@ -255,6 +255,10 @@ impl Runner {
     ) -> Result<()> {
         let mut lines = reader.lines();
         let mut number = 0;
+        // One signal listener for the whole loop: a Ctrl-C that arrives while a line is
+        // being processed is kept, not lost with a per-iteration listener.
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
         loop {
             let wait = self.until_due();
             tokio::select! {
@@ -267,7 +271,7 @@ impl Runner {
                     self.commit().await?;
                     self.tick().await?;
                 }
-                _ = tokio::signal::ctrl_c() => {
+                _ = &mut interrupted => {
                     eprintln!("interrupted: committing and stopping");
                     break;
                 }
@@ -290,6 +294,8 @@ impl Runner {
     /// Follows every `.jsonl` file in `dir`: new files and appended complete lines.
     async fn watch(&mut self, dir: &Path, every: Duration) -> Result<()> {
         let mut offsets: HashMap<PathBuf, (u64, usize)> = HashMap::new();
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
         eprintln!("watching {} for .jsonl files (Ctrl-C stops)", dir.display());
         loop {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -322,7 +328,7 @@ impl Runner {
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
-                _ = tokio::signal::ctrl_c() => {
+                _ = &mut interrupted => {
                     eprintln!("interrupted: committing and stopping");
                     return self.commit().await;
                 }

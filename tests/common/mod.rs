@@ -106,3 +106,96 @@ pub fn summary_count(stderr: &str, what: &str) -> Option<u64> {
         .find(|w| w[1] == what)
         .and_then(|w| w[0].parse().ok())
 }
+
+/// What a `steward run` left in its SQLite file, read through the engine's store.
+pub struct Snapshot {
+    /// (workflow, key, state) of the instances still open, sorted.
+    pub open: Vec<(String, String, String)>,
+    /// (source, id) of the events seen, sorted.
+    pub seen: Vec<(String, String)>,
+    pub timers: usize,
+    pub evidence: Vec<steward_engine::decision::EvidenceRecord>,
+    pub outbox: Vec<steward_engine::store::OutboxRow>,
+    pub dead_letters: Vec<steward_engine::store::DeadLetter>,
+}
+
+/// Compiles the rules in `dir` as the CLI does.
+pub fn ruleset(dir: &Path) -> steward_engine::ruleset::Ruleset {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "stw"))
+        .collect();
+    paths.sort();
+    let sources: Vec<steward_dsl::Source> = paths
+        .iter()
+        .map(|p| steward_dsl::Source {
+            path: p.display().to_string(),
+            text: std::fs::read_to_string(p).unwrap(),
+        })
+        .collect();
+    let checked = steward_dsl::check(&sources);
+    assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
+    let texts: Vec<&str> = sources.iter().map(|s| s.text.as_str()).collect();
+    steward_engine::ruleset::Ruleset::compile(&checked.files, &texts).unwrap()
+}
+
+pub fn snapshot(db: &Path, rules_dir: &Path) -> Snapshot {
+    use steward_engine::store::Store;
+    use steward_engine::store::sqlite::SqliteStore;
+    assert!(db.is_file(), "{} was not created", db.display());
+    let rules = ruleset(rules_dir);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = SqliteStore::open(db).await.unwrap();
+        let world = store.load(&rules).await.unwrap();
+        let mut open: Vec<(String, String, String)> = world
+            .instances
+            .iter()
+            .map(|((w, key), inst)| {
+                let wf = &rules.workflows[*w];
+                (
+                    wf.name.clone(),
+                    key.to_string(),
+                    wf.states[inst.state].name.clone(),
+                )
+            })
+            .collect();
+        open.sort();
+        let mut seen: Vec<(String, String)> = world
+            .seen
+            .iter()
+            .map(|e| (e.source.to_string(), e.id.to_string()))
+            .collect();
+        seen.sort();
+        Snapshot {
+            open,
+            seen,
+            timers: world.timers.len(),
+            evidence: store.evidence(0).await.unwrap(),
+            outbox: store.outbox().await.unwrap(),
+            dead_letters: store.dead_letters().await.unwrap(),
+        }
+    })
+}
+
+/// The distinct (source, id) of the events in a JSON-lines file, sorted.
+pub fn event_identities(lines: &[String]) -> Vec<(String, String)> {
+    let mut ids: Vec<(String, String)> = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["source"].as_str().unwrap().to_string(),
+                v["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
