@@ -59,6 +59,7 @@ pub fn check(sources: &[Source]) -> CheckResult {
     };
     let mut diags = Vec::new();
     collect_globals(&files, &mut globals, &mut diags);
+    diags.extend(include_cycles(&files));
     for (i, file) in files.iter().enumerate() {
         let mut checker = Checker {
             globals: &globals,
@@ -72,6 +73,63 @@ pub fn check(sources: &[Source]) -> CheckResult {
     diagnostics.extend(diags);
     diagnostics.sort_by_key(|(i, d)| (*i, d.span.start));
     CheckResult { files, diagnostics }
+}
+
+/// Calendars that include themselves, directly or through others: one diagnostic per
+/// cycle, at the `include` that closes it.
+fn include_cycles(files: &[File]) -> Vec<(usize, Diagnostic)> {
+    use crate::ast::{CalendarEntry, Item};
+    let mut includes: BTreeMap<&str, Vec<(usize, &crate::ast::Ident)>> = BTreeMap::new();
+    for (i, file) in files.iter().enumerate() {
+        for item in &file.items {
+            if let Item::Calendar(c) = item {
+                let list = includes.entry(c.name.name.as_str()).or_default();
+                for entry in &c.entries {
+                    if let CalendarEntry::Include(name) = entry {
+                        list.push((i, name));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut reported = BTreeSet::new();
+    for &start in includes.keys() {
+        // Depth-first from each calendar, looking for a way back to it.
+        let mut stack: Vec<(&str, Vec<&str>)> = vec![(start, vec![start])];
+        let mut seen = BTreeSet::new();
+        while let Some((name, path)) = stack.pop() {
+            for &(file, next) in includes.get(name).map(Vec::as_slice).unwrap_or_default() {
+                if next.name == start {
+                    let mut cycle: Vec<&str> = path.clone();
+                    cycle.sort_unstable();
+                    if reported.insert(cycle) {
+                        let chain = path
+                            .iter()
+                            .chain([&start])
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join("` includes `");
+                        out.push((
+                            file,
+                            Diagnostic::new(
+                                Code::IncludeCycle,
+                                next.span,
+                                format!("calendar `{start}` includes itself"),
+                            )
+                            .with_label(format!("`{chain}`"))
+                            .with_help("remove one `include` of the cycle"),
+                        ));
+                    }
+                } else if seen.insert(next.name.as_str()) {
+                    let mut longer = path.clone();
+                    longer.push(next.name.as_str());
+                    stack.push((next.name.as_str(), longer));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The candidate closest to `word` by edit distance, when close enough to suggest.
@@ -644,6 +702,19 @@ impl<'a, 'g> Checker<'a, 'g> {
     }
 
     fn trigger(&mut self, t: &Trigger, ctx: &Ctx<'_>, schema: Option<(&str, &[Vec<String>])>) {
+        let pattern = &t.pattern.pattern;
+        let prefix = pattern.value.strip_suffix('*').unwrap_or(&pattern.value);
+        if pattern.value.is_empty() || prefix.contains('*') {
+            self.push(
+                Diagnostic::new(
+                    Code::InvalidPattern,
+                    pattern.span,
+                    format!("invalid event pattern `{}`", pattern.value),
+                )
+                .with_label("`*` may only end a pattern")
+                .with_help("write an exact event type such as `\"jira:issue_created\"` or a prefix such as `\"jira:*\"`"),
+            );
+        }
         if let Some(c) = &t.condition {
             self.expr(c, ctx, schema);
         }

@@ -84,6 +84,8 @@ codes! {
     UndeclaredField = 213, "E0213", "undeclared event field";
     /// One field twice in an event schema, `emit` or `evidence`, or one argument name twice.
     DuplicateField = 214, "E0214", "duplicate field";
+    /// An event type pattern with a `*` anywhere but at the end.
+    InvalidPattern = 215, "E0215", "invalid event pattern";
 
     /// A workflow without states.
     NoStates = 300, "E0300", "workflow without states";
@@ -128,6 +130,8 @@ codes! {
     NotADuration = 410, "E0410", "not a duration";
     /// A calendar with more than one zone.
     DuplicateZone = 411, "E0411", "calendar with more than one zone";
+    /// Calendars that include each other in a cycle.
+    IncludeCycle = 412, "E0412", "calendar includes itself";
 
     /// A quorum larger than its group.
     QuorumTooLarge = 500, "E0500", "quorum larger than the group";
