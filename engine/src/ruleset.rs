@@ -158,6 +158,8 @@ pub struct Workflow {
     pub starts: Vec<Trigger>,
     pub states: Vec<State>,
     pub ladders: Vec<Ladder>,
+    /// `name@version` of the policies it reads, recorded with its decisions.
+    pub policy: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +168,8 @@ pub struct Rule {
     pub controls: Vec<Control>,
     pub trigger: Trigger,
     pub actions: Vec<Action>,
+    /// `name@version` of the policies it reads, recorded with its decisions.
+    pub policy: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +186,8 @@ pub struct Cadence {
     pub controls: Vec<Control>,
     pub actions: Vec<Action>,
     pub expect: Option<Expect>,
+    /// `name@version` of the policies it reads, recorded with its decisions.
+    pub policy: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +205,8 @@ pub struct Counter {
     pub window: Window,
     pub threshold: Program,
     pub actions: Vec<Action>,
+    /// `name@version` of the policies it reads, recorded with its decisions.
+    pub policy: Option<Arc<str>>,
 }
 
 /// Where events of one type go.
@@ -396,9 +404,11 @@ struct Compiler {
     policy_versions: BTreeMap<String, String>,
     durations: HashMap<(String, String), ast::DurationLit>,
     calendars: HashMap<String, Arc<BusinessCalendar>>,
+    /// Policies read by the item being compiled.
+    used: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
-fn program(expr: &Expr) -> Result<Program, CompileError> {
+fn compile_expr(expr: &Expr) -> Result<Program, CompileError> {
     Program::compile(expr, steward_dsl::stdlib::functions()).map_err(|diags| {
         err(diags
             .first()
@@ -416,19 +426,46 @@ fn controls(list: &[ast::Control]) -> Vec<Control> {
         .collect()
 }
 
-fn trigger(t: &ast::Trigger) -> Result<Trigger, CompileError> {
-    Ok(Trigger {
-        pattern: Pattern::new(&t.pattern.pattern.value),
-        condition: t.condition.as_ref().map(program).transpose()?,
-    })
-}
-
 fn zone(name: &str) -> Result<Tz, CompileError> {
     name.parse::<Tz>()
         .map_err(|_| err(format!("unknown time zone `{name}`")))
 }
 
 impl Compiler {
+    /// Compiles an expression, noting the policies it reads.
+    fn program(&self, expr: &Expr) -> Result<Program, CompileError> {
+        for r in expr.references() {
+            if let Some(root) = r.path.first()
+                && self.policy_versions.contains_key(root)
+            {
+                self.used.borrow_mut().insert(root.clone());
+            }
+        }
+        compile_expr(expr)
+    }
+
+    fn trigger(&self, t: &ast::Trigger) -> Result<Trigger, CompileError> {
+        Ok(Trigger {
+            pattern: Pattern::new(&t.pattern.pattern.value),
+            condition: t.condition.as_ref().map(|c| self.program(c)).transpose()?,
+        })
+    }
+
+    /// `name@version` of the policies read since the last call, for the decisions of
+    /// the rule, workflow, cadence or counter just compiled.
+    fn take_policy_label(&self) -> Option<Arc<str>> {
+        let used = std::mem::take(&mut *self.used.borrow_mut());
+        if used.is_empty() {
+            return None;
+        }
+        let label = used
+            .iter()
+            .filter_map(|n| self.policy_versions.get(n).map(|v| format!("{n}@{v}")))
+            .collect::<Vec<_>>()
+            .join(",");
+        Some(Arc::from(label.as_str()))
+    }
+
     fn policy(&mut self, p: &ast::Policy) -> Result<(), CompileError> {
         let mut map = serde_json::Map::new();
         let mut values: Vec<(String, Value)> = Vec::new();
@@ -441,15 +478,14 @@ impl Compiler {
                     map.insert(param.name.name.clone(), format!("{secs}s").into());
                 }
                 ast::PolicyValue::Expr(e) => {
-                    let value =
-                        program(e)?
-                            .eval(&HashMap::<String, Value>::new())
-                            .map_err(|e| {
-                                err(format!(
-                                    "policy `{}` parameter `{}`: {e}",
-                                    p.name.name, param.name.name
-                                ))
-                            })?;
+                    let value = compile_expr(e)?
+                        .eval(&HashMap::<String, Value>::new())
+                        .map_err(|e| {
+                            err(format!(
+                                "policy `{}` parameter `{}`: {e}",
+                                p.name.name, param.name.name
+                            ))
+                        })?;
                     values.push((param.name.name.clone(), value.clone()));
                     map.insert(param.name.name.clone(), value.to_json());
                 }
@@ -484,15 +520,18 @@ impl Compiler {
     fn time_spec(&self, t: &ast::TimeSpec) -> Result<TimeSpec, CompileError> {
         let lit = match &t.duration {
             ast::DurationRef::Literal(d) => *d,
-            ast::DurationRef::Param { policy, param } => *self
-                .durations
-                .get(&(policy.name.clone(), param.name.clone()))
-                .ok_or_else(|| {
-                    err(format!(
-                        "`{}.{}` is not a duration parameter",
-                        policy.name, param.name
-                    ))
-                })?,
+            ast::DurationRef::Param { policy, param } => {
+                self.used.borrow_mut().insert(policy.name.clone());
+                *self
+                    .durations
+                    .get(&(policy.name.clone(), param.name.clone()))
+                    .ok_or_else(|| {
+                        err(format!(
+                            "`{}.{}` is not a duration parameter",
+                            policy.name, param.name
+                        ))
+                    })?
+            }
         };
         let amount = i64::try_from(lit.amount).map_err(|_| err("duration too large"))?;
         let seconds = amount
@@ -526,7 +565,7 @@ impl Compiler {
             .map(|p| {
                 Ok(match p {
                     ast::TemplatePart::Text(s) => TemplatePart::Text(s.clone()),
-                    ast::TemplatePart::Expr(e) => TemplatePart::Expr(program(e)?),
+                    ast::TemplatePart::Expr(e) => TemplatePart::Expr(self.program(e)?),
                 })
             })
             .collect()
@@ -538,7 +577,7 @@ impl Compiler {
     ) -> Result<Vec<(String, Program)>, CompileError> {
         fields
             .iter()
-            .map(|(n, e)| Ok((n.name.clone(), program(e)?)))
+            .map(|(n, e)| Ok((n.name.clone(), self.program(e)?)))
             .collect()
     }
 
@@ -569,7 +608,7 @@ impl Compiler {
                             .map(|a| {
                                 let value = match &a.template {
                                     Some(t) => ArgValue::Template(self.template(t)?),
-                                    None => ArgValue::Expr(program(&a.value)?),
+                                    None => ArgValue::Expr(self.program(&a.value)?),
                                 };
                                 Ok((a.name.as_ref().map(|n| n.name.clone()), value))
                             })
@@ -592,7 +631,7 @@ impl Compiler {
                     },
                     ast::Action::Set { name, value, .. } => Action::Set {
                         name: name.name.clone(),
-                        value: program(value)?,
+                        value: self.program(value)?,
                     },
                     ast::Action::Goto { state, .. } => Action::Goto(
                         *states
@@ -607,12 +646,16 @@ impl Compiler {
                     ast::Action::RequestApproval(r) => Action::RequestApproval {
                         group: r.group.name.clone(),
                         quorum: match &r.quorum {
-                            ast::Quorum::Count(e) => Quorum::Count(program(e)?),
+                            ast::Quorum::Count(e) => Quorum::Count(self.program(e)?),
                             ast::Quorum::All(_) => Quorum::All,
                             ast::Quorum::Majority(_) => Quorum::Majority,
                             ast::Quorum::Percent(p, _) => Quorum::Percent(*p),
                         },
-                        excluding: r.excluding.iter().map(program).collect::<Result<_, _>>()?,
+                        excluding: r
+                            .excluding
+                            .iter()
+                            .map(|e| self.program(e))
+                            .collect::<Result<_, _>>()?,
                         within: r.within.as_ref().map(|t| self.time_spec(t)).transpose()?,
                     },
                 })
@@ -621,16 +664,21 @@ impl Compiler {
     }
 
     fn rule(&self, r: &ast::Rule) -> Result<Rule, CompileError> {
+        self.used.borrow_mut().clear();
         let none = HashMap::new();
-        Ok(Rule {
+        let mut compiled = Rule {
             name: r.name.name.clone(),
             controls: controls(&r.controls),
-            trigger: trigger(&r.trigger)?,
+            trigger: self.trigger(&r.trigger)?,
             actions: self.actions(Some(&r.actions), &none, &none)?,
-        })
+            policy: None,
+        };
+        compiled.policy = self.take_policy_label();
+        Ok(compiled)
     }
 
     fn workflow(&self, w: &ast::Workflow) -> Result<Workflow, CompileError> {
+        self.used.borrow_mut().clear();
         let states: HashMap<String, usize> = w
             .states
             .iter()
@@ -672,7 +720,7 @@ impl Compiler {
             for t in &s.transitions {
                 match &t.on {
                     ast::TransitionTrigger::Event(trig) => {
-                        state.on_event.push((trigger(trig)?, transition(t)?));
+                        state.on_event.push((self.trigger(trig)?, transition(t)?));
                     }
                     ast::TransitionTrigger::Approval { outcome, .. } => {
                         state.on_approval.push((*outcome, transition(t)?));
@@ -693,7 +741,11 @@ impl Compiler {
             .map(|l| {
                 Ok(Ladder {
                     name: l.name.name.clone(),
-                    stop: l.stop.iter().map(trigger).collect::<Result<_, _>>()?,
+                    stop: l
+                        .stop
+                        .iter()
+                        .map(|t| self.trigger(t))
+                        .collect::<Result<_, _>>()?,
                     steps: l
                         .steps
                         .iter()
@@ -707,17 +759,25 @@ impl Compiler {
                 })
             })
             .collect::<Result<_, CompileError>>()?;
-        Ok(Workflow {
+        let mut compiled = Workflow {
             name: w.name.name.clone(),
-            key: program(&w.key)?,
+            key: self.program(&w.key)?,
             controls: controls(&w.controls),
-            starts: w.starts.iter().map(trigger).collect::<Result<_, _>>()?,
+            starts: w
+                .starts
+                .iter()
+                .map(|t| self.trigger(t))
+                .collect::<Result<_, _>>()?,
             states: compiled_states,
             ladders,
-        })
+            policy: None,
+        };
+        compiled.policy = self.take_policy_label();
+        Ok(compiled)
     }
 
     fn cadence(&self, c: &ast::Cadence) -> Result<Cadence, CompileError> {
+        self.used.borrow_mut().clear();
         let none = HashMap::new();
         let tz = match &c.zone {
             Some(z) => zone(&z.value)?,
@@ -725,7 +785,7 @@ impl Compiler {
         };
         let schedule = Schedule::parse(&c.schedule.value, tz)
             .map_err(|e| err(format!("cadence `{}`: {e}", c.name.name)))?;
-        Ok(Cadence {
+        let mut compiled = Cadence {
             name: c.name.name.clone(),
             schedule,
             controls: controls(&c.controls),
@@ -735,16 +795,20 @@ impl Compiler {
                 .as_ref()
                 .map(|e| {
                     Ok::<_, CompileError>(Expect {
-                        trigger: trigger(&e.trigger)?,
+                        trigger: self.trigger(&e.trigger)?,
                         within: self.time_spec(&e.within)?,
                         otherwise: self.actions(Some(&e.otherwise), &none, &none)?,
                     })
                 })
                 .transpose()?,
-        })
+            policy: None,
+        };
+        compiled.policy = self.take_policy_label();
+        Ok(compiled)
     }
 
     fn counter(&self, c: &ast::Counter) -> Result<Counter, CompileError> {
+        self.used.borrow_mut().clear();
         let none = HashMap::new();
         let window = match &c.window {
             ast::Window::Sliding(d) => Window::Sliding(
@@ -759,15 +823,18 @@ impl Compiler {
                 },
             ),
         };
-        Ok(Counter {
+        let mut compiled = Counter {
             name: c.name.name.clone(),
             controls: controls(&c.controls),
-            trigger: trigger(&c.trigger)?,
-            by: program(&c.by)?,
+            trigger: self.trigger(&c.trigger)?,
+            by: self.program(&c.by)?,
             window,
-            threshold: program(&c.threshold)?,
+            threshold: self.program(&c.threshold)?,
             actions: self.actions(Some(&c.actions), &none, &none)?,
-        })
+            policy: None,
+        };
+        compiled.policy = self.take_policy_label();
+        Ok(compiled)
     }
 }
 
