@@ -1,19 +1,33 @@
-//! Store behaviour, written once for any `Store`: stopping anywhere and resuming from
-//! the store gives the same decisions as never stopping.
+//! Store behaviour, written once for any `Store` and run on every backend: stopping
+//! anywhere and resuming from the store gives the same decisions as never stopping;
+//! load after commit gives the world back exactly; commits are atomic; the outbox and
+//! dead letters are kept.
+//!
+//! SQLite runs on a temporary file. PostgreSQL runs in a unique schema per test (dropped
+//! afterwards, also on failure) of the database at `STEWARD_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); when it is unreachable the PostgreSQL
+//! tests say `SKIPPED` and pass, unless `STEWARD_REQUIRE_SERVICES=1`, when they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::Connection;
 use steward_dsl::Source;
-use steward_engine::core::Engine;
-use steward_engine::decision::{Decision, verify_chain};
-use steward_engine::event::Event;
+use steward_engine::core::{
+    Changes, CounterState, Engine, Expectation, OutboxEntry, Timer, TimerKind, World,
+};
+use steward_engine::decision::{Decision, EvidenceRecord, verify_chain};
+use steward_engine::event::{Event, EventIdentity};
 use steward_engine::replay::{Driver, decode_line};
 use steward_engine::ruleset::Ruleset;
+use steward_engine::store::postgres::PostgresStore;
 use steward_engine::store::sqlite::SqliteStore;
-use steward_engine::store::{Meta, Store};
+use steward_engine::store::{DeadLetter, Meta, Store};
 
 fn example_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/iso20000")
@@ -78,46 +92,13 @@ async fn commit<S: Store>(store: &S, driver: &mut Driver) {
         .unwrap();
 }
 
-/// Applies the first `cut` events, commits, reopens from the store, and finishes.
-async fn stop_and_resume<S: Store, F, Fut>(
-    open: F,
-    rules: &Arc<Ruleset>,
-    events: &[Event],
-    cut: usize,
-) -> Vec<String>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = S>,
-{
-    let mut out = Vec::new();
-    {
-        let store = open().await;
-        let mut driver = Driver::new(Engine::with_world(
-            rules.clone(),
-            store.load(rules).await.unwrap(),
-        ));
-        for (i, e) in events.iter().take(cut).enumerate() {
-            driver.feed(e, &mut out);
-            if i % 3 == 2 {
-                commit(&store, &mut driver).await;
-            }
-        }
-        commit(&store, &mut driver).await;
-    }
-    let store = open().await;
-    let mut driver = Driver::new(Engine::with_world(
-        rules.clone(),
-        store.load(rules).await.unwrap(),
-    ));
-    // The whole stream again: what was applied before is recognised and skipped.
-    for e in events {
-        driver.feed(e, &mut out);
-    }
-    driver.advance(until(), &mut out);
-    commit(&store, &mut driver).await;
-    let evidence = store.evidence(0).await.unwrap();
-    assert_eq!(verify_chain(&evidence), Ok(out.len() as u64));
-    lines(&out)
+// ---------------------------------------------------------------------------------------
+// Backends: a `Place` is where one store lives; opening it again reopens the same store,
+// and dropping it removes it.
+
+trait Place {
+    type S: Store;
+    fn open(&self) -> impl Future<Output = Self::S>;
 }
 
 struct TempDb(PathBuf);
@@ -145,17 +126,147 @@ impl Drop for TempDb {
     }
 }
 
-#[tokio::test]
-async fn sqlite_resume_anywhere_matches_uninterrupted_run() {
+impl Place for TempDb {
+    type S = SqliteStore;
+    async fn open(&self) -> SqliteStore {
+        SqliteStore::open(&self.0).await.unwrap()
+    }
+}
+
+fn sqlite(name: &str) -> TempDb {
+    TempDb::new(name)
+}
+
+/// A unique schema in the test database; dropped with everything in it on drop.
+struct Schema {
+    url: String,
+    name: String,
+}
+
+static SCHEMAS: AtomicU64 = AtomicU64::new(0);
+
+impl Schema {
+    fn new(url: &str, name: &str) -> Schema {
+        let n = SCHEMAS.fetch_add(1, Ordering::Relaxed);
+        let nanos = Utc::now().timestamp_subsec_nanos();
+        Schema {
+            url: url.to_string(),
+            name: format!(
+                "steward_test_{}_{nanos}_{n}_{}",
+                std::process::id(),
+                name.replace('-', "_")
+            ),
+        }
+    }
+}
+
+impl Place for Schema {
+    type S = PostgresStore;
+    async fn open(&self) -> PostgresStore {
+        PostgresStore::connect_schema(&self.url, &self.name)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        // Drop runs outside any runtime's reach (maybe while unwinding from a failed
+        // assertion): a thread of its own with a runtime of its own.
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let done = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(PostgresStore::drop_schema(&url, &name))?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .join();
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("could not drop schema {}: {e}", self.name),
+            Err(_) => eprintln!("could not drop schema {}: the thread panicked", self.name),
+        }
+    }
+}
+
+/// The test database's URL, or `None` (with a visible skip) when it is unreachable and
+/// services are not required.
+async fn postgres() -> Option<String> {
+    let url = std::env::var("STEWARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let reached = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        sqlx::PgConnection::connect(&url),
+    )
+    .await;
+    let err = match reached {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            return Some(url);
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out after 10s".to_string(),
+    };
+    if std::env::var("STEWARD_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+        panic!(
+            "PostgreSQL unreachable at {url}: {err} \
+             (STEWARD_REQUIRE_SERVICES=1; set STEWARD_TEST_POSTGRES_URL or start PostgreSQL)"
+        );
+    }
+    eprintln!("SKIPPED: PostgreSQL unreachable at {url}: {err}");
+    None
+}
+
+// ---------------------------------------------------------------------------------------
+// Behaviours, each written once.
+
+/// Applies the first `cut` events, commits, reopens from the store, and finishes.
+async fn stop_and_resume<P: Place>(
+    place: &P,
+    rules: &Arc<Ruleset>,
+    events: &[Event],
+    cut: usize,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    {
+        let store = place.open().await;
+        let mut driver = Driver::new(Engine::with_world(
+            rules.clone(),
+            store.load(rules).await.unwrap(),
+        ));
+        for (i, e) in events.iter().take(cut).enumerate() {
+            driver.feed(e, &mut out);
+            if i % 3 == 2 {
+                commit(&store, &mut driver).await;
+            }
+        }
+        commit(&store, &mut driver).await;
+    }
+    let store = place.open().await;
+    let mut driver = Driver::new(Engine::with_world(
+        rules.clone(),
+        store.load(rules).await.unwrap(),
+    ));
+    // The whole stream again: what was applied before is recognised and skipped.
+    for e in events {
+        driver.feed(e, &mut out);
+    }
+    driver.advance(until(), &mut out);
+    commit(&store, &mut driver).await;
+    let evidence = store.evidence(0).await.unwrap();
+    assert_eq!(verify_chain(&evidence), Ok(out.len() as u64));
+    lines(&out)
+}
+
+async fn resume_anywhere_matches_uninterrupted_run<P: Place>(place: impl Fn(&str) -> P) {
     let rules = example_rules();
     let events = example_events();
     let expected = uninterrupted(&rules, &events);
     assert!(expected.len() > 40, "the example should decide a lot");
     for cut in [1, 2, 5, 9, 13, 15, 18, 22, events.len()] {
-        let db = TempDb::new(&format!("resume-{cut}"));
-        let path = db.0.clone();
-        let open = || async { SqliteStore::open(&path).await.unwrap() };
-        let got = stop_and_resume(open, &rules, &events, cut).await;
+        let place = place(&format!("resume-{cut}"));
+        let got = stop_and_resume(&place, &rules, &events, cut).await;
         assert_eq!(
             got, expected,
             "stopping after {cut} events changed the decisions"
@@ -163,11 +274,180 @@ async fn sqlite_resume_anywhere_matches_uninterrupted_run() {
     }
 }
 
-#[tokio::test]
-async fn sqlite_keeps_dead_letters_and_outbox() {
-    let db = TempDb::new("outbox");
+fn time(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn assert_same_world(got: &World, want: &World) {
+    assert_eq!(got.instances, want.instances, "instances");
+    // The BTreeMaps compare in order: the same timers, due at exactly the same times.
+    assert_eq!(
+        got.timers.iter().collect::<Vec<_>>(),
+        want.timers.iter().collect::<Vec<_>>(),
+        "timers"
+    );
+    assert_eq!(got.next_timer, want.next_timer, "next_timer");
+    assert_eq!(got.seen, want.seen, "seen");
+    assert_eq!(got.counters, want.counters, "counters");
+    assert_eq!(got.expectations, want.expectations, "expectations");
+    assert_eq!(got.chain, want.chain, "chain");
+    assert_eq!(got.now, want.now, "now");
+    assert_eq!(
+        got.cadences_scheduled, want.cadences_scheduled,
+        "cadences_scheduled"
+    );
+}
+
+async fn load_reproduces_the_world<P: Place>(place: P) {
     let rules = example_rules();
-    let store = SqliteStore::open(&db.0).await.unwrap();
+    let store = place.open().await;
+    let mut driver = Driver::new(Engine::new(rules.clone()));
+    let mut out = Vec::new();
+    // Half the stream, so open instances, timers and expectations remain.
+    let events = example_events();
+    for (i, e) in events.iter().take(events.len() / 2).enumerate() {
+        driver.feed(e, &mut out);
+        if i % 4 == 3 {
+            commit(&store, &mut driver).await;
+        }
+    }
+    commit(&store, &mut driver).await;
+    let want = driver.engine.world();
+    assert!(
+        !want.instances.is_empty(),
+        "the example should leave instances"
+    );
+    assert!(!want.timers.is_empty(), "the example should leave timers");
+    assert!(!want.seen.is_empty());
+    assert_same_world(&store.load(&rules).await.unwrap(), want);
+    // Reopened, too.
+    drop(store);
+    let store = place.open().await;
+    assert_same_world(&store.load(&rules).await.unwrap(), want);
+
+    // Due times to the nanosecond, including ties broken by id, and a `now` with
+    // nanoseconds, come back exactly.
+    let mut world = store.load(&rules).await.unwrap();
+    let mut changes = Changes::default();
+    let dues = [
+        "2030-01-01T00:00:00.123456789Z",
+        "2030-01-01T00:00:00.123456788Z",
+        "2030-01-01T00:00:00.123456789Z",
+        "1999-12-31T23:59:59.999999999Z",
+        "2030-01-01T00:00:00Z",
+    ];
+    for due in dues {
+        world.next_timer += 1;
+        let timer = Timer {
+            id: world.next_timer,
+            due: time(due),
+            kind: TimerKind::Cadence { cadence: 0 },
+        };
+        world
+            .timers
+            .insert((timer.due, timer.id), timer.kind.clone());
+        changes.timers_added.push(timer);
+    }
+    // An expectation and a counter with nanoseconds, and one expectation gone.
+    for (period, due) in [
+        ("2030-Q1", "2030-04-01T00:00:00.000000001Z"),
+        ("2030-Q2", "2030-07-01T00:00:00Z"),
+    ] {
+        let exp = Expectation {
+            due: time(due),
+            timer: world.next_timer,
+        };
+        world
+            .expectations
+            .insert((0, period.to_string()), exp.clone());
+        changes
+            .expectations
+            .insert((0, period.to_string()), Some(exp));
+    }
+    world.expectations.remove(&(0, "2030-Q2".to_string()));
+    let mut second = changes.clone();
+    second.timers_added.clear();
+    second.expectations = [((0, "2030-Q2".to_string()), None)].into();
+    let counter = CounterState {
+        times: [
+            time("2030-01-01T00:00:00.5Z"),
+            time("2030-01-01T00:00:00.000000999Z"),
+        ]
+        .into(),
+        period: "2030-01".into(),
+        count: 2,
+    };
+    world.counters.insert((0, "acme".into()), counter.clone());
+    second.counters.insert((0, "acme".into()), counter);
+    world.now = Some(time("2029-06-01T12:00:00.000000001Z"));
+    store
+        .commit(&rules, &changes, &Meta::of(&world))
+        .await
+        .unwrap();
+    let changes = second;
+    store
+        .commit(&rules, &changes, &Meta::of(&world))
+        .await
+        .unwrap();
+    let got = store.load(&rules).await.unwrap();
+    assert_same_world(&got, &world);
+    let firsts: Vec<_> = got.timers.keys().take(1).collect();
+    assert_eq!(
+        firsts,
+        [&(time("1999-12-31T23:59:59.999999999Z"), world.next_timer - 1)]
+    );
+}
+
+fn evidence_record(seq: u64) -> EvidenceRecord {
+    EvidenceRecord {
+        seq,
+        at: "2026-01-01T00:00:00Z".into(),
+        kind: "test".into(),
+        record: format!("{{\"n\":{seq}}}"),
+        prev_hash: "00".into(),
+        hash: format!("{seq:02}"),
+    }
+}
+
+async fn commit_is_atomic<P: Place>(place: P) {
+    let rules = example_rules();
+    let store = place.open().await;
+    let mut changes = Changes::default();
+    changes.evidence.push(evidence_record(1));
+    store
+        .commit(&rules, &changes, &Meta::default())
+        .await
+        .unwrap();
+    // The second commit breaks on the evidence (seq 1 again) after writing a seen id,
+    // a timer and a meta row: none of them may stay.
+    let mut changes = Changes::default();
+    changes.seen.push(EventIdentity {
+        source: Arc::from("test"),
+        id: Arc::from("e1"),
+    });
+    changes.timers_added.push(Timer {
+        id: 0,
+        due: until(),
+        kind: TimerKind::Cadence { cadence: 0 },
+    });
+    changes.evidence.push(evidence_record(1));
+    let meta = Meta {
+        next_timer: 1,
+        ..Meta::default()
+    };
+    assert!(store.commit(&rules, &changes, &meta).await.is_err());
+    let world = store.load(&rules).await.unwrap();
+    assert!(world.seen.is_empty());
+    assert!(world.timers.is_empty());
+    assert_eq!(world.next_timer, 0);
+    assert_eq!(store.evidence(0).await.unwrap(), vec![evidence_record(1)]);
+}
+
+async fn keeps_dead_letters_and_outbox<P: Place>(place: P) {
+    let rules = example_rules();
+    let store = place.open().await;
     let mut driver = Driver::new(Engine::new(rules.clone()));
     let mut out = Vec::new();
     for e in example_events() {
@@ -177,13 +457,169 @@ async fn sqlite_keeps_dead_letters_and_outbox() {
     let outbox = store.outbox().await.unwrap();
     let actions = out.iter().filter(|d| d.action_id.is_some()).count();
     assert_eq!(outbox.len(), actions);
-    assert!(outbox.iter().all(|o| o.status == "pending"));
-    let letter = steward_engine::store::DeadLetter {
-        received_at: until(),
-        origin: "test:1".into(),
-        reason: "not JSON".into(),
-        body: "{oops".into(),
+    assert!(
+        outbox
+            .iter()
+            .all(|o| o.status == "pending" && o.attempts == 0)
+    );
+    let letters = [
+        DeadLetter {
+            received_at: until(),
+            origin: "test:1".into(),
+            reason: "not JSON".into(),
+            body: "{oops".into(),
+        },
+        DeadLetter {
+            received_at: time("2026-07-20T00:00:00.000000007Z"),
+            origin: "test:2".into(),
+            reason: "unknown type".into(),
+            body: "{}".into(),
+        },
+    ];
+    for letter in &letters {
+        store.dead_letter(letter).await.unwrap();
+    }
+    assert_eq!(store.dead_letters().await.unwrap(), letters);
+}
+
+/// One commit of many rows of every kind; reports rows per second.
+async fn large_commit<P: Place>(place: P, backend: &str) {
+    const N: usize = 10_000;
+    let rules = example_rules();
+    let store = place.open().await;
+    let start = time("2026-01-01T00:00:00Z");
+    let mut changes = Changes::default();
+    for i in 0..N {
+        changes.timers_added.push(Timer {
+            id: i as u64,
+            due: start + TimeDelta::nanoseconds(i as i64 * 1_000_001),
+            kind: TimerKind::Cadence { cadence: 0 },
+        });
+        changes.seen.push(EventIdentity {
+            source: Arc::from("bulk"),
+            id: Arc::from(format!("e{i}").as_str()),
+        });
+        changes.outbox.push(OutboxEntry {
+            action_id: format!("a{i:06}"),
+            at: start + TimeDelta::milliseconds(i as i64),
+            connector: "jira".into(),
+            op: "comment".into(),
+            args: serde_json::json!({"n": i}),
+        });
+    }
+    let meta = Meta {
+        next_timer: N as u64,
+        ..Meta::default()
     };
-    store.dead_letter(&letter).await.unwrap();
-    assert_eq!(store.dead_letters().await.unwrap(), vec![letter]);
+    let began = Instant::now();
+    store.commit(&rules, &changes, &meta).await.unwrap();
+    let secs = began.elapsed().as_secs_f64();
+    eprintln!(
+        "{backend}: one commit of {} rows in {:.3}s: {:.0} rows/s",
+        3 * N,
+        secs,
+        (3 * N) as f64 / secs
+    );
+    let world = store.load(&rules).await.unwrap();
+    assert_eq!(world.timers.len(), N);
+    assert_eq!(world.seen.len(), N);
+    assert_eq!(store.outbox().await.unwrap().len(), N);
+    assert_eq!(
+        world.timers.keys().last(),
+        Some(&(
+            start + TimeDelta::nanoseconds((N as i64 - 1) * 1_000_001),
+            N as u64 - 1
+        ))
+    );
+    // And the removal of all of them, also in one commit.
+    let changes = Changes {
+        timers_removed: (0..N as u64).collect(),
+        ..Changes::default()
+    };
+    store.commit(&rules, &changes, &meta).await.unwrap();
+    assert!(store.load(&rules).await.unwrap().timers.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// SQLite
+
+#[tokio::test]
+async fn sqlite_resume_anywhere_matches_uninterrupted_run() {
+    resume_anywhere_matches_uninterrupted_run(sqlite).await;
+}
+
+#[tokio::test]
+async fn sqlite_load_reproduces_the_world() {
+    load_reproduces_the_world(sqlite("world")).await;
+}
+
+#[tokio::test]
+async fn sqlite_commit_is_atomic() {
+    commit_is_atomic(sqlite("atomic")).await;
+}
+
+#[tokio::test]
+async fn sqlite_keeps_dead_letters_and_outbox() {
+    keeps_dead_letters_and_outbox(sqlite("outbox")).await;
+}
+
+#[tokio::test]
+async fn sqlite_large_commit() {
+    large_commit(sqlite("large"), "sqlite").await;
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL
+
+#[tokio::test]
+async fn postgres_resume_anywhere_matches_uninterrupted_run() {
+    let Some(url) = postgres().await else { return };
+    resume_anywhere_matches_uninterrupted_run(|name| Schema::new(&url, name)).await;
+}
+
+#[tokio::test]
+async fn postgres_load_reproduces_the_world() {
+    let Some(url) = postgres().await else { return };
+    load_reproduces_the_world(Schema::new(&url, "world")).await;
+}
+
+#[tokio::test]
+async fn postgres_commit_is_atomic() {
+    let Some(url) = postgres().await else { return };
+    commit_is_atomic(Schema::new(&url, "atomic")).await;
+}
+
+#[tokio::test]
+async fn postgres_keeps_dead_letters_and_outbox() {
+    let Some(url) = postgres().await else { return };
+    keeps_dead_letters_and_outbox(Schema::new(&url, "outbox")).await;
+}
+
+#[tokio::test]
+async fn postgres_large_commit() {
+    let Some(url) = postgres().await else { return };
+    large_commit(Schema::new(&url, "large"), "postgres").await;
+}
+
+#[tokio::test]
+async fn postgres_schemas_are_dropped() {
+    let Some(url) = postgres().await else { return };
+    let schema = Schema::new(&url, "dropped");
+    let name = schema.name.clone();
+    schema
+        .open()
+        .await
+        .commit(&example_rules(), &Changes::default(), &Meta::default())
+        .await
+        .unwrap();
+    drop(schema);
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1",
+    )
+    .bind(&name)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "schema {name} was not dropped");
 }

@@ -3,10 +3,12 @@
 //! A [`Store`] loads the whole [`World`] at start and commits each batch of
 //! [`Changes`] in one transaction: instances, timers, seen event ids, counters,
 //! expectations, evidence and outbox together, so a crash never splits a decision from
-//! its effects. SQLite is the embedded default ([`sqlite::SqliteStore`]); a second
-//! backend implements the same trait.
+//! its effects. SQLite is the embedded default ([`sqlite::SqliteStore`]); PostgreSQL
+//! ([`postgres::PostgresStore`]) implements the same trait for scale-out, and
+//! [`AnyStore`] is whichever of the two a location names.
 
 pub mod codec;
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;
@@ -98,4 +100,76 @@ pub struct DeadLetter {
     pub origin: String,
     pub reason: String,
     pub body: String,
+}
+
+/// Either backend, chosen by a location: a `postgres://` or `postgresql://` URL is a
+/// PostgreSQL database, anything else the path of an SQLite file.
+#[derive(Clone)]
+pub enum AnyStore {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PostgresStore),
+}
+
+impl AnyStore {
+    /// Opens the store `location` names, applying migrations.
+    pub async fn open(location: &str) -> Result<AnyStore, StoreError> {
+        if postgres::is_url(location) {
+            Ok(AnyStore::Postgres(
+                postgres::PostgresStore::connect(location).await?,
+            ))
+        } else {
+            Ok(AnyStore::Sqlite(
+                sqlite::SqliteStore::open(std::path::Path::new(location)).await?,
+            ))
+        }
+    }
+}
+
+impl Store for AnyStore {
+    async fn load(&self, rules: &Ruleset) -> Result<World, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.load(rules).await,
+            AnyStore::Postgres(s) => s.load(rules).await,
+        }
+    }
+
+    async fn commit(
+        &self,
+        rules: &Ruleset,
+        changes: &Changes,
+        meta: &Meta,
+    ) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.commit(rules, changes, meta).await,
+            AnyStore::Postgres(s) => s.commit(rules, changes, meta).await,
+        }
+    }
+
+    async fn evidence(&self, after: u64) -> Result<Vec<EvidenceRecord>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.evidence(after).await,
+            AnyStore::Postgres(s) => s.evidence(after).await,
+        }
+    }
+
+    async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.dead_letter(letter).await,
+            AnyStore::Postgres(s) => s.dead_letter(letter).await,
+        }
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.dead_letters().await,
+            AnyStore::Postgres(s) => s.dead_letters().await,
+        }
+    }
+
+    async fn outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.outbox().await,
+            AnyStore::Postgres(s) => s.outbox().await,
+        }
+    }
 }

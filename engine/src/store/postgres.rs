@@ -1,0 +1,568 @@
+//! The scale-out store: PostgreSQL, with the same tables and semantics as SQLite.
+//!
+//! Each commit is one transaction of a few batched statements (arrays bound as
+//! parameters and expanded with `UNNEST`), so a commit carrying thousands of rows costs
+//! a handful of round trips. Times that must come back exactly are split into a
+//! `timestamptz` truncated to the microsecond and the nanoseconds below it.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool, Row};
+
+use super::codec::{
+    cadence_index, counter_index, decode_counter, decode_instance, decode_time, decode_timer,
+    encode_counter, encode_instance, encode_time, encode_timer, workflow_of,
+};
+use super::{DeadLetter, Meta, OutboxRow, Store, StoreError};
+use crate::core::{Changes, Expectation, World};
+use crate::decision::EvidenceRecord;
+use crate::event::EventIdentity;
+use crate::ruleset::Ruleset;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections in the pool: the engine is one writer; reads (evidence, outbox) may
+/// overlap a commit.
+const POOL_SIZE: u32 = 4;
+
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) and applies migrations to the
+    /// connection's default schema.
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        Self::open(options).await
+    }
+
+    /// Connects to `url` and keeps everything in `schema`, creating it if needed: the
+    /// schema is the only one on the connections' `search_path`. `schema` is quoted as an
+    /// identifier.
+    pub async fn connect_schema(url: &str, schema: &str) -> Result<PostgresStore, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        sqlx::query(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(schema)
+        ))
+        .execute(&mut conn)
+        .await?;
+        conn.close().await?;
+        Self::open(options.options([("search_path", quote_ident(schema))])).await
+    }
+
+    /// Drops `schema` and everything in it (for tests that isolate themselves in one).
+    pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        sqlx::query(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            quote_ident(schema)
+        ))
+        .execute(&mut conn)
+        .await?;
+        conn.close().await?;
+        Ok(())
+    }
+
+    async fn open(options: PgConnectOptions) -> Result<PostgresStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// Whether a store location names a PostgreSQL database rather than an SQLite file.
+pub fn is_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn corrupt(what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(what.into())
+}
+
+fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(format!("{what}: {e}")))
+}
+
+/// A time as (microseconds, nanoseconds below the microsecond): `timestamptz` keeps
+/// microseconds only.
+fn split_time(t: DateTime<Utc>) -> (DateTime<Utc>, i16) {
+    let nanos = t.nanosecond();
+    let below = nanos % 1000;
+    (t.with_nanosecond(nanos - below).unwrap_or(t), below as i16)
+}
+
+fn join_time(micros: DateTime<Utc>, below: i16) -> DateTime<Utc> {
+    micros + TimeDelta::nanoseconds(i64::from(below))
+}
+
+impl Store for PostgresStore {
+    async fn load(&self, rules: &Ruleset) -> Result<World, StoreError> {
+        let mut world = World::default();
+        let mut tx = self.pool.begin().await?;
+        // One snapshot for the whole world.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        for row in sqlx::query("SELECT name, value FROM meta")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let name: String = row.try_get("name")?;
+            let value: String = row.try_get("value")?;
+            match name.as_str() {
+                "next_timer" => {
+                    world.next_timer = value.parse().map_err(|_| corrupt("next_timer"))?
+                }
+                "chain_seq" => world.chain.seq = value.parse().map_err(|_| corrupt("chain_seq"))?,
+                "chain_hash" => {
+                    let bytes = hex::decode(&value).map_err(|_| corrupt("chain_hash"))?;
+                    world.chain.hash =
+                        bytes.try_into().map_err(|_| corrupt("chain_hash length"))?;
+                }
+                "now" => world.now = decode_time(&value),
+                "cadences_scheduled" => world.cadences_scheduled = value == "true",
+                _ => {}
+            }
+        }
+        for row in sqlx::query("SELECT workflow, key, body FROM instances")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let workflow: &str = row.try_get("workflow")?;
+            let key: &str = row.try_get("key")?;
+            let body = parse_json(row.try_get("body")?, "instance")?;
+            if let Some(w) = workflow_of(rules, workflow)
+                && let Some(inst) = decode_instance(rules, w, &body)
+            {
+                world.instances.insert((w, Arc::from(key)), inst);
+            }
+        }
+        for row in sqlx::query("SELECT id, due, due_ns, body FROM timers ORDER BY due, due_ns, id")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let id: i64 = row.try_get("id")?;
+            let due = join_time(row.try_get("due")?, row.try_get("due_ns")?);
+            let body = parse_json(row.try_get("body")?, "timer")?;
+            if let Some(kind) = decode_timer(rules, &body) {
+                world.timers.insert((due, id as u64), kind);
+            }
+        }
+        for row in sqlx::query("SELECT source, id FROM seen_events")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            world.seen.insert(EventIdentity {
+                source: Arc::from(row.try_get::<&str, _>("source")?),
+                id: Arc::from(row.try_get::<&str, _>("id")?),
+            });
+        }
+        for row in sqlx::query("SELECT counter, key, body FROM counters")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let counter: &str = row.try_get("counter")?;
+            let key: String = row.try_get("key")?;
+            let body = parse_json(row.try_get("body")?, "counter")?;
+            if let Some(c) = counter_index(rules, counter) {
+                world.counters.insert((c, key), decode_counter(&body));
+            }
+        }
+        for row in sqlx::query("SELECT cadence, period, due, due_ns, timer FROM expectations")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let cadence: &str = row.try_get("cadence")?;
+            let period: String = row.try_get("period")?;
+            let due = join_time(row.try_get("due")?, row.try_get("due_ns")?);
+            let timer: i64 = row.try_get("timer")?;
+            if let Some(c) = cadence_index(rules, cadence) {
+                world.expectations.insert(
+                    (c, period),
+                    Expectation {
+                        due,
+                        timer: timer as u64,
+                    },
+                );
+            }
+        }
+        tx.commit().await?;
+        Ok(world)
+    }
+
+    async fn commit(
+        &self,
+        rules: &Ruleset,
+        changes: &Changes,
+        meta: &Meta,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+
+        // Instances: the map has each key once, so writes and deletes are disjoint.
+        let (mut put_w, mut put_k, mut put_b) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut del_w, mut del_k) = (Vec::new(), Vec::new());
+        for ((w, key), inst) in &changes.instances {
+            let workflow = rules.workflows[*w].name.as_str();
+            match inst {
+                Some(inst) => {
+                    put_w.push(workflow);
+                    put_k.push(key.as_ref());
+                    put_b.push(encode_instance(rules, *w, inst).to_string());
+                }
+                None => {
+                    del_w.push(workflow);
+                    del_k.push(key.as_ref());
+                }
+            }
+        }
+        if !put_w.is_empty() {
+            sqlx::query(
+                "INSERT INTO instances (workflow, key, body) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) \
+                 ON CONFLICT (workflow, key) DO UPDATE SET body = EXCLUDED.body",
+            )
+            .bind(&put_w)
+            .bind(&put_k)
+            .bind(&put_b)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !del_w.is_empty() {
+            sqlx::query(
+                "DELETE FROM instances i USING UNNEST($1::text[], $2::text[]) AS d(workflow, key) \
+                 WHERE i.workflow = d.workflow AND i.key = d.key",
+            )
+            .bind(&del_w)
+            .bind(&del_k)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        // Timers: added first, then removed (a timer may be both within one batch).
+        if !changes.timers_added.is_empty() {
+            let n = changes.timers_added.len();
+            let (mut ids, mut dues, mut nss, mut bodies) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for timer in &changes.timers_added {
+                let (due, ns) = split_time(timer.due);
+                ids.push(timer.id as i64);
+                dues.push(due);
+                nss.push(ns);
+                bodies.push(encode_timer(rules, &timer.kind).to_string());
+            }
+            sqlx::query(
+                "INSERT INTO timers (id, due, due_ns, body) \
+                 SELECT * FROM UNNEST($1::int8[], $2::timestamptz[], $3::int2[], $4::text[])",
+            )
+            .bind(&ids)
+            .bind(&dues)
+            .bind(&nss)
+            .bind(&bodies)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !changes.timers_removed.is_empty() {
+            let ids: Vec<i64> = changes.timers_removed.iter().map(|&id| id as i64).collect();
+            sqlx::query("DELETE FROM timers WHERE id = ANY($1::int8[])")
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+        }
+
+        if !changes.seen.is_empty() {
+            let sources: Vec<&str> = changes.seen.iter().map(|s| s.source.as_ref()).collect();
+            let ids: Vec<&str> = changes.seen.iter().map(|s| s.id.as_ref()).collect();
+            sqlx::query(
+                "INSERT INTO seen_events (source, id) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(&sources)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if !changes.counters.is_empty() {
+            let (mut names, mut keys, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
+            for ((c, key), state) in &changes.counters {
+                names.push(rules.counters[*c].name.as_str());
+                keys.push(key.as_str());
+                bodies.push(encode_counter(state).to_string());
+            }
+            sqlx::query(
+                "INSERT INTO counters (counter, key, body) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) \
+                 ON CONFLICT (counter, key) DO UPDATE SET body = EXCLUDED.body",
+            )
+            .bind(&names)
+            .bind(&keys)
+            .bind(&bodies)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if !changes.expectations.is_empty() {
+            let (mut put_c, mut put_p, mut put_due, mut put_ns, mut put_t) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut del_c, mut del_p) = (Vec::new(), Vec::new());
+            for ((c, period), exp) in &changes.expectations {
+                let cadence = rules.cadences[*c].name.as_str();
+                match exp {
+                    Some(exp) => {
+                        let (due, ns) = split_time(exp.due);
+                        put_c.push(cadence);
+                        put_p.push(period.as_str());
+                        put_due.push(due);
+                        put_ns.push(ns);
+                        put_t.push(exp.timer as i64);
+                    }
+                    None => {
+                        del_c.push(cadence);
+                        del_p.push(period.as_str());
+                    }
+                }
+            }
+            if !put_c.is_empty() {
+                sqlx::query(
+                    "INSERT INTO expectations (cadence, period, due, due_ns, timer) \
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::int2[], $5::int8[]) \
+                     ON CONFLICT (cadence, period) DO UPDATE \
+                     SET due = EXCLUDED.due, due_ns = EXCLUDED.due_ns, timer = EXCLUDED.timer",
+                )
+                .bind(&put_c)
+                .bind(&put_p)
+                .bind(&put_due)
+                .bind(&put_ns)
+                .bind(&put_t)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if !del_c.is_empty() {
+                sqlx::query(
+                    "DELETE FROM expectations e \
+                     USING UNNEST($1::text[], $2::text[]) AS d(cadence, period) \
+                     WHERE e.cadence = d.cadence AND e.period = d.period",
+                )
+                .bind(&del_c)
+                .bind(&del_p)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+
+        if !changes.evidence.is_empty() {
+            let ev = &changes.evidence;
+            let seqs: Vec<i64> = ev.iter().map(|r| r.seq as i64).collect();
+            let ats: Vec<&str> = ev.iter().map(|r| r.at.as_str()).collect();
+            let kinds: Vec<&str> = ev.iter().map(|r| r.kind.as_str()).collect();
+            let records: Vec<&str> = ev.iter().map(|r| r.record.as_str()).collect();
+            let prevs: Vec<&str> = ev.iter().map(|r| r.prev_hash.as_str()).collect();
+            let hashes: Vec<&str> = ev.iter().map(|r| r.hash.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO evidence (seq, at, kind, record, prev_hash, hash) \
+                 SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])",
+            )
+            .bind(&seqs)
+            .bind(&ats)
+            .bind(&kinds)
+            .bind(&records)
+            .bind(&prevs)
+            .bind(&hashes)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if !changes.outbox.is_empty() {
+            let n = changes.outbox.len();
+            let (mut ids, mut ats, mut nss, mut connectors, mut ops, mut args) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for o in &changes.outbox {
+                let (at, ns) = split_time(o.at);
+                ids.push(o.action_id.as_str());
+                ats.push(at);
+                nss.push(ns);
+                connectors.push(o.connector.as_str());
+                ops.push(o.op.as_str());
+                args.push(o.args.to_string());
+            }
+            sqlx::query(
+                "INSERT INTO outbox (action_id, at, at_ns, connector, op, args) \
+                 SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::int2[], $4::text[], $5::text[], $6::text[]) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&ids)
+            .bind(&ats)
+            .bind(&nss)
+            .bind(&connectors)
+            .bind(&ops)
+            .bind(&args)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        let names = [
+            "next_timer",
+            "chain_seq",
+            "chain_hash",
+            "now",
+            "cadences_scheduled",
+        ];
+        let values = [
+            meta.next_timer.to_string(),
+            meta.chain.seq.to_string(),
+            hex::encode(meta.chain.hash),
+            meta.now.map(encode_time).unwrap_or_default(),
+            meta.cadences_scheduled.to_string(),
+        ];
+        sqlx::query(
+            "INSERT INTO meta (name, value) SELECT * FROM UNNEST($1::text[], $2::text[]) \
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .bind(&names[..])
+        .bind(&values[..])
+        .execute(&mut *tx)
+        .await?;
+
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn evidence(&self, after: u64) -> Result<Vec<EvidenceRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, record, prev_hash, hash FROM evidence WHERE seq > $1 ORDER BY seq",
+        )
+        .bind(after as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(EvidenceRecord {
+                    seq: row.try_get::<i64, _>("seq")? as u64,
+                    at: row.try_get("at")?,
+                    kind: row.try_get("kind")?,
+                    record: row.try_get("record")?,
+                    prev_hash: row.try_get("prev_hash")?,
+                    hash: row.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+        let (at, ns) = split_time(letter.received_at);
+        sqlx::query(
+            "INSERT INTO dead_letters (received_at, received_at_ns, origin, reason, body) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(at)
+        .bind(ns)
+        .bind(&letter.origin)
+        .bind(&letter.reason)
+        .bind(&letter.body)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT received_at, received_at_ns, origin, reason, body FROM dead_letters ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(DeadLetter {
+                    received_at: join_time(
+                        row.try_get("received_at")?,
+                        row.try_get("received_at_ns")?,
+                    ),
+                    origin: row.try_get("origin")?,
+                    reason: row.try_get("reason")?,
+                    body: row.try_get("body")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT action_id, at, at_ns, connector, op, args, status, attempts FROM outbox \
+             ORDER BY at, at_ns, action_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(OutboxRow {
+                    action_id: row.try_get("action_id")?,
+                    at: encode_time(join_time(row.try_get("at")?, row.try_get("at_ns")?)),
+                    connector: row.try_get("connector")?,
+                    op: row.try_get("op")?,
+                    args: row.try_get("args")?,
+                    status: row.try_get("status")?,
+                    attempts: row.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_split_and_join_exactly() {
+        for text in [
+            "2026-03-01T10:00:00Z",
+            "2026-03-01T10:00:00.123456789Z",
+            "1969-12-31T23:59:59.000000001Z",
+            "1999-01-01T00:00:00.999999999Z",
+        ] {
+            let t = decode_time(text).unwrap();
+            let (micros, ns) = split_time(t);
+            assert_eq!(micros.nanosecond() % 1000, 0);
+            assert!((0..1000).contains(&ns));
+            assert_eq!(join_time(micros, ns), t);
+            assert_eq!(encode_time(join_time(micros, ns)), text);
+        }
+    }
+
+    #[test]
+    fn urls_select_postgres() {
+        assert!(is_url("postgres://u@h/db"));
+        assert!(is_url("postgresql://h/db"));
+        assert!(!is_url("steward.db"));
+        assert!(!is_url("/var/lib/postgres/steward.db"));
+    }
+}
