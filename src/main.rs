@@ -43,7 +43,8 @@ enum Command {
         /// End of the virtual clock (RFC 3339); default: the last event's time.
         #[arg(long)]
         until: Option<String>,
-        /// Keep state in this SQLite file: a later replay resumes from it.
+        /// Keep state in this SQLite file (or PostgreSQL database, given a
+        /// `postgres://` URL): a later replay resumes from it.
         #[arg(long)]
         store: Option<PathBuf>,
         /// Stop after this many events (with --store: resume later).
@@ -64,7 +65,8 @@ enum Command {
         /// Directory whose `.jsonl` files are read as they appear and grow.
         #[arg(long)]
         watch: Option<PathBuf>,
-        /// SQLite database file (default `steward.db` in the working directory).
+        /// SQLite database file (default `steward.db` in the working directory), or a
+        /// PostgreSQL database as a `postgres://` URL.
         #[arg(long)]
         db: Option<PathBuf>,
     },

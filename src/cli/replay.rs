@@ -9,8 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use steward_engine::core::Engine;
 use steward_engine::decision::Decision;
 use steward_engine::replay::{Driver, decode_line};
-use steward_engine::store::sqlite::SqliteStore;
-use steward_engine::store::{Meta, Store};
+use steward_engine::store::{AnyStore, Meta, Store};
 
 pub struct Options {
     pub files: Vec<PathBuf>,
@@ -42,7 +41,11 @@ pub fn run(opts: Options) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     let store = match &opts.store {
-        Some(path) => Some(runtime.block_on(SqliteStore::open(path))?),
+        Some(location) => Some(
+            runtime
+                .block_on(AnyStore::open(location))
+                .with_context(|| format!("opening {}", AnyStore::describe(location)))?,
+        ),
         None => None,
     };
     let engine = match &store {

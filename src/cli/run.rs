@@ -1,5 +1,6 @@
-//! `steward run`: the embedded engine. State in one SQLite file; events from a
-//! JSON-lines file, stdin, or a watched directory; the wall clock.
+//! `steward run`: the embedded engine. State in one SQLite file (or a PostgreSQL
+//! database, given a `postgres://` URL); events from a JSON-lines file, stdin, or a
+//! watched directory; the wall clock.
 //!
 //! Each batch of events is committed (state, timers, evidence, outbox, seen ids) in
 //! one transaction before the next is read; unusable lines are dead-lettered in the
@@ -20,8 +21,7 @@ use serde::{Deserialize, Serialize};
 use steward_engine::core::Engine;
 use steward_engine::decision::Decision;
 use steward_engine::replay::decode_line;
-use steward_engine::store::sqlite::SqliteStore;
-use steward_engine::store::{DeadLetter, Meta, Store};
+use steward_engine::store::{AnyStore, DeadLetter, Meta, Store};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, BufReader};
 
 pub struct Options {
@@ -46,7 +46,7 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The SQLite database file.
+    /// The SQLite database file, or a `postgres://` / `postgresql://` URL.
     pub path: PathBuf,
 }
 
@@ -126,9 +126,9 @@ pub fn run(opts: Options) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let store = SqliteStore::open(&config.store.path)
+        let store = AnyStore::open(&config.store.path)
             .await
-            .with_context(|| format!("opening {}", config.store.path.display()))?;
+            .with_context(|| format!("opening {}", AnyStore::describe(&config.store.path)))?;
         let world = store.load(&rules).await?;
         let mut engine = Engine::with_world(rules.clone(), world);
         engine.start(Utc::now());
@@ -177,7 +177,7 @@ pub fn run(opts: Options) -> Result<ExitCode> {
 
 struct Runner {
     engine: Engine,
-    store: SqliteStore,
+    store: AnyStore,
     batch: usize,
     pending: usize,
     out: Vec<Decision>,

@@ -112,15 +112,20 @@ pub enum AnyStore {
 
 impl AnyStore {
     /// Opens the store `location` names, applying migrations.
-    pub async fn open(location: &str) -> Result<AnyStore, StoreError> {
-        if postgres::is_url(location) {
-            Ok(AnyStore::Postgres(
-                postgres::PostgresStore::connect(location).await?,
-            ))
-        } else {
-            Ok(AnyStore::Sqlite(
-                sqlite::SqliteStore::open(std::path::Path::new(location)).await?,
-            ))
+    pub async fn open(location: &std::path::Path) -> Result<AnyStore, StoreError> {
+        match location.to_str() {
+            Some(url) if postgres::is_url(url) => Ok(AnyStore::Postgres(
+                postgres::PostgresStore::connect(url).await?,
+            )),
+            _ => Ok(AnyStore::Sqlite(sqlite::SqliteStore::open(location).await?)),
+        }
+    }
+
+    /// `location` fit for messages: a URL's password is masked.
+    pub fn describe(location: &std::path::Path) -> String {
+        match location.to_str() {
+            Some(url) if postgres::is_url(url) => postgres::redact(url),
+            _ => location.display().to_string(),
         }
     }
 }

@@ -72,6 +72,12 @@ impl PostgresStore {
     }
 
     async fn open(options: PgConnectOptions) -> Result<PostgresStore, StoreError> {
+        // One connection first: an unreachable server is reported as such, not as a
+        // pool timing out.
+        sqlx::PgConnection::connect_with(&options)
+            .await?
+            .close()
+            .await?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .connect_with(options)
@@ -88,6 +94,21 @@ impl PostgresStore {
 /// Whether a store location names a PostgreSQL database rather than an SQLite file.
 pub fn is_url(location: &str) -> bool {
     location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// `url` with its password, if any, masked.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }
 
 fn quote_ident(name: &str) -> String {
@@ -564,5 +585,11 @@ mod tests {
         assert!(is_url("postgresql://h/db"));
         assert!(!is_url("steward.db"));
         assert!(!is_url("/var/lib/postgres/steward.db"));
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("postgresql://h/db?x=a@b"), "postgresql://h/db?x=a@b");
     }
 }
