@@ -195,12 +195,36 @@ pub struct Engine {
     dirty: HashSet<InstanceKey>,
     changes: Changes,
     record_changes: bool,
+    /// `Ruleset::policy_label`, computed once: every decision carries it.
+    policy: Option<String>,
+    /// Each pending timer's due time, so a timer is removed by id without a scan.
+    timer_due: HashMap<u64, DateTime<Utc>>,
     pub stats: Stats,
+}
+
+/// The `event` an expression sees, built on first use: most expressions select a few
+/// fields (`event.data.priority`), which are read straight from the event.
+struct EventValue<'a> {
+    event: &'a Event,
+    value: std::cell::OnceCell<Value>,
+}
+
+impl<'a> EventValue<'a> {
+    fn new(event: &'a Event) -> Self {
+        EventValue {
+            event,
+            value: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn get(&self) -> &Value {
+        self.value.get_or_init(|| self.event.to_value())
+    }
 }
 
 /// What an expression can see.
 struct Scope<'a> {
-    event: Option<&'a Value>,
+    event: Option<&'a EventValue<'a>>,
     now: Value,
     key: Option<&'a str>,
     state: Option<&'a str>,
@@ -211,8 +235,16 @@ struct Scope<'a> {
 
 impl Activation for Scope<'_> {
     fn resolve(&self, name: &str) -> Option<Value> {
+        if let Some((head, path)) = name.split_once('.') {
+            // Only `event.…` is answered as a whole path; everything else falls back
+            // to its first segment, as with unqualified names.
+            return match (head, self.event) {
+                ("event", Some(e)) => e.event.value_at(path),
+                _ => None,
+            };
+        }
         match name {
-            "event" => return self.event.cloned(),
+            "event" => return self.event.map(|e| e.get().clone()),
             "now" => return Some(self.now.clone()),
             "key" => {
                 if let Some(k) = self.key {
@@ -234,6 +266,10 @@ impl Activation for Scope<'_> {
         }
         self.globals.get(name).cloned()
     }
+
+    fn qualified_names(&self) -> bool {
+        true
+    }
 }
 
 /// Where actions run: a rule, a workflow instance, a cadence or a counter.
@@ -251,7 +287,7 @@ enum Owner<'a> {
 struct Step<'a> {
     now: DateTime<Utc>,
     event: Option<&'a Event>,
-    event_value: Option<&'a Value>,
+    event_value: Option<&'a EventValue<'a>>,
     emitted: Vec<Event>,
     transitions: usize,
 }
@@ -296,8 +332,12 @@ impl Engine {
 
     /// Resumes from a persisted world.
     pub fn with_world(rules: Arc<Ruleset>, world: World) -> Self {
+        let policy = rules.policy_label();
+        let timer_due = world.timers.keys().map(|&(due, id)| (id, due)).collect();
         Engine {
+            timer_due,
             rules,
+            policy,
             world,
             routes: HashMap::new(),
             dirty: HashSet::new(),
@@ -366,6 +406,7 @@ impl Engine {
         self.world.next_timer += 1;
         let id = self.world.next_timer;
         self.world.timers.insert((due, id), kind.clone());
+        self.timer_due.insert(id, due);
         if self.record_changes {
             self.changes.timers_added.push(Timer { id, due, kind });
         }
@@ -375,13 +416,15 @@ impl Engine {
     fn remove_timer(&mut self, due_hint: Option<DateTime<Utc>>, id: u64) {
         let key = match due_hint {
             Some(due) => Some((due, id)),
-            None => self.world.timers.keys().find(|(_, i)| *i == id).copied(),
+            None => self.timer_due.get(&id).map(|&due| (due, id)),
         };
         if let Some(key) = key
             && self.world.timers.remove(&key).is_some()
-            && self.record_changes
         {
-            self.changes.timers_removed.push(id);
+            self.timer_due.remove(&id);
+            if self.record_changes {
+                self.changes.timers_removed.push(id);
+            }
         }
     }
 
@@ -392,9 +435,11 @@ impl Engine {
     }
 
     fn decide(&mut self, decision: Decision, out: &mut Vec<Decision>) {
-        let record = self.world.chain.append(&decision);
         if self.record_changes {
+            let record = self.world.chain.append(&decision);
             self.changes.evidence.push(record);
+        } else {
+            self.world.chain.advance(&decision);
         }
         self.stats.decisions += 1;
         out.push(decision);
@@ -409,6 +454,7 @@ impl Engine {
             let Some(kind) = self.world.timers.remove(&(due, id)) else {
                 break;
             };
+            self.timer_due.remove(&id);
             if self.record_changes {
                 self.changes.timers_removed.push(id);
             }
@@ -423,13 +469,18 @@ impl Engine {
     pub fn apply(&mut self, event: &Event, now: DateTime<Utc>, out: &mut Vec<Decision>) -> Applied {
         self.touch_time(now);
         let identity = event.identity();
-        if self.world.seen.contains(&identity) {
+        let fresh = if self.record_changes {
+            let fresh = self.world.seen.insert(identity.clone());
+            if fresh {
+                self.changes.seen.push(identity);
+            }
+            fresh
+        } else {
+            self.world.seen.insert(identity)
+        };
+        if !fresh {
             self.stats.duplicates += 1;
             return Applied::Duplicate;
-        }
-        self.world.seen.insert(identity.clone());
-        if self.record_changes {
-            self.changes.seen.push(identity);
         }
         let mut queue: VecDeque<(Event, usize)> = VecDeque::new();
         let result = self.apply_one(event, now, out, &mut queue, 0);
@@ -468,7 +519,7 @@ impl Engine {
             return Applied::Unrouted;
         }
         let rules = self.rules.clone();
-        let value = event.to_value();
+        let value = EventValue::new(event);
         let mut step = Step {
             now,
             event: Some(event),
@@ -610,7 +661,7 @@ impl Engine {
                 }
             }
         }
-        d.policy = self.rules.policy_label();
+        d.policy.clone_from(&self.policy);
         d
     }
 

@@ -117,6 +117,113 @@ impl Decision {
     pub fn to_json_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// The canonical encoding: [`canonical_json`] of the serialized decision, written
+    /// directly (the fields in code-point order of their names).
+    pub fn canonical(&self) -> String {
+        let mut out = String::with_capacity(256);
+        out.push('{');
+        let mut first = true;
+        let mut field = |out: &mut String, name: &str| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push('"');
+            out.push_str(name);
+            out.push_str("\":");
+        };
+        let text = |out: &mut String,
+                    name: &str,
+                    v: &Option<String>,
+                    field: &mut dyn FnMut(&mut String, &str)| {
+            if let Some(v) = v {
+                field(out, name);
+                push_json_str(out, v);
+            }
+        };
+        text(&mut out, "action_id", &self.action_id, &mut field);
+        text(&mut out, "approver", &self.approver, &mut field);
+        if let Some(args) = &self.args {
+            field(&mut out, "args");
+            write_canonical(args, &mut out);
+        }
+        field(&mut out, "at");
+        push_json_str(&mut out, &format_time(self.at));
+        text(&mut out, "cadence", &self.cadence, &mut field);
+        text(&mut out, "connector", &self.connector, &mut field);
+        text(&mut out, "control", &self.control, &mut field);
+        text(&mut out, "counter", &self.counter, &mut field);
+        text(&mut out, "event", &self.event, &mut field);
+        text(&mut out, "from", &self.from, &mut field);
+        text(&mut out, "key", &self.key, &mut field);
+        field(&mut out, "kind");
+        out.push('"');
+        out.push_str(self.kind.name());
+        out.push('"');
+        text(&mut out, "message", &self.message, &mut field);
+        text(&mut out, "op", &self.op, &mut field);
+        text(&mut out, "outcome", &self.outcome, &mut field);
+        text(&mut out, "period", &self.period, &mut field);
+        text(&mut out, "policy", &self.policy, &mut field);
+        text(&mut out, "rule", &self.rule, &mut field);
+        text(&mut out, "state", &self.state, &mut field);
+        text(&mut out, "to", &self.to, &mut field);
+        text(&mut out, "workflow", &self.workflow, &mut field);
+        out.push('}');
+        out
+    }
+}
+
+impl Kind {
+    /// The name written in the `kind` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Transition => "transition",
+            Kind::Action => "action",
+            Kind::Violation => "violation",
+            Kind::Evidence => "evidence",
+            Kind::Timer => "timer",
+            Kind::Escalation => "escalation",
+            Kind::Approval => "approval",
+            Kind::Cadence => "cadence",
+            Kind::Counter => "counter",
+            Kind::Sla => "sla",
+            Kind::Error => "error",
+        }
+    }
+}
+
+/// Writes `s` as a JSON string, escaped exactly as serde_json escapes it.
+fn push_json_str(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 /// The head of the evidence chain: how many records, and the last hash.
@@ -140,7 +247,7 @@ pub struct EvidenceRecord {
 impl ChainHead {
     /// Appends a decision: `hash = SHA-256(prev_hash || canonical(record))`.
     pub fn append(&mut self, decision: &Decision) -> EvidenceRecord {
-        let record = canonical_json(&serde_json::to_value(decision).unwrap_or(Json::Null));
+        let record = decision.canonical();
         let hash = chain_hash(&self.hash, &record);
         let prev = hex::encode(self.hash);
         self.seq += 1;
@@ -148,14 +255,18 @@ impl ChainHead {
         EvidenceRecord {
             seq: self.seq,
             at: format_time(decision.at),
-            kind: serde_json::to_value(decision.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            kind: decision.kind.name().to_string(),
             record,
             prev_hash: prev,
             hash: hex::encode(hash),
         }
+    }
+
+    /// Appends a decision without building its record (when nothing is committed):
+    /// the head moves exactly as with [`ChainHead::append`].
+    pub fn advance(&mut self, decision: &Decision) {
+        self.hash = chain_hash(&self.hash, &decision.canonical());
+        self.seq += 1;
     }
 }
 
@@ -184,7 +295,7 @@ fn write_canonical(value: &Json, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&Json::String(k.clone()).to_string());
+                push_json_str(out, k);
                 out.push(':');
                 write_canonical(v, out);
             }
@@ -200,6 +311,7 @@ fn write_canonical(value: &Json, out: &mut String) {
             }
             out.push(']');
         }
+        Json::String(s) => push_json_str(out, s),
         other => out.push_str(&other.to_string()),
     }
 }
@@ -236,6 +348,52 @@ mod tests {
     fn canonical_json_sorts_keys() {
         let v: Json = serde_json::from_str(r#"{"b":1,"a":{"d":[1,2],"c":"x"}}"#).unwrap();
         assert_eq!(canonical_json(&v), r#"{"a":{"c":"x","d":[1,2]},"b":1}"#);
+    }
+
+    #[test]
+    fn strings_escape_as_serde_json_does() {
+        let mut all: String = (0u8..0x80).map(char::from).collect();
+        all.push_str("é\u{2028}\u{1F600}/\\\"");
+        for s in [all.as_str(), "", "plain", "\u{7f}\u{0}x"] {
+            let mut out = String::new();
+            push_json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap());
+        }
+    }
+
+    #[test]
+    fn canonical_matches_the_generic_encoding() {
+        let at = DateTime::parse_from_rfc3339("2026-01-01T00:00:00.250Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut bare = Decision::new(at, Kind::Error);
+        bare.message = Some("line\nbreak \"quoted\"".to_string());
+        let mut full = Decision::new(at, Kind::Action);
+        let text = |s: &str| Some(format!("{s} \u{1}é"));
+        full.workflow = text("w");
+        full.key = text("k");
+        full.rule = text("r");
+        full.cadence = text("c");
+        full.counter = text("n");
+        full.control = text("8.1");
+        full.state = text("s");
+        full.from = text("f");
+        full.to = text("t");
+        full.connector = text("jira");
+        full.op = text("comment");
+        full.args =
+            Some(serde_json::json!({"z": [1, 2.5, null, {"b": true, "a": "x\ty"}], "a": -3}));
+        full.message = text("m");
+        full.period = text("2026-Q1");
+        full.approver = text("alice");
+        full.outcome = text("granted");
+        full.action_id = text("a/1");
+        full.event = text("e1");
+        full.policy = text("p@1");
+        for d in [bare, full] {
+            let generic = canonical_json(&serde_json::to_value(&d).unwrap());
+            assert_eq!(d.canonical(), generic);
+        }
     }
 
     #[test]

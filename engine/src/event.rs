@@ -214,6 +214,60 @@ impl Event {
         Value::from_json(&json)
     }
 
+    /// The value at a dotted path below `event` (`"data.issue.key"`, `"subject"`),
+    /// converted on its own, without building the whole [`Event::to_value`].
+    ///
+    /// Agrees with selecting the same fields on `to_value()` whenever it answers;
+    /// `None` means "not answered here" (absent field, non-object on the way, base64
+    /// data, an extension shadowing an attribute), and the caller falls back to the
+    /// whole value, which produces the same value or the same error as before.
+    pub fn value_at(&self, path: &str) -> Option<Value> {
+        let (head, rest) = match path.split_once('.') {
+            Some((h, r)) => (h, Some(r)),
+            None => (path, None),
+        };
+        let text = |s: &str| rest.is_none().then(|| Value::String(Arc::from(s)));
+        match head {
+            "data" if self.data_base64.is_none() && !self.extensions.contains_key("data") => {
+                let mut node = self.data.as_ref()?;
+                if let Some(rest) = rest {
+                    for field in rest.split('.') {
+                        node = node.as_object()?.get(field)?;
+                    }
+                }
+                return Some(Value::from_json(node));
+            }
+            "data" | "data_base64" => return None,
+            _ => {}
+        }
+        if !self.extensions.is_empty() && self.extensions.contains_key(head) {
+            if CONTEXT_ATTRIBUTES.contains(&head) {
+                return None;
+            }
+            let mut node = self.extensions.get(head)?;
+            if let Some(rest) = rest {
+                for field in rest.split('.') {
+                    node = node.as_object()?.get(field)?;
+                }
+            }
+            return Some(Value::from_json(node));
+        }
+        match head {
+            "specversion" => text("1.0"),
+            "id" => text(&self.id),
+            "source" => text(&self.source),
+            "type" => text(&self.event_type),
+            "time" => rest
+                .is_none()
+                .then_some(self.time)?
+                .map(|t| Value::String(Arc::from(format_time(t).as_str()))),
+            "subject" => self.subject.as_deref().and_then(text),
+            "datacontenttype" => self.datacontenttype.as_deref().and_then(text),
+            "dataschema" => self.dataschema.as_deref().and_then(text),
+            _ => None,
+        }
+    }
+
     /// `source` and `id` together identify an event for de-duplication.
     pub fn identity(&self) -> EventIdentity {
         EventIdentity {
