@@ -70,7 +70,9 @@ fn main() {
         .total_core_instances(128)
         .total_memories(32)
         .total_tables(128)
-        .max_memory_size(64 << 20);
+        .max_memory_size(64 << 20)
+        .linear_memory_keep_resident(256 * 1024)
+        .table_keep_resident(256 * 1024);
     let mut config = Config::new();
     config
         .wasm_component_model(true)
