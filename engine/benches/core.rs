@@ -454,6 +454,7 @@ fn fresh_db(name: &str) -> PathBuf {
 /// What `steward replay --store` does, in process: decode, feed, print, commit per batch.
 fn replay_in_process(rules: &Arc<Ruleset>, events: &Path, db: &Path) -> (usize, u64) {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap();
     let store = runtime.block_on(SqliteStore::open(db)).unwrap();
@@ -497,6 +498,7 @@ fn replay_in_process(rules: &Arc<Ruleset>, events: &Path, db: &Path) -> (usize, 
 /// row every event costs) in transactions of [`BATCH`], no engine.
 fn raw_inserts(events: &Path, db: &Path) -> Row {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap();
     let store = runtime.block_on(SqliteStore::open(db)).unwrap();

@@ -4,8 +4,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use sqlx::query_builder::Separated;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::codec::{
     counter_index, decode_counter, decode_instance, decode_time, decode_timer, encode_counter,
@@ -59,6 +60,30 @@ impl SqliteStore {
 
 fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt(what.into())
+}
+
+/// Rows per multi-row INSERT. Full chunks share one prepared statement; the
+/// remainder of a batch is prepared once and not cached.
+const ROWS_PER_INSERT: usize = 256;
+
+/// Inserts `rows` with multi-row `INSERT … VALUES (…), (…) tail` statements.
+async fn insert_rows<'r, T>(
+    conn: &mut SqliteConnection,
+    head: &str,
+    tail: &str,
+    rows: &'r [T],
+    bind: impl Fn(&mut Separated<'_, 'r, Sqlite, &'static str>, &'r T),
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::<Sqlite>::new(head);
+        q.push_values(chunk, |mut b, row| bind(&mut b, row));
+        q.push(tail);
+        q.build()
+            .persistent(chunk.len() == ROWS_PER_INSERT)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, StoreError> {
@@ -167,20 +192,17 @@ impl Store for SqliteStore {
         meta: &Meta,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Upserts and deletes touch distinct keys (one entry per key in `changes`),
+        // so their order does not matter.
+        let mut upserts = Vec::new();
         for ((w, key), inst) in &changes.instances {
             let workflow = &rules.workflows[*w].name;
             match inst {
-                Some(inst) => {
-                    sqlx::query(
-                        "INSERT INTO instances (workflow, key, body) VALUES (?, ?, ?) \
-                         ON CONFLICT (workflow, key) DO UPDATE SET body = excluded.body",
-                    )
-                    .bind(workflow)
-                    .bind(key.as_ref())
-                    .bind(encode_instance(rules, *w, inst).to_string())
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                Some(inst) => upserts.push((
+                    workflow.as_str(),
+                    key.as_ref(),
+                    encode_instance(rules, *w, inst).to_string(),
+                )),
                 None => {
                     sqlx::query("DELETE FROM instances WHERE workflow = ? AND key = ?")
                         .bind(workflow)
@@ -190,38 +212,87 @@ impl Store for SqliteStore {
                 }
             }
         }
-        for timer in &changes.timers_added {
-            sqlx::query("INSERT INTO timers (id, due, body) VALUES (?, ?, ?)")
-                .bind(timer.id as i64)
-                .bind(encode_time(timer.due))
-                .bind(encode_timer(rules, &timer.kind).to_string())
+        insert_rows(
+            &mut tx,
+            "INSERT INTO instances (workflow, key, body) ",
+            " ON CONFLICT (workflow, key) DO UPDATE SET body = excluded.body",
+            &upserts,
+            |b, (workflow, key, body)| {
+                b.push_bind(*workflow)
+                    .push_bind(*key)
+                    .push_bind(body.as_str());
+            },
+        )
+        .await?;
+        let timers: Vec<(i64, String, String)> = changes
+            .timers_added
+            .iter()
+            .map(|t| {
+                (
+                    t.id as i64,
+                    encode_time(t.due),
+                    encode_timer(rules, &t.kind).to_string(),
+                )
+            })
+            .collect();
+        insert_rows(
+            &mut tx,
+            "INSERT INTO timers (id, due, body) ",
+            "",
+            &timers,
+            |b, (id, due, body)| {
+                b.push_bind(*id)
+                    .push_bind(due.as_str())
+                    .push_bind(body.as_str());
+            },
+        )
+        .await?;
+        for ids in changes.timers_removed.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM timers WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in ids {
+                list.push_bind(*id as i64);
+            }
+            q.push(")");
+            q.build()
+                .persistent(ids.len() == ROWS_PER_INSERT)
                 .execute(&mut *tx)
                 .await?;
         }
-        for id in &changes.timers_removed {
-            sqlx::query("DELETE FROM timers WHERE id = ?")
-                .bind(*id as i64)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for seen in &changes.seen {
-            sqlx::query("INSERT OR IGNORE INTO seen_events (source, id) VALUES (?, ?)")
-                .bind(seen.source.as_ref())
-                .bind(seen.id.as_ref())
-                .execute(&mut *tx)
-                .await?;
-        }
-        for ((c, key), state) in &changes.counters {
-            sqlx::query(
-                "INSERT INTO counters (counter, key, body) VALUES (?, ?, ?) \
-                 ON CONFLICT (counter, key) DO UPDATE SET body = excluded.body",
-            )
-            .bind(&rules.counters[*c].name)
-            .bind(key)
-            .bind(encode_counter(state).to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_rows(
+            &mut tx,
+            "INSERT OR IGNORE INTO seen_events (source, id) ",
+            "",
+            &changes.seen,
+            |b, seen| {
+                b.push_bind(seen.source.as_ref())
+                    .push_bind(seen.id.as_ref());
+            },
+        )
+        .await?;
+        let counters: Vec<(&str, &str, String)> = changes
+            .counters
+            .iter()
+            .map(|((c, key), state)| {
+                (
+                    rules.counters[*c].name.as_str(),
+                    key.as_str(),
+                    encode_counter(state).to_string(),
+                )
+            })
+            .collect();
+        insert_rows(
+            &mut tx,
+            "INSERT INTO counters (counter, key, body) ",
+            " ON CONFLICT (counter, key) DO UPDATE SET body = excluded.body",
+            &counters,
+            |b, (counter, key, body)| {
+                b.push_bind(*counter)
+                    .push_bind(*key)
+                    .push_bind(body.as_str());
+            },
+        )
+        .await?;
         for ((c, period), exp) in &changes.expectations {
             let cadence = &rules.cadences[*c].name;
             match exp {
@@ -246,31 +317,48 @@ impl Store for SqliteStore {
                 }
             }
         }
-        for r in &changes.evidence {
-            sqlx::query(
-                "INSERT INTO evidence (seq, at, kind, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(r.seq as i64)
-            .bind(&r.at)
-            .bind(&r.kind)
-            .bind(&r.record)
-            .bind(&r.prev_hash)
-            .bind(&r.hash)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for o in &changes.outbox {
-            sqlx::query(
-                "INSERT OR IGNORE INTO outbox (action_id, at, connector, op, args) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&o.action_id)
-            .bind(encode_time(o.at))
-            .bind(&o.connector)
-            .bind(&o.op)
-            .bind(o.args.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_rows(
+            &mut tx,
+            "INSERT INTO evidence (seq, at, kind, record, prev_hash, hash) ",
+            "",
+            &changes.evidence,
+            |b, r| {
+                b.push_bind(r.seq as i64)
+                    .push_bind(r.at.as_str())
+                    .push_bind(r.kind.as_str())
+                    .push_bind(r.record.as_str())
+                    .push_bind(r.prev_hash.as_str())
+                    .push_bind(r.hash.as_str());
+            },
+        )
+        .await?;
+        let outbox: Vec<(&str, String, &str, &str, String)> = changes
+            .outbox
+            .iter()
+            .map(|o| {
+                (
+                    o.action_id.as_str(),
+                    encode_time(o.at),
+                    o.connector.as_str(),
+                    o.op.as_str(),
+                    o.args.to_string(),
+                )
+            })
+            .collect();
+        insert_rows(
+            &mut tx,
+            "INSERT OR IGNORE INTO outbox (action_id, at, connector, op, args) ",
+            "",
+            &outbox,
+            |b, (action_id, at, connector, op, args)| {
+                b.push_bind(*action_id)
+                    .push_bind(at.as_str())
+                    .push_bind(*connector)
+                    .push_bind(*op)
+                    .push_bind(args.as_str());
+            },
+        )
+        .await?;
         let entries = [
             ("next_timer", meta.next_timer.to_string()),
             ("chain_seq", meta.chain.seq.to_string()),
