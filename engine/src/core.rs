@@ -195,8 +195,6 @@ pub struct Engine {
     dirty: HashSet<InstanceKey>,
     changes: Changes,
     record_changes: bool,
-    /// `Ruleset::policy_label`, computed once: every decision carries it.
-    policy: Option<String>,
     /// Each pending timer's due time, so a timer is removed by id without a scan.
     timer_due: HashMap<u64, DateTime<Utc>>,
     pub stats: Stats,
@@ -332,12 +330,10 @@ impl Engine {
 
     /// Resumes from a persisted world.
     pub fn with_world(rules: Arc<Ruleset>, world: World) -> Self {
-        let policy = rules.policy_label();
         let timer_due = world.timers.keys().map(|&(due, id)| (id, due)).collect();
         Engine {
             timer_due,
             rules,
-            policy,
             world,
             routes: HashMap::new(),
             dirty: HashSet::new(),
@@ -661,7 +657,14 @@ impl Engine {
                 }
             }
         }
-        d.policy.clone_from(&self.policy);
+        let policy = match owner {
+            Owner::Bare => None,
+            Owner::Rule(r) => self.rules.rules[*r].policy.as_deref(),
+            Owner::Instance(w, _) => self.rules.workflows[*w].policy.as_deref(),
+            Owner::Cadence(c, _) => self.rules.cadences[*c].policy.as_deref(),
+            Owner::Counter(c, ..) => self.rules.counters[*c].policy.as_deref(),
+        };
+        d.policy = policy.map(str::to_string);
         d
     }
 
@@ -1023,6 +1026,7 @@ impl Engine {
                 out,
             );
             let _ = goto; // exit blocks cannot redirect the transition in progress
+            self.stop_all_ladders(w, key, step, "state left", out);
             let timers = self
                 .world
                 .instances
@@ -1073,22 +1077,39 @@ impl Engine {
         }
     }
 
-    /// A final state: stop ladders, close approvals, forget the instance.
-    fn finish(&mut self, w: usize, key: &Arc<str>, step: &Step<'_>, out: &mut Vec<Decision>) {
+    /// Stops every running ladder of an instance (its pending steps become stale).
+    fn stop_all_ladders(
+        &mut self,
+        w: usize,
+        key: &Arc<str>,
+        step: &Step<'_>,
+        why: &str,
+        out: &mut Vec<Decision>,
+    ) {
         let ik = (w, key.clone());
         let ladders = self
             .world
             .instances
-            .get(&ik)
-            .map(|i| i.ladders.clone())
+            .get_mut(&ik)
+            .map(|i| std::mem::take(&mut i.ladders))
             .unwrap_or_default();
+        if ladders.is_empty() {
+            return;
+        }
+        self.mark(&ik);
         for (ladder, _) in ladders {
             let mut d = self.base(&Owner::Instance(w, key), step, Kind::Escalation);
             d.to = Some(self.rules.workflows[w].ladders[ladder].name.clone());
             d.outcome = Some("stopped".to_string());
-            d.message = Some("workflow finished".to_string());
+            d.message = Some(why.to_string());
             self.decide(d, out);
         }
+    }
+
+    /// A final state: stop ladders, close approvals, forget the instance.
+    fn finish(&mut self, w: usize, key: &Arc<str>, step: &Step<'_>, out: &mut Vec<Decision>) {
+        let ik = (w, key.clone());
+        self.stop_all_ladders(w, key, step, "workflow finished", out);
         let timers: Vec<u64> = self
             .world
             .timers

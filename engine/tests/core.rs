@@ -465,3 +465,64 @@ fn every_decision_is_chained_evidence() {
     tampered[1].record = tampered[1].record.replace("assessing", "approved");
     assert!(verify_chain(&tampered).is_err());
 }
+
+#[test]
+fn ladders_stop_when_their_state_is_left() {
+    let rules = rules(
+        r#"
+use connector slack
+workflow review key event.subject {
+  start on "review.requested"
+  escalation chase {
+    stop on "review.cancelled"
+    after 1 hour { slack.post(text: "review ${key} waits") }
+  }
+  state waiting {
+    enter { escalate chase }
+    on "review.taken" -> in_review
+  }
+  state in_review { on "review.done" -> done }
+  final state done
+}
+"#,
+    );
+    let mut driver = Driver::new(Engine::new(rules));
+    let mut out = Vec::new();
+    driver.feed(
+        &event(
+            "1",
+            "review.requested",
+            "2026-03-02T09:00:00Z",
+            "R-1",
+            json!({}),
+        ),
+        &mut out,
+    );
+    driver.feed(
+        &event(
+            "2",
+            "review.taken",
+            "2026-03-02T09:30:00Z",
+            "R-1",
+            json!({}),
+        ),
+        &mut out,
+    );
+    driver.advance(t("2026-03-02T12:00:00Z"), &mut out);
+    let ladder: Vec<_> = out
+        .iter()
+        .filter(|d| d.kind == Kind::Escalation)
+        .map(|d| (d.outcome.clone().unwrap(), d.message.clone()))
+        .collect();
+    assert_eq!(
+        ladder,
+        vec![
+            ("started".to_string(), None),
+            ("stopped".to_string(), Some("state left".to_string())),
+        ]
+    );
+    assert!(
+        !out.iter().any(|d| d.connector.is_some()),
+        "a stopped ladder must not post"
+    );
+}
