@@ -381,20 +381,6 @@ impl Ruleset {
     pub fn has_prefix_patterns(&self) -> bool {
         !self.prefixes.is_empty()
     }
-
-    /// `name@version` of every policy, comma separated.
-    pub fn policy_label(&self) -> Option<String> {
-        if self.policy_versions.is_empty() {
-            return None;
-        }
-        Some(
-            self.policy_versions
-                .iter()
-                .map(|(n, v)| format!("{n}@{v}"))
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-    }
 }
 
 #[derive(Default)]
