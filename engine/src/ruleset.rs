@@ -253,9 +253,9 @@ pub struct Ruleset {
     pub groups: HashMap<String, Vec<String>>,
     /// Policies and groups as CEL values, visible by name in every expression.
     pub globals: HashMap<String, Value>,
-    /// `name@version` of every policy, recorded with decisions.
+    /// The version of every policy, by name.
     pub policy_versions: BTreeMap<String, String>,
-    /// SHA-256 of the sources, recorded in evidence as the rules' version.
+    /// The first 8 bytes of the SHA-256 of the sources, in hex: the rules' version.
     pub version: String,
     exact: HashMap<String, Targets>,
     prefixes: Vec<(String, Targets)>,
