@@ -495,8 +495,9 @@ fn replay_in_process(rules: &Arc<Ruleset>, events: &Path, db: &Path) -> (usize, 
 }
 
 /// The ceiling: a raw sqlx loop inserting one row per event (the de-duplication
-/// row every event costs) in transactions of [`BATCH`], no engine.
-fn raw_inserts(events: &Path, db: &Path) -> Row {
+/// row every event costs) in transactions of [`BATCH`], no engine; one INSERT per
+/// row, or `rows` rows per INSERT.
+fn raw_inserts(events: &Path, db: &Path, rows: usize) -> Row {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -514,12 +515,18 @@ fn raw_inserts(events: &Path, db: &Path) -> Row {
         .collect();
     let t = Clock::start();
     runtime.block_on(async {
-        for chunk in ids.chunks(BATCH) {
+        for batch in ids.chunks(BATCH) {
             let mut tx = pool.begin().await.unwrap();
-            for id in chunk {
-                sqlx::query("INSERT OR IGNORE INTO seen_events (source, id) VALUES (?, ?)")
-                    .bind("https://bench.example/jira")
-                    .bind(id)
+            for chunk in batch.chunks(rows) {
+                let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "INSERT OR IGNORE INTO seen_events (source, id) ",
+                );
+                q.push_values(chunk, |mut b, id| {
+                    b.push_bind("https://bench.example/jira")
+                        .push_bind(id.as_str());
+                });
+                q.build()
+                    .persistent(chunk.len() == rows)
                     .execute(&mut *tx)
                     .await
                     .unwrap();
@@ -527,7 +534,12 @@ fn raw_inserts(events: &Path, db: &Path) -> Row {
             tx.commit().await.unwrap();
         }
     });
-    t.row("raw sqlx insert loop, 1 seen row per event", ids.len())
+    let name = if rows == 1 {
+        "raw sqlx loop, 1 seen row per event, 1 row per INSERT".to_string()
+    } else {
+        format!("raw sqlx loop, 1 seen row per event, {rows} rows per INSERT")
+    };
+    t.row(name, ids.len())
 }
 
 fn bench_replay(count: usize) {
@@ -559,8 +571,8 @@ fn bench_replay(count: usize) {
     }
     let decode_row = t.row("read + decode only".to_string(), n);
 
-    let db = fresh_db("raw.db");
-    let raw = raw_inserts(&events, &db);
+    let raw1 = raw_inserts(&events, &fresh_db("raw1.db"), 1);
+    let raw = raw_inserts(&events, &fresh_db("raw.db"), 256);
 
     let db = fresh_db("inproc.db");
     let t = Clock::start();
@@ -571,7 +583,7 @@ fn bench_replay(count: usize) {
         ratio(&inproc, &decode_row),
         ratio(&inproc, &raw)
     );
-    rows.extend([decode_row, raw, inproc]);
+    rows.extend([decode_row, raw1, raw, inproc]);
 
     let cli = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/steward");
     if cli.exists() {
@@ -593,7 +605,7 @@ fn bench_replay(count: usize) {
             "`steward replay --store` end to end (process)".to_string(),
             fed,
         );
-        row.note = format!("{}; {}", ratio(&row, &rows[0]), ratio(&row, &rows[1]));
+        row.note = format!("{}; {}", ratio(&row, &rows[0]), ratio(&row, &rows[2]));
         rows.push(row);
     } else {
         println!("(skipping the CLI row: build target/release/steward first)");
