@@ -165,47 +165,53 @@ fn item_name_of(chunk: &str) -> Option<String> {
 /// first exceeds [`MAX_NESTING`]; strings and comments are skipped.
 fn too_deep(text: &str) -> Option<usize> {
     let bytes = text.as_bytes();
-    let mut depth: usize = 0;
+    // Open brackets; a `${` inside a string remembers the quote to go back to when
+    // its `}` closes it.
+    let mut stack: Vec<Option<u8>> = Vec::new();
     let mut questions: usize = 0;
+    let mut in_string: Option<u8> = None;
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
-        match b {
-            b'"' | b'\'' => {
-                // Skip the string, escapes included; `${` nests like a bracket.
-                i += 1;
-                while let Some(&c) = bytes.get(i) {
-                    if c == b'\\' {
+        if let Some(quote) = in_string {
+            match b {
+                b'\\' => i += 1,
+                // An unterminated string ends at the line; the parser reports it.
+                b'\n' => in_string = None,
+                b'$' if bytes.get(i + 1) == Some(&b'{') => {
+                    stack.push(Some(quote));
+                    in_string = None;
+                    i += 1;
+                }
+                c if c == quote => in_string = None,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' | b'\'' => in_string = Some(b),
+                b'#' => {
+                    while bytes.get(i).is_some_and(|&c| c != b'\n') {
                         i += 1;
-                    } else if c == b || c == b'\n' || (c == b'$' && bytes.get(i + 1) == Some(&b'{'))
-                    {
-                        break;
                     }
-                    i += 1;
+                    continue;
                 }
-                if bytes.get(i) == Some(&b'$') {
-                    depth += 1;
-                    i += 1;
+                b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                    while bytes.get(i).is_some_and(|&c| c != b'\n') {
+                        i += 1;
+                    }
+                    continue;
                 }
+                b'(' | b'[' | b'{' => stack.push(None),
+                b')' | b']' | b'}' => {
+                    if let Some(Some(quote)) = stack.pop() {
+                        in_string = Some(quote);
+                    }
+                }
+                b'?' => questions += 1,
+                b'\n' => questions = 0,
+                _ => {}
             }
-            b'#' => {
-                while bytes.get(i).is_some_and(|&c| c != b'\n') {
-                    i += 1;
-                }
-                continue;
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                while bytes.get(i).is_some_and(|&c| c != b'\n') {
-                    i += 1;
-                }
-                continue;
-            }
-            b'(' | b'[' | b'{' => depth += 1,
-            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
-            b'?' => questions += 1,
-            b'\n' => questions = 0,
-            _ => {}
         }
-        if depth + questions > MAX_NESTING {
+        if stack.len() + questions > MAX_NESTING {
             return Some(i);
         }
         i += 1;
