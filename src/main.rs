@@ -69,6 +69,10 @@ enum Command {
         /// PostgreSQL database as a `postgres://` URL.
         #[arg(long)]
         db: Option<PathBuf>,
+        /// Serve inbound webhooks on this address (e.g. `127.0.0.1:8080`):
+        /// `POST /webhooks/jira`, `POST /webhooks/servicenow`, `GET /healthz`.
+        #[arg(long)]
+        listen: Option<String>,
     },
     /// Evaluate one CEL expression, optionally against an event; print the value as JSON.
     Eval {
@@ -109,12 +113,14 @@ fn main() -> ExitCode {
             events,
             watch,
             db,
+            listen,
         } => cli::run::run(cli::run::Options {
             files,
             config,
             events,
             watch,
             db,
+            listen,
         }),
         Command::Eval { expr, event, vars } => {
             cli::eval::run(&expr, event.as_deref(), vars.as_deref())

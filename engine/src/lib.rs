@@ -8,6 +8,7 @@
 //! - [`time`]: business calendars, cron schedules, period ids.
 //! - [`store`]: persistence of the core's world (SQLite), behind a trait.
 //! - [`replay`]: runs recorded events through the core on a virtual clock.
+//! - [`webhook`]: inbound Jira and ServiceNow webhooks mapped to events, signatures verified.
 
 pub mod core;
 pub mod decision;
@@ -16,3 +17,4 @@ pub mod replay;
 pub mod ruleset;
 pub mod store;
 pub mod time;
+pub mod webhook;

@@ -6,11 +6,18 @@
 //! one transaction before the next is read; unusable lines are dead-lettered in the
 //! store with their reason and the engine goes on. Connector calls are recorded in the
 //! outbox and printed; executing them is the dispatcher's job.
+//!
+//! With `--listen ADDR` (or `[webhook] listen`), an HTTP endpoint takes Jira and
+//! ServiceNow webhooks (`POST /webhooks/jira`, `POST /webhooks/servicenow`, `GET
+//! /healthz`). Each delivery is mapped to an event (`steward_engine::webhook`) and
+//! handed to this same single-threaded loop over a channel; the HTTP answer is sent
+//! only after the event was applied and committed, so a 2xx loses nothing.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -18,11 +25,14 @@ use chrono::Utc;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use steward_engine::core::Engine;
+use steward_engine::core::{Applied, Engine};
 use steward_engine::decision::Decision;
+use steward_engine::event::Event;
 use steward_engine::replay::decode_line;
 use steward_engine::store::{AnyStore, DeadLetter, Meta, Store};
+use steward_engine::webhook::{self, WebhookConfig, WebhookError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
 
 pub struct Options {
     pub files: Vec<PathBuf>,
@@ -30,17 +40,38 @@ pub struct Options {
     pub events: Option<PathBuf>,
     pub watch: Option<PathBuf>,
     pub db: Option<PathBuf>,
+    pub listen: Option<String>,
 }
 
 /// `steward.toml`. Every value can be overridden by an environment variable:
 /// `STEWARD_STORE__PATH`, `STEWARD_SOURCE__EVENTS`, `STEWARD_SOURCE__WATCH`,
-/// `STEWARD_SOURCE__POLL_MS`, `STEWARD_ENGINE__BATCH`.
+/// `STEWARD_SOURCE__POLL_MS`, `STEWARD_ENGINE__BATCH`, `STEWARD_WEBHOOK__LISTEN`, ….
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub store: StoreConfig,
     pub source: SourceConfig,
     pub engine: EngineConfig,
+    pub webhook: WebhookSection,
+}
+
+/// `[webhook]`: the inbound HTTP endpoint. Secrets are never in the file: the
+/// `*_secret_env` values name the environment variables that hold them.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSection {
+    /// Address to serve on, e.g. `127.0.0.1:8080`; no endpoint when unset.
+    pub listen: Option<String>,
+    /// Name of the environment variable holding Jira's webhook secret; when set,
+    /// every Jira delivery must carry a valid `X-Hub-Signature`.
+    pub jira_secret_env: Option<String>,
+    /// The `source` of Jira events (e.g. `https://acme.atlassian.net`); default `jira`.
+    pub jira_source: Option<String>,
+    /// Name of the environment variable holding the ServiceNow secret (`X-Signature`).
+    pub servicenow_secret_env: Option<String>,
+    /// The `source` of ServiceNow events; default the payload's `source`, else
+    /// `servicenow`.
+    pub servicenow_source: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +152,13 @@ pub fn run(opts: Options) -> Result<ExitCode> {
         config.source.watch = Some(watch);
         config.source.events = None;
     }
+    if let Some(listen) = opts.listen {
+        config.webhook.listen = Some(listen);
+    }
+    let hooks = match &config.webhook.listen {
+        Some(_) => Some(Hooks::from_config(&config.webhook)?),
+        None => None,
+    };
     let rules = super::load_rules(&opts.files)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -132,6 +170,11 @@ pub fn run(opts: Options) -> Result<ExitCode> {
         let world = store.load(&rules).await?;
         let mut engine = Engine::with_world(rules.clone(), world);
         engine.start(Utc::now());
+        let webhooks = match (hooks, &config.webhook.listen) {
+            (Some(hooks), Some(addr)) => Some(hooks.serve(addr).await?),
+            _ => None,
+        };
+        let listening = webhooks.is_some();
         let mut runner = Runner {
             engine,
             store,
@@ -139,24 +182,30 @@ pub fn run(opts: Options) -> Result<ExitCode> {
             pending: 0,
             out: Vec::new(),
             dead: 0,
+            webhooks,
         };
         runner.tick().await?;
-        match (&config.source.events, &config.source.watch) {
+        let interrupted = match (&config.source.events, &config.source.watch) {
             (_, Some(dir)) => runner.watch(dir, Duration::from_millis(config.source.poll_ms.max(10))).await?,
             (Some(path), None) if path.as_os_str() == "-" => {
                 let stdin = BufReader::new(tokio::io::stdin());
-                runner.lines(stdin, "stdin").await?;
+                runner.lines(stdin, "stdin").await?
             }
             (Some(path), None) => {
                 let file = tokio::fs::File::open(path)
                     .await
                     .with_context(|| format!("reading {}", path.display()))?;
-                runner.lines(BufReader::new(file), &path.display().to_string()).await?;
+                runner.lines(BufReader::new(file), &path.display().to_string()).await?
             }
+            // Only webhooks: no stdin.
+            (None, None) if listening => false,
             (None, None) => {
                 let stdin = BufReader::new(tokio::io::stdin());
-                runner.lines(stdin, "stdin").await?;
+                runner.lines(stdin, "stdin").await?
             }
+        };
+        if listening && !interrupted {
+            runner.serve().await?;
         }
         runner.tick().await?;
         runner.commit().await?;
@@ -182,6 +231,16 @@ struct Runner {
     pending: usize,
     out: Vec<Decision>,
     dead: usize,
+    /// Webhook deliveries from the HTTP endpoint, when listening.
+    webhooks: Option<mpsc::Receiver<Intake>>,
+}
+
+/// Waits for the next webhook delivery; never, when not listening.
+async fn next_intake(rx: &mut Option<mpsc::Receiver<Intake>>) -> Option<Intake> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Runner {
@@ -246,15 +305,46 @@ impl Runner {
         Ok(())
     }
 
+    /// Applies one webhook delivery and commits before answering, so the sender's 2xx
+    /// means the event is in the store. A failed commit drops the reply (the sender
+    /// sees 503) and stops the run.
+    async fn intake(&mut self, intake: Intake) -> Result<()> {
+        match intake {
+            Intake::Event(event, reply) => {
+                let now = Utc::now();
+                self.engine.advance(now, &mut self.out);
+                let before = self.out.len();
+                let applied = self.engine.apply(&event, now, &mut self.out);
+                let decisions = self.out.len() - before;
+                self.pending += 1;
+                self.commit().await?;
+                let _ = reply.send(Accepted { applied, decisions });
+            }
+            Intake::Dead(letter, reply) => {
+                self.dead += 1;
+                eprintln!("{}: dead-lettered: {}", letter.origin, letter.reason);
+                self.store.dead_letter(&letter).await?;
+                let _ = reply.send(Accepted {
+                    applied: Applied::Unrouted,
+                    decisions: 0,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Reads lines to the end, committing when a batch fills or input pauses, and
-    /// firing timers while waiting.
+    /// firing timers while waiting. Webhook deliveries are taken in between. True
+    /// when stopped by Ctrl-C.
     async fn lines<R: tokio::io::AsyncBufRead + Unpin>(
         &mut self,
         reader: R,
         origin: &str,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut lines = reader.lines();
         let mut number = 0;
+        let mut webhooks = self.webhooks.take();
+        let mut stopped = false;
         // One signal listener for the whole loop: a Ctrl-C that arrives while a line is
         // being processed is kept, not lost with a per-iteration listener.
         let interrupted = tokio::signal::ctrl_c();
@@ -267,6 +357,33 @@ impl Runner {
                     number += 1;
                     self.line(origin, number, &line).await?;
                 }
+                Some(intake) = next_intake(&mut webhooks) => self.intake(intake).await?,
+                _ = tokio::time::sleep(wait) => {
+                    self.commit().await?;
+                    self.tick().await?;
+                }
+                _ = &mut interrupted => {
+                    eprintln!("interrupted: committing and stopping");
+                    stopped = true;
+                    break;
+                }
+            }
+        }
+        self.webhooks = webhooks;
+        self.commit().await?;
+        Ok(stopped)
+    }
+
+    /// Only webhooks (the event input has ended or there is none), until Ctrl-C.
+    async fn serve(&mut self) -> Result<()> {
+        let mut webhooks = self.webhooks.take();
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
+        eprintln!("serving webhooks (Ctrl-C stops)");
+        loop {
+            let wait = self.until_due();
+            tokio::select! {
+                Some(intake) = next_intake(&mut webhooks) => self.intake(intake).await?,
                 _ = tokio::time::sleep(wait) => {
                     self.commit().await?;
                     self.tick().await?;
@@ -277,6 +394,7 @@ impl Runner {
                 }
             }
         }
+        self.webhooks = webhooks;
         self.commit().await
     }
 
@@ -292,7 +410,7 @@ impl Runner {
     }
 
     /// Follows every `.jsonl` file in `dir`: new files and appended complete lines.
-    async fn watch(&mut self, dir: &Path, every: Duration) -> Result<()> {
+    async fn watch(&mut self, dir: &Path, every: Duration) -> Result<bool> {
         let mut offsets: HashMap<PathBuf, (u64, usize)> = HashMap::new();
         let interrupted = tokio::signal::ctrl_c();
         tokio::pin!(interrupted);
@@ -326,14 +444,214 @@ impl Runner {
                 offsets.insert(path, (offset + complete as u64, n));
                 self.commit().await?;
             }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = &mut interrupted => {
-                    eprintln!("interrupted: committing and stopping");
-                    return self.commit().await;
+            let mut webhooks = self.webhooks.take();
+            let sleep = tokio::time::sleep(every);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    Some(intake) = next_intake(&mut webhooks) => self.intake(intake).await?,
+                    _ = &mut interrupted => {
+                        eprintln!("interrupted: committing and stopping");
+                        self.webhooks = webhooks;
+                        self.commit().await?;
+                        return Ok(true);
+                    }
                 }
             }
+            self.webhooks = webhooks;
             self.tick().await?;
+        }
+    }
+}
+
+/// A webhook delivery handed to the engine loop, with where to send the outcome.
+enum Intake {
+    Event(Box<Event>, oneshot::Sender<Accepted>),
+    /// A payload refused as unusable (400): kept as a dead letter.
+    Dead(DeadLetter, oneshot::Sender<Accepted>),
+}
+
+/// What became of a delivery, sent after the commit.
+struct Accepted {
+    applied: Applied,
+    decisions: usize,
+}
+
+/// The HTTP side: the mapping configuration and the channel into the engine loop.
+#[derive(Clone)]
+struct Hooks {
+    jira: Arc<WebhookConfig>,
+    servicenow: Arc<WebhookConfig>,
+    tx: Option<mpsc::Sender<Intake>>,
+}
+
+fn secret_from_env(var: Option<&str>, what: &str) -> Result<Option<Vec<u8>>> {
+    let Some(var) = var else {
+        eprintln!(
+            "warning: no `{what}_secret_env` in [webhook]: {what} deliveries are accepted unsigned"
+        );
+        return Ok(None);
+    };
+    match std::env::var(var) {
+        Ok(secret) if !secret.is_empty() => Ok(Some(secret.into_bytes())),
+        _ => anyhow::bail!(
+            "[webhook] {what}_secret_env names the environment variable `{var}`, which is not set"
+        ),
+    }
+}
+
+impl Hooks {
+    fn from_config(section: &WebhookSection) -> Result<Hooks> {
+        Ok(Hooks {
+            jira: Arc::new(WebhookConfig {
+                source: section.jira_source.clone(),
+                secret: secret_from_env(section.jira_secret_env.as_deref(), "jira")?,
+            }),
+            servicenow: Arc::new(WebhookConfig {
+                source: section.servicenow_source.clone(),
+                secret: secret_from_env(section.servicenow_secret_env.as_deref(), "servicenow")?,
+            }),
+            tx: None,
+        })
+    }
+
+    /// Binds `addr` and serves in the background; returns the engine loop's end of
+    /// the channel.
+    async fn serve(mut self, addr: &str) -> Result<mpsc::Receiver<Intake>> {
+        use axum::Router;
+        use axum::routing::{get, post};
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        let local = listener.local_addr()?;
+        let (tx, rx) = mpsc::channel(64);
+        self.tx = Some(tx);
+        let app = Router::new()
+            .route("/webhooks/jira", post(jira_hook))
+            .route("/webhooks/servicenow", post(servicenow_hook))
+            .route("/healthz", get(healthz))
+            .with_state(self);
+        eprintln!("listening on http://{local} for webhooks");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                eprintln!("webhook endpoint stopped: {e}");
+            }
+        });
+        Ok(rx)
+    }
+}
+
+type Reply = (
+    axum::http::StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    String,
+);
+
+fn reply(status: axum::http::StatusCode, body: serde_json::Value) -> Reply {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        format!("{body}\n"),
+    )
+}
+
+async fn healthz(axum::extract::State(hooks): axum::extract::State<Hooks>) -> Reply {
+    use axum::http::StatusCode;
+    match &hooks.tx {
+        Some(tx) if !tx.is_closed() => reply(StatusCode::OK, serde_json::json!({"status": "ok"})),
+        _ => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "engine stopped"}),
+        ),
+    }
+}
+
+async fn jira_hook(
+    axum::extract::State(hooks): axum::extract::State<Hooks>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Reply {
+    let headers = header_pairs(&headers);
+    let mapped = webhook::jira_event(&hooks.jira, &headers, &body, Utc::now());
+    deliver(&hooks, "webhook jira", mapped, &body).await
+}
+
+async fn servicenow_hook(
+    axum::extract::State(hooks): axum::extract::State<Hooks>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Reply {
+    let headers = header_pairs(&headers);
+    let mapped = webhook::servicenow_event(&hooks.servicenow, &headers, &body, Utc::now());
+    deliver(&hooks, "webhook servicenow", mapped, &body).await
+}
+
+fn header_pairs(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// 401 for authentication failures (nothing is kept); 400 with the reason for bad
+/// payloads (kept as a dead letter); 200 once applied and committed; 503 when the
+/// engine loop is gone.
+async fn deliver(
+    hooks: &Hooks,
+    origin: &str,
+    mapped: Result<Event, WebhookError>,
+    body: &[u8],
+) -> Reply {
+    use axum::http::StatusCode;
+    use serde_json::json;
+    let unavailable = || {
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "the engine is not running; retry later"}),
+        )
+    };
+    let Some(tx) = &hooks.tx else {
+        return unavailable();
+    };
+    let (reply_tx, reply_rx) = oneshot::channel();
+    match mapped {
+        Err(e) if e.is_auth() => reply(StatusCode::UNAUTHORIZED, json!({"error": e.to_string()})),
+        Err(e) => {
+            let letter = DeadLetter {
+                received_at: Utc::now(),
+                origin: origin.to_string(),
+                reason: e.to_string(),
+                body: String::from_utf8_lossy(body).into_owned(),
+            };
+            if tx.send(Intake::Dead(letter, reply_tx)).await.is_err() || reply_rx.await.is_err() {
+                return unavailable();
+            }
+            reply(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}))
+        }
+        Ok(event) => {
+            let (id, source) = (event.id.clone(), event.source.clone());
+            if tx
+                .send(Intake::Event(Box::new(event), reply_tx))
+                .await
+                .is_err()
+            {
+                return unavailable();
+            }
+            match reply_rx.await {
+                Ok(accepted) => {
+                    let outcome = match accepted.applied {
+                        Applied::Applied => "applied",
+                        Applied::Unrouted => "unrouted",
+                        Applied::Duplicate => "duplicate",
+                    };
+                    reply(
+                        StatusCode::OK,
+                        json!({"id": id, "source": source, "outcome": outcome, "decisions": accepted.decisions}),
+                    )
+                }
+                Err(_) => unavailable(),
+            }
         }
     }
 }
