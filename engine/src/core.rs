@@ -6,6 +6,7 @@
 //! runtime executes them later.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -25,6 +26,84 @@ use crate::time::{period_id, period_unit};
 const MAX_EMIT_DEPTH: usize = 8;
 /// How many state entries one step may chain through `goto` and transitions.
 const MAX_TRANSITIONS_PER_STEP: usize = 64;
+
+/// A fast, fixed-seed hasher for the engine's lookup tables (the event identities
+/// seen, the instance map, the route cache). SipHash dominated the per-event cost.
+/// The seed is fixed, but nothing iterates these tables to decide output: they are
+/// only looked up, and whatever leaves them in order goes through a `BTreeMap` first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FixedState;
+
+impl BuildHasher for FixedState {
+    type Hasher = FoldHasher;
+
+    #[inline]
+    fn build_hasher(&self) -> FoldHasher {
+        FoldHasher(SEED)
+    }
+}
+
+const SEED: u64 = 0x243f_6a88_85a3_08d3;
+const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+
+#[inline(always)]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
+/// The hasher of [`FixedState`]: a folded multiply per 8 bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct FoldHasher(u64);
+
+impl Hasher for FoldHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            h = fold_mul(h ^ w, MUL);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            h = fold_mul(h ^ u64::from_le_bytes(buf), MUL);
+        }
+        self.0 = fold_mul(h ^ bytes.len() as u64, MUL);
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = fold_mul(self.0 ^ i, MUL);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        fold_mul(self.0, 0xa076_1d64_78bd_642f)
+    }
+}
+
+/// A `HashMap` with the engine's fixed hasher.
+pub type FastMap<K, V> = HashMap<K, V, FixedState>;
+/// A `HashSet` with the engine's fixed hasher.
+pub type FastSet<K> = HashSet<K, FixedState>;
 
 /// A workflow instance's identity: workflow index and key.
 pub type InstanceKey = (usize, Arc<str>);
@@ -127,11 +206,11 @@ pub struct OutboxEntry {
 /// The engine's whole state: what the store persists.
 #[derive(Debug, Clone, Default)]
 pub struct World {
-    pub instances: HashMap<InstanceKey, Instance>,
+    pub instances: FastMap<InstanceKey, Instance>,
     pub timers: BTreeMap<(DateTime<Utc>, u64), TimerKind>,
     pub next_timer: u64,
-    pub seen: HashSet<EventIdentity>,
-    pub counters: HashMap<(usize, String), CounterState>,
+    pub seen: FastSet<EventIdentity>,
+    pub counters: FastMap<(usize, String), CounterState>,
     pub expectations: BTreeMap<(usize, String), Expectation>,
     pub chain: ChainHead,
     /// The latest time the engine has reached.
@@ -191,12 +270,12 @@ pub struct Stats {
 pub struct Engine {
     rules: Arc<Ruleset>,
     world: World,
-    routes: HashMap<String, Arc<Targets>>,
-    dirty: HashSet<InstanceKey>,
+    routes: FastMap<String, Arc<Targets>>,
+    dirty: FastSet<InstanceKey>,
     changes: Changes,
     record_changes: bool,
     /// Each pending timer's due time, so a timer is removed by id without a scan.
-    timer_due: HashMap<u64, DateTime<Utc>>,
+    timer_due: FastMap<u64, DateTime<Utc>>,
     pub stats: Stats,
 }
 
@@ -225,6 +304,8 @@ struct Scope<'a> {
     event: Option<&'a EventValue<'a>>,
     now: Value,
     key: Option<&'a str>,
+    /// The instance key as shared, so `key` resolves without copying it.
+    key_arc: Option<&'a Arc<str>>,
     state: Option<&'a str>,
     vars: Option<&'a BTreeMap<String, Value>>,
     extra: &'a [(&'static str, Value)],
@@ -245,6 +326,9 @@ impl Activation for Scope<'_> {
             "event" => return self.event.map(|e| e.get().clone()),
             "now" => return Some(self.now.clone()),
             "key" => {
+                if let Some(k) = self.key_arc {
+                    return Some(Value::String(k.clone()));
+                }
                 if let Some(k) = self.key {
                     return Some(Value::String(Arc::from(k)));
                 }
@@ -335,8 +419,8 @@ impl Engine {
             timer_due,
             rules,
             world,
-            routes: HashMap::new(),
-            dirty: HashSet::new(),
+            routes: FastMap::default(),
+            dirty: FastSet::default(),
             changes: Changes::default(),
             record_changes: true,
             stats: Stats::default(),
@@ -554,6 +638,10 @@ impl Engine {
         step: &Step<'a>,
         extra: &'a [(&'static str, Value)],
     ) -> Scope<'a> {
+        let key_arc = match owner {
+            Owner::Instance(_, key) => Some(*key),
+            _ => None,
+        };
         let (key, state, vars) = match owner {
             Owner::Instance(w, key) => {
                 let inst = self.world.instances.get(&(*w, (*key).clone()));
@@ -570,6 +658,7 @@ impl Engine {
             event: step.event_value,
             now: Value::Timestamp(step.now),
             key,
+            key_arc,
             state,
             vars,
             extra,

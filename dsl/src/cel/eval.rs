@@ -9,7 +9,7 @@ use regex::Regex;
 
 use super::functions::{Function, Functions, type_denotation};
 use super::time;
-use super::value::{EvalError, Key, MapValue, Value, cel_cmp, cel_eq};
+use super::value::{EvalError, Key, MapValue, Value, cel_eq, try_cel_cmp};
 use super::{BinaryOp, Expr, ExprKind, MacroKind, UnaryOp};
 use crate::codes::Code;
 use crate::diagnostic::Diagnostic;
@@ -865,7 +865,8 @@ fn index_value(v: &Value, i: &Value) -> Result<Value, EvalError> {
 }
 
 fn cmp_result(op: BinaryOp, a: &Value, b: &Value) -> Result<Value, EvalError> {
-    let ord = cel_cmp(a, b, &format!("_{}_", op.symbol()))?;
+    // The operator's name is only formatted for the error.
+    let ord = try_cel_cmp(a, b).ok_or_else(|| no_overload(op.symbol(), a, b))?;
     let r = match ord {
         None => false,
         Some(o) => match op {

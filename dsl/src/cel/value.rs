@@ -437,17 +437,19 @@ fn cmp_u64_f64(x: u64, y: f64) -> Option<Ordering> {
 }
 
 /// CEL ordering (`<` and friends); `Err` when the types have no ordering.
-pub fn cel_cmp(a: &Value, b: &Value, op: &str) -> Result<Option<Ordering>, EvalError> {
+/// CEL ordering: `None` when the types have no ordering overload (the caller names
+/// the operator in its error), `Some(None)` when unordered (NaN).
+pub(crate) fn try_cel_cmp(a: &Value, b: &Value) -> Option<Option<Ordering>> {
     match (a, b) {
-        (Value::Bool(x), Value::Bool(y)) => Ok(Some(x.cmp(y))),
-        (Value::String(x), Value::String(y)) => Ok(Some(x.cmp(y))),
-        (Value::Bytes(x), Value::Bytes(y)) => Ok(Some(x.cmp(y))),
-        (Value::Timestamp(x), Value::Timestamp(y)) => Ok(Some(x.cmp(y))),
-        (Value::Duration(x), Value::Duration(y)) => Ok(Some(x.cmp(y))),
+        (Value::Bool(x), Value::Bool(y)) => Some(Some(x.cmp(y))),
+        (Value::String(x), Value::String(y)) => Some(Some(x.cmp(y))),
+        (Value::Bytes(x), Value::Bytes(y)) => Some(Some(x.cmp(y))),
+        (Value::Timestamp(x), Value::Timestamp(y)) => Some(Some(x.cmp(y))),
+        (Value::Duration(x), Value::Duration(y)) => Some(Some(x.cmp(y))),
         (
             Value::Int(_) | Value::Uint(_) | Value::Double(_),
             Value::Int(_) | Value::Uint(_) | Value::Double(_),
-        ) => Ok(num_cmp(a, b)),
-        _ => Err(EvalError::no_overload(op, &[a, b])),
+        ) => Some(num_cmp(a, b)),
+        _ => None,
     }
 }
