@@ -6,7 +6,6 @@
 //! runtime executes them later.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -27,83 +26,16 @@ const MAX_EMIT_DEPTH: usize = 8;
 /// How many state entries one step may chain through `goto` and transitions.
 const MAX_TRANSITIONS_PER_STEP: usize = 64;
 
-/// A fast, fixed-seed hasher for the engine's lookup tables (the event identities
-/// seen, the instance map, the route cache). SipHash dominated the per-event cost.
-/// The seed is fixed, but nothing iterates these tables to decide output: they are
-/// only looked up, and whatever leaves them in order goes through a `BTreeMap` first.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FixedState;
-
-impl BuildHasher for FixedState {
-    type Hasher = FoldHasher;
-
-    #[inline]
-    fn build_hasher(&self) -> FoldHasher {
-        FoldHasher(SEED)
-    }
-}
-
-const SEED: u64 = 0x243f_6a88_85a3_08d3;
-const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
-
-#[inline(always)]
-fn fold_mul(a: u64, b: u64) -> u64 {
-    let full = u128::from(a) * u128::from(b);
-    (full as u64) ^ ((full >> 64) as u64)
-}
-
-/// The hasher of [`FixedState`]: a folded multiply per 8 bytes.
-#[derive(Debug, Clone, Copy)]
-pub struct FoldHasher(u64);
-
-impl Hasher for FoldHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = self.0;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            h = fold_mul(h ^ w, MUL);
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            h = fold_mul(h ^ u64::from_le_bytes(buf), MUL);
-        }
-        self.0 = fold_mul(h ^ bytes.len() as u64, MUL);
-    }
-
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.write_u64(u64::from(i));
-    }
-
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.write_u64(u64::from(i));
-    }
-
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.0 = fold_mul(self.0 ^ i, MUL);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        fold_mul(self.0, 0xa076_1d64_78bd_642f)
-    }
-}
-
-/// A `HashMap` with the engine's fixed hasher.
-pub type FastMap<K, V> = HashMap<K, V, FixedState>;
-/// A `HashSet` with the engine's fixed hasher.
-pub type FastSet<K> = HashSet<K, FixedState>;
+/// The engine's lookup tables (event identities seen, instances, routes) hash with
+/// foldhash, seeded per process: much cheaper than SipHash, and an attacker who picks
+/// event ids still cannot aim collisions at a known seed. Nothing iterates these
+/// tables to decide output: they are only looked up, and whatever leaves them in order
+/// goes through a `BTreeMap` first, so the seed never changes a decision.
+pub type Hashing = foldhash::fast::RandomState;
+/// A `HashMap` with the engine's hasher.
+pub type FastMap<K, V> = HashMap<K, V, Hashing>;
+/// A `HashSet` with the engine's hasher.
+pub type FastSet<K> = HashSet<K, Hashing>;
 
 /// A workflow instance's identity: workflow index and key.
 pub type InstanceKey = (usize, Arc<str>);
