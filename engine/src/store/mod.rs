@@ -178,3 +178,21 @@ impl Store for AnyStore {
         }
     }
 }
+
+/// Reads an `evidence` row; both backends store it with the same columns and types.
+pub(crate) fn evidence_from_row<R>(row: &R) -> Result<EvidenceRecord, StoreError>
+where
+    R: sqlx::Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(EvidenceRecord {
+        seq: row.try_get::<i64, _>("seq")? as u64,
+        at: row.try_get("at")?,
+        kind: row.try_get("kind")?,
+        record: row.try_get("record")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}

@@ -387,18 +387,7 @@ impl Store for SqliteStore {
         .bind(after as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(EvidenceRecord {
-                    seq: row.try_get::<i64, _>("seq")? as u64,
-                    at: row.try_get("at")?,
-                    kind: row.try_get("kind")?,
-                    record: row.try_get("record")?,
-                    prev_hash: row.try_get("prev_hash")?,
-                    hash: row.try_get("hash")?,
-                })
-            })
-            .collect()
+        rows.iter().map(super::evidence_from_row).collect()
     }
 
     async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {
