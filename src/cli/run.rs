@@ -53,6 +53,9 @@ pub struct Config {
     pub source: SourceConfig,
     pub engine: EngineConfig,
     pub webhook: WebhookSection,
+    /// `[connectors.NAME]`: the connectors rules may call (component, hosts, secrets,
+    /// settings, limits).
+    pub connectors: std::collections::BTreeMap<String, steward_connectors::ConnectorConfig>,
 }
 
 /// `[webhook]`: the inbound HTTP endpoint. Secrets are never in the file: the

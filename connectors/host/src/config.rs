@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One connector: which component, what it may reach, and its limits.
 ///
 /// In `steward.toml` this is a `[connectors.NAME]` table; `name` is taken from the key.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorConfig {
     /// The connector's name, as rules refer to it.
@@ -26,6 +26,9 @@ pub struct ConnectorConfig {
     /// Secrets the connector may ask for by name, and where each comes from.
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretSource>,
+    /// Non-secret settings the connector reads by name (`base_url`, …).
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
     /// Wall-clock limit of one call, host HTTP included.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -57,6 +60,7 @@ impl ConnectorConfig {
             component: component.into(),
             allow_hosts: Vec::new(),
             secrets: BTreeMap::new(),
+            settings: BTreeMap::new(),
             timeout_ms: default_timeout_ms(),
             memory_mb: default_memory_mb(),
             max_response_bytes: default_max_response_bytes(),
@@ -66,7 +70,7 @@ impl ConnectorConfig {
 
 /// Where a secret's value is read from, at the moment the guest asks for it (so a
 /// rotated secret is picked up without a restart).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum SecretSource {
     /// An environment variable of the host process.
