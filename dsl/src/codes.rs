@@ -3,7 +3,8 @@
 //!
 //! Ranges: E00xx syntax, E01xx expressions (CEL), E02xx names and references,
 //! E03xx workflow structure, E04xx time, calendars and schedules, E05xx approvals,
-//! counters and values.
+//! counters and values, E06xx connector calls checked against the connectors'
+//! descriptions (only with a catalogue: `steward check --config` or `--connectors`).
 
 use std::fmt;
 
@@ -147,6 +148,19 @@ codes! {
     InvalidWindow = 505, "E0505", "invalid counter window";
     /// A group without members.
     EmptyGroup = 506, "E0506", "empty group";
+
+    /// A declared connector that is not configured or cannot be loaded.
+    ConnectorUnavailable = 600, "E0600", "connector not available";
+    /// A call to an operation the connector does not offer.
+    UnknownOperation = 601, "E0601", "unknown connector operation";
+    /// A named argument the operation does not take.
+    UnknownArgument = 602, "E0602", "unknown argument";
+    /// More positional arguments than the operation takes.
+    TooManyArguments = 603, "E0603", "too many arguments";
+    /// A required argument of the operation is not given.
+    MissingArgument = 604, "E0604", "missing required argument";
+    /// An argument whose type is known and does not match the operation's schema.
+    ArgumentType = 605, "E0605", "argument of the wrong type";
 }
 
 impl Code {

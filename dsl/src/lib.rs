@@ -5,6 +5,8 @@
 //! - [`mod@parse`]: source to [`ast::File`], all syntax errors of a file.
 //! - [`mod@check`]: every check that runs before rules run; [`diagnostic`] and [`codes`]:
 //!   what it reports, with stable codes; [`mod@render`]: diagnostics as text.
+//! - [`connectors`]: connector calls checked against the connectors' descriptions (a
+//!   [`connectors::ConnectorCatalogue`], plain data built by the caller).
 //!
 //! Pure: no files, no clock, no async.
 
@@ -12,6 +14,7 @@ pub mod ast;
 pub mod cel;
 pub mod check;
 pub mod codes;
+pub mod connectors;
 pub mod diagnostic;
 pub mod parse;
 pub mod parser;

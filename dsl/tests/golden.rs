@@ -1,12 +1,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Golden tests for the language: every file in `fixtures/ok` checks clean; every file
 //! in `fixtures/check` renders exactly the diagnostics in its `.stderr` file
-//! (`BLESS=1 cargo test -p steward-dsl --test golden` rewrites them).
+//! (`BLESS=1 cargo test -p steward-dsl --test golden` rewrites them). A group with a
+//! `NAME.catalogue.json` is also checked against those connector descriptions; a code's
+//! page with a ```json block checks its examples against that catalogue.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use steward_dsl::connectors::{ConnectorCatalogue, Origin, check_with_connectors};
 use steward_dsl::{Code, Source, check, render};
 
 fn fixtures(dir: &str) -> Vec<PathBuf> {
@@ -34,6 +37,14 @@ fn display_path(path: &Path) -> String {
 }
 
 fn run(paths: &[PathBuf]) -> (steward_dsl::CheckResult, Vec<Source>) {
+    run_with(paths, None)
+}
+
+/// With a catalogue, connector calls are also checked against it.
+fn run_with(
+    paths: &[PathBuf],
+    catalogue: Option<&ConnectorCatalogue>,
+) -> (steward_dsl::CheckResult, Vec<Source>) {
     let sources: Vec<Source> = paths
         .iter()
         .map(|p| Source {
@@ -41,7 +52,38 @@ fn run(paths: &[PathBuf]) -> (steward_dsl::CheckResult, Vec<Source>) {
             text: fs::read_to_string(p).unwrap(),
         })
         .collect();
-    (check(&sources), sources)
+    let result = match catalogue {
+        Some(c) => check_with_connectors(&sources, c),
+        None => check(&sources),
+    };
+    (result, sources)
+}
+
+/// `check/NAME.catalogue.json`: the connector descriptions a fixture group is checked
+/// against (as `steward check --config` would build them from the components).
+fn fixture_catalogue(dir: &Path, name: &str) -> Option<ConnectorCatalogue> {
+    let text = fs::read_to_string(dir.join(format!("{name}.catalogue.json"))).ok()?;
+    Some(ConnectorCatalogue::from_json(&text, Origin::Config("steward.toml".into())).unwrap())
+}
+
+/// A page's ```json block, if any: the catalogue its examples are checked against.
+fn page_catalogue(page: &str) -> Option<ConnectorCatalogue> {
+    let start = page.find("```json\n")? + "```json\n".len();
+    let len = page[start..].find("```").unwrap();
+    Some(
+        ConnectorCatalogue::from_json(
+            &page[start..start + len],
+            Origin::Config("steward.toml".into()),
+        )
+        .unwrap(),
+    )
+}
+
+fn check_page(source: Source, catalogue: Option<&ConnectorCatalogue>) -> steward_dsl::CheckResult {
+    match catalogue {
+        Some(c) => check_with_connectors(&[source], c),
+        None => check(&[source]),
+    }
 }
 
 fn rendered(result: &steward_dsl::CheckResult, sources: &[Source], index: usize) -> String {
@@ -96,7 +138,8 @@ fn check_fixtures_match_their_stderr() {
     let groups = check_groups();
     assert!(!groups.is_empty());
     for (name, paths) in groups {
-        let (result, sources) = run(&paths);
+        let catalogue = fixture_catalogue(&dir, &name);
+        let (result, sources) = run_with(&paths, catalogue.as_ref());
         assert!(!result.is_ok(), "{name}: expected diagnostics");
         seen.extend(result.diagnostics.iter().map(|(_, d)| d.code));
         let actual: String = (0..sources.len())
@@ -144,21 +187,28 @@ fn every_code_has_a_page() {
         assert!(!page.contains("TODO"), "{code}: the page is unfinished");
 
         // The example triggers the code; the fixed version checks clean.
+        let catalogue = page_catalogue(page);
         let example = stw_block_after(page, "## Example");
-        let result = check(&[Source {
-            path: "example.stw".into(),
-            text: example.clone(),
-        }]);
+        let result = check_page(
+            Source {
+                path: "example.stw".into(),
+                text: example.clone(),
+            },
+            catalogue.as_ref(),
+        );
         assert!(
             result.diagnostics.iter().any(|(_, d)| d.code == code),
             "{code}: the example does not trigger it; it gives {:?}",
             result.diagnostics
         );
         let fixed = stw_block_after(page, "## Fix");
-        let result = check(&[Source {
-            path: "fixed.stw".into(),
-            text: fixed.clone(),
-        }]);
+        let result = check_page(
+            Source {
+                path: "fixed.stw".into(),
+                text: fixed.clone(),
+            },
+            catalogue.as_ref(),
+        );
         let shown: String = result
             .diagnostics
             .iter()
