@@ -21,13 +21,15 @@ use steward_dsl::Source;
 use steward_engine::core::{
     Changes, CounterState, Engine, Expectation, OutboxEntry, Timer, TimerKind, World,
 };
-use steward_engine::decision::{Decision, EvidenceRecord, verify_chain};
+use steward_engine::decision::{ChainHead, Decision, EvidenceRecord, Kind, verify_chain};
 use steward_engine::event::{Event, EventIdentity};
 use steward_engine::replay::{Driver, decode_line};
 use steward_engine::ruleset::Ruleset;
 use steward_engine::store::postgres::PostgresStore;
 use steward_engine::store::sqlite::SqliteStore;
-use steward_engine::store::{DeadLetter, Meta, Store};
+use steward_engine::store::{
+    Claimed, DeadLetter, Meta, OutboxBacklog, SettledAs, Settlement, Store,
+};
 
 fn example_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/iso20000")
@@ -457,11 +459,27 @@ async fn keeps_dead_letters_and_outbox<P: Place>(place: P) {
     let outbox = store.outbox().await.unwrap();
     let actions = out.iter().filter(|d| d.action_id.is_some()).count();
     assert_eq!(outbox.len(), actions);
-    assert!(
-        outbox
+    // Connector calls wait for a dispatcher; emitted events were fed back when decided.
+    assert!(outbox.iter().all(|o| o.attempts == 0
+        && o.status
+            == if o.connector == "steward" {
+                "done"
+            } else {
+                "pending"
+            }));
+    // Each row knows the instance that decided it, as its action decision says.
+    for o in &outbox {
+        let d = out
             .iter()
-            .all(|o| o.status == "pending" && o.attempts == 0)
-    );
+            .find(|d| d.action_id.as_deref() == Some(o.action_id.as_str()))
+            .unwrap();
+        assert_eq!(
+            (&o.workflow, &o.key),
+            (&d.workflow, &d.key),
+            "{}",
+            o.action_id
+        );
+    }
     let letters = [
         DeadLetter {
             received_at: until(),
@@ -540,6 +558,262 @@ async fn large_commit<P: Place>(place: P, backend: &str) {
     assert!(store.load(&rules).await.unwrap().timers.is_empty());
 }
 
+/// A batch deciding `calls` (action id, connector) for instance `change`/`key`, with their
+/// action evidence, as the core hands it to a store.
+fn decided(calls: &[(&str, &str)], key: &str, chain: &mut ChainHead) -> Changes {
+    let at = time("2026-03-01T10:00:00Z");
+    let mut changes = Changes::default();
+    for (id, connector) in calls {
+        let op = if *connector == "steward" {
+            "emit"
+        } else {
+            "send"
+        };
+        changes.outbox.push(OutboxEntry {
+            action_id: id.to_string(),
+            at,
+            connector: connector.to_string(),
+            op: op.into(),
+            args: serde_json::json!(["CHG-1", "text"]),
+        });
+        let mut d = Decision::new(at, Kind::Action);
+        d.workflow = Some("change".into());
+        d.key = Some(key.into());
+        d.connector = Some(connector.to_string());
+        d.op = Some(op.into());
+        d.action_id = Some(id.to_string());
+        changes.evidence.push(chain.append(&d));
+    }
+    changes
+}
+
+fn ids(claimed: &[Claimed]) -> Vec<(&str, u32)> {
+    claimed
+        .iter()
+        .map(|c| (c.action_id.as_str(), c.attempt))
+        .collect()
+}
+
+/// pending -> in flight (leased) -> retry -> in flight -> done | dead; expired leases
+/// are taken over as a new attempt; stale claims change nothing.
+async fn outbox_lifecycle<P: Place>(place: P) {
+    let rules = example_rules();
+    let store = place.open().await;
+    let mut chain = ChainHead::default();
+    let changes = decided(
+        &[
+            ("a", "webhook"),
+            ("b", "webhook"),
+            ("c", "slack"),
+            ("e", "steward"),
+        ],
+        "CHG/1",
+        &mut chain,
+    );
+    let meta = Meta {
+        chain: chain.clone(),
+        ..Meta::default()
+    };
+    store.commit(&rules, &changes, &meta).await.unwrap();
+    let t0: i64 = 1_000_000;
+    assert_eq!(
+        store.outbox_backlog().await.unwrap(),
+        OutboxBacklog {
+            open: 3,
+            next_ms: Some(0)
+        }
+    );
+
+    // Two at a time, in order; the emitted event is never claimed.
+    let first = store.claim_due(t0, t0 + 500, 2).await.unwrap();
+    assert_eq!(ids(&first), [("a", 1), ("b", 1)]);
+    let a = &first[0];
+    assert_eq!(
+        (
+            a.workflow.as_deref(),
+            a.key.as_deref(),
+            a.connector.as_str(),
+            a.op.as_str()
+        ),
+        (Some("change"), Some("CHG/1"), "webhook", "send")
+    );
+    assert_eq!(a.args, r#"["CHG-1","text"]"#);
+    assert_eq!(a.lease_ms, t0 + 500);
+    // Held rows are not claimed again while their lease runs.
+    let second = store.claim_due(t0 + 1, t0 + 5000, 10).await.unwrap();
+    assert_eq!(ids(&second), [("c", 1)]);
+    assert!(
+        store
+            .claim_due(t0 + 2, t0 + 502, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // a fails and is scheduled again at t0 + 1000; a stale attempt number changes nothing.
+    assert!(
+        store
+            .schedule_retry("a", 1, t0 + 1000, "HTTP 503")
+            .await
+            .unwrap()
+    );
+    assert!(!store.schedule_retry("a", 1, t0 + 9, "late").await.unwrap());
+    assert!(
+        store
+            .claim_due(t0 + 400, t0 + 900, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let row = |id: &str, rows: &[steward_engine::store::OutboxRow]| {
+        rows.iter().find(|r| r.action_id == id).unwrap().clone()
+    };
+    let rows = store.outbox().await.unwrap();
+    let ra = row("a", &rows);
+    assert_eq!(
+        (
+            ra.status.as_str(),
+            ra.attempts,
+            ra.due_ms,
+            ra.last_error.as_deref()
+        ),
+        ("retry", 1, t0 + 1000, Some("HTTP 503"))
+    );
+    assert_eq!(row("e", &rows).status, "done");
+
+    // b's lease expired at t0 + 500 (its dispatcher died): taken over as attempt 2
+    // (first: it was due earliest), together with a, now due.
+    let again = store.claim_due(t0 + 1000, t0 + 1500, 10).await.unwrap();
+    assert_eq!(ids(&again), [("b", 2), ("a", 2)]);
+    // The dead dispatcher's late retry of b is refused.
+    assert!(!store.schedule_retry("b", 1, t0, "late").await.unwrap());
+    assert_eq!(
+        store.outbox_backlog().await.unwrap(),
+        OutboxBacklog {
+            open: 3,
+            next_ms: Some(t0 + 1500)
+        }
+    );
+
+    // Outcomes are committed with their decisions.
+    let settled = [
+        Settlement {
+            action_id: "a".into(),
+            attempt: 2,
+            end: SettledAs::Done {
+                result: r#"{"status":200}"#.into(),
+            },
+        },
+        Settlement {
+            action_id: "c".into(),
+            attempt: 1,
+            end: SettledAs::Dead {
+                reason: "connector error: invalid_payload".into(),
+            },
+        },
+    ];
+    let mut outcome = Changes::default();
+    let d = Decision::new(time("2026-03-01T10:00:01Z"), Kind::Evidence);
+    outcome.evidence.push(chain.append(&d));
+    let meta = Meta {
+        chain: chain.clone(),
+        ..Meta::default()
+    };
+    store
+        .commit_settled(&rules, &outcome, &meta, &settled)
+        .await
+        .unwrap();
+    // Settling again (a duplicate outcome) leaves the first result.
+    let mut replayed = settled[0].clone();
+    replayed.end = SettledAs::Dead {
+        reason: "late".into(),
+    };
+    store
+        .commit_settled(&rules, &Changes::default(), &meta, &[replayed])
+        .await
+        .unwrap();
+    let rows = store.outbox().await.unwrap();
+    let (ra, rc) = (row("a", &rows), row("c", &rows));
+    assert_eq!(
+        (ra.status.as_str(), ra.attempts, ra.result.as_deref()),
+        ("done", 2, Some(r#"{"status":200}"#))
+    );
+    assert_eq!(
+        (rc.status.as_str(), rc.last_error.as_deref()),
+        ("dead", Some("connector error: invalid_payload"))
+    );
+    assert_eq!(store.evidence(0).await.unwrap().len(), 5);
+    assert_eq!(
+        store.outbox_backlog().await.unwrap(),
+        OutboxBacklog {
+            open: 1,
+            next_ms: Some(t0 + 1500)
+        }
+    );
+    // Done and dead rows are never claimed again.
+    let last = store.claim_due(t0 + 10_000, t0 + 10_500, 10).await.unwrap();
+    assert_eq!(ids(&last), [("b", 3)]);
+
+    // A failed settle commit leaves the row in flight (atomic with its evidence).
+    let mut broken = Changes::default();
+    broken.evidence.push(evidence_record(1)); // seq 1 exists: the commit fails
+    let bad = Settlement {
+        action_id: "b".into(),
+        attempt: 3,
+        end: SettledAs::Done {
+            result: "{}".into(),
+        },
+    };
+    assert!(
+        store
+            .commit_settled(&rules, &broken, &meta, &[bad])
+            .await
+            .is_err()
+    );
+    assert_eq!(row("b", &store.outbox().await.unwrap()).status, "in_flight");
+}
+
+/// Dispatchers claiming at the same time never get the same row.
+async fn concurrent_claims_are_disjoint<P: Place>(place: P)
+where
+    P::S: Clone + Send + Sync + 'static,
+{
+    const N: usize = 200;
+    let rules = example_rules();
+    let store = place.open().await;
+    let mut chain = ChainHead::default();
+    let names: Vec<String> = (0..N).map(|i| format!("x{i:04}")).collect();
+    let calls: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "webhook")).collect();
+    let changes = decided(&calls, "K", &mut chain);
+    let meta = Meta {
+        chain,
+        ..Meta::default()
+    };
+    store.commit(&rules, &changes, &meta).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store.claim_due(10, 100_000, 7).await.unwrap();
+                if got.is_empty() {
+                    break mine;
+                }
+                mine.extend(got.into_iter().map(|c| c.action_id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    assert_eq!(all.len(), N, "every row claimed once");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), N, "no row claimed twice");
+}
+
 // ---------------------------------------------------------------------------------------
 // SQLite
 
@@ -561,6 +835,16 @@ async fn sqlite_commit_is_atomic() {
 #[tokio::test]
 async fn sqlite_keeps_dead_letters_and_outbox() {
     keeps_dead_letters_and_outbox(sqlite("outbox")).await;
+}
+
+#[tokio::test]
+async fn sqlite_outbox_lifecycle() {
+    outbox_lifecycle(sqlite("lifecycle")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_concurrent_claims_are_disjoint() {
+    concurrent_claims_are_disjoint(sqlite("claims")).await;
 }
 
 #[tokio::test]
@@ -593,6 +877,18 @@ async fn postgres_commit_is_atomic() {
 async fn postgres_keeps_dead_letters_and_outbox() {
     let Some(url) = postgres().await else { return };
     keeps_dead_letters_and_outbox(Schema::new(&url, "outbox")).await;
+}
+
+#[tokio::test]
+async fn postgres_outbox_lifecycle() {
+    let Some(url) = postgres().await else { return };
+    outbox_lifecycle(Schema::new(&url, "lifecycle")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_concurrent_claims_are_disjoint() {
+    let Some(url) = postgres().await else { return };
+    concurrent_claims_are_disjoint(Schema::new(&url, "claims")).await;
 }
 
 #[tokio::test]

@@ -49,7 +49,11 @@ impl Meta {
     }
 }
 
-/// A pending or executed outbox row.
+/// An outbox row, whatever its status.
+///
+/// `status` is `pending` (not tried yet), `in_flight` (claimed by a dispatcher until
+/// `lease_ms`), `retry` (tried `attempts` times, due again at `due_ms`), `done`
+/// (`result` holds the connector's JSON) or `dead` (given up; `last_error` says why).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRow {
     pub action_id: String,
@@ -59,6 +63,65 @@ pub struct OutboxRow {
     pub args: String,
     pub status: String,
     pub attempts: i64,
+    /// The workflow and key of the instance that decided the action, if any.
+    pub workflow: Option<String>,
+    pub key: Option<String>,
+    /// Not tried before this time (milliseconds since the Unix epoch).
+    pub due_ms: i64,
+    /// While `in_flight`: the claim expires at this time (ms since the epoch).
+    pub lease_ms: Option<i64>,
+    /// The last error (`retry`), or why the action was given up (`dead`).
+    pub last_error: Option<String>,
+    /// The connector's result JSON (`done`).
+    pub result: Option<String>,
+}
+
+/// An outbox row claimed by a dispatcher for one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// The action id: the call's idempotency key.
+    pub action_id: String,
+    /// Where the outcome goes: the deciding instance's workflow and key, if any.
+    pub workflow: Option<String>,
+    pub key: Option<String>,
+    pub connector: String,
+    pub op: String,
+    /// The arguments as decided (JSON text).
+    pub args: String,
+    /// Which attempt this claim is: 1 for the first call. A claim taken over from a
+    /// dispatcher whose lease expired counts as a new attempt.
+    pub attempt: u32,
+    /// The claim holds until this time (ms since the epoch); after it, another
+    /// dispatcher may take the row over.
+    pub lease_ms: i64,
+}
+
+/// How a claimed action ended, written in the same transaction as the decisions its
+/// outcome produced ([`Store::commit_settled`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub action_id: String,
+    /// The attempt that ended it (the claim's).
+    pub attempt: u32,
+    pub end: SettledAs,
+}
+
+/// The final status of an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettledAs {
+    /// Executed; the connector's result JSON.
+    Done { result: String },
+    /// Given up, with the reason.
+    Dead { reason: String },
+}
+
+/// What is left to dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxBacklog {
+    /// Rows pending, in flight or waiting for a retry.
+    pub open: u64,
+    /// The earliest time one of them is due (or its lease expires), ms since the epoch.
+    pub next_ms: Option<i64>,
 }
 
 pub trait Store {
@@ -91,6 +154,45 @@ pub trait Store {
 
     /// Outbox rows, oldest first.
     fn outbox(&self) -> impl Future<Output = Result<Vec<OutboxRow>, StoreError>> + Send;
+
+    /// Claims up to `limit` due actions for one call each: `pending` and `retry` rows
+    /// due at `now_ms`, and `in_flight` rows whose lease expired (a dispatcher that
+    /// died). Each claimed row becomes `in_flight` until `lease_until_ms`, its attempt
+    /// count one higher. A row is never held by two unexpired claims, so there is at
+    /// most one call in flight per action id. PostgreSQL claims with
+    /// `FOR UPDATE SKIP LOCKED`.
+    fn claim_due(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Claimed>, StoreError>> + Send;
+
+    /// Puts a claimed action back for another try at `due_ms`, keeping the error.
+    /// False when the claim `attempt` no longer holds the row (it was taken over or
+    /// settled): nothing is changed then.
+    fn schedule_retry(
+        &self,
+        action_id: &str,
+        attempt: u32,
+        due_ms: i64,
+        error: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Commits one batch like [`Store::commit`] and, in the same transaction, ends the
+    /// settled actions (`done` with the result, or `dead` with the reason), so an
+    /// outcome's evidence and the end of its action are never split. A row already
+    /// done or dead is left as it is.
+    fn commit_settled(
+        &self,
+        rules: &Ruleset,
+        changes: &Changes,
+        meta: &Meta,
+        settled: &[Settlement],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// How many actions are still to dispatch, and when the next is due.
+    fn outbox_backlog(&self) -> impl Future<Output = Result<OutboxBacklog, StoreError>> + Send;
 }
 
 /// An input that could not be used, kept with the reason.
@@ -177,6 +279,135 @@ impl Store for AnyStore {
             AnyStore::Postgres(s) => s.outbox().await,
         }
     }
+
+    async fn claim_due(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.claim_due(now_ms, lease_until_ms, limit).await,
+            AnyStore::Postgres(s) => s.claim_due(now_ms, lease_until_ms, limit).await,
+        }
+    }
+
+    async fn schedule_retry(
+        &self,
+        action_id: &str,
+        attempt: u32,
+        due_ms: i64,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.schedule_retry(action_id, attempt, due_ms, error).await,
+            AnyStore::Postgres(s) => s.schedule_retry(action_id, attempt, due_ms, error).await,
+        }
+    }
+
+    async fn commit_settled(
+        &self,
+        rules: &Ruleset,
+        changes: &Changes,
+        meta: &Meta,
+        settled: &[Settlement],
+    ) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.commit_settled(rules, changes, meta, settled).await,
+            AnyStore::Postgres(s) => s.commit_settled(rules, changes, meta, settled).await,
+        }
+    }
+
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.outbox_backlog().await,
+            AnyStore::Postgres(s) => s.outbox_backlog().await,
+        }
+    }
+}
+
+/// The workflow and key of each action decided in `changes`, read from its `action`
+/// evidence record (decided in the same batch): the outbox row keeps them so the
+/// action's outcome goes back to the instance that decided it.
+pub(crate) fn outbox_routes(
+    changes: &Changes,
+) -> std::collections::HashMap<String, (Option<String>, Option<String>)> {
+    #[derive(serde::Deserialize)]
+    struct Route {
+        action_id: Option<String>,
+        workflow: Option<String>,
+        key: Option<String>,
+    }
+    let mut routes = std::collections::HashMap::new();
+    if changes.outbox.is_empty() {
+        return routes;
+    }
+    for record in changes.evidence.iter().filter(|r| r.kind == "action") {
+        if let Ok(Route {
+            action_id: Some(id),
+            workflow,
+            key,
+        }) = serde_json::from_str(&record.record)
+        {
+            routes.insert(id, (workflow, key));
+        }
+    }
+    routes
+}
+
+/// Whether an outbox entry is something a dispatcher runs: emitted events are fed back
+/// into the engine when decided, so their rows are done from the start.
+pub(crate) fn dispatched(connector: &str, op: &str) -> bool {
+    !(connector == "steward" && op == "emit")
+}
+
+/// Reads an `outbox` row; both backends keep the same lifecycle columns.
+pub(crate) fn outbox_lifecycle_from_row<R>(row: &R, at: String) -> Result<OutboxRow, StoreError>
+where
+    R: sqlx::Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(OutboxRow {
+        action_id: row.try_get("action_id")?,
+        at,
+        connector: row.try_get("connector")?,
+        op: row.try_get("op")?,
+        args: row.try_get("args")?,
+        status: row.try_get("status")?,
+        attempts: row.try_get("attempts")?,
+        workflow: row.try_get("workflow")?,
+        key: row.try_get("key")?,
+        due_ms: row.try_get("due_ms")?,
+        lease_ms: row.try_get("lease_ms")?,
+        last_error: row.try_get("last_error")?,
+        result: row.try_get("result")?,
+    })
+}
+
+/// Reads a claimed row (`action_id, workflow, key, connector, op, args, attempts`).
+pub(crate) fn claimed_from_row<R>(row: &R, lease_ms: i64) -> Result<Claimed, StoreError>
+where
+    R: sqlx::Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let attempts: i64 = row.try_get("attempts")?;
+    Ok(Claimed {
+        action_id: row.try_get("action_id")?,
+        workflow: row.try_get("workflow")?,
+        key: row.try_get("key")?,
+        connector: row.try_get("connector")?,
+        op: row.try_get("op")?,
+        args: row.try_get("args")?,
+        attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+        lease_ms,
+    })
 }
 
 /// Reads an `evidence` row; both backends store it with the same columns and types.

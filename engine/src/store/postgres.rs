@@ -16,7 +16,9 @@ use super::codec::{
     cadence_index, counter_index, decode_counter, decode_instance, decode_time, decode_timer,
     encode_counter, encode_instance, encode_time, encode_timer, workflow_of,
 };
-use super::{DeadLetter, Meta, OutboxRow, Store, StoreError};
+use super::{
+    Claimed, DeadLetter, Meta, OutboxBacklog, OutboxRow, SettledAs, Settlement, Store, StoreError,
+};
 use crate::core::{Changes, Expectation, World};
 use crate::decision::EvidenceRecord;
 use crate::event::EventIdentity;
@@ -236,6 +238,16 @@ impl Store for PostgresStore {
         changes: &Changes,
         meta: &Meta,
     ) -> Result<(), StoreError> {
+        self.commit_settled(rules, changes, meta, &[]).await
+    }
+
+    async fn commit_settled(
+        &self,
+        rules: &Ruleset,
+        changes: &Changes,
+        meta: &Meta,
+        settled: &[Settlement],
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
 
         // Instances: the map has each key once, so writes and deletes are disjoint.
@@ -426,6 +438,12 @@ impl Store for PostgresStore {
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
             );
+            let (mut workflows, mut keys, mut statuses) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let mut routes = super::outbox_routes(changes);
             for o in &changes.outbox {
                 let (at, ns) = split_time(o.at);
                 ids.push(o.action_id.as_str());
@@ -434,10 +452,19 @@ impl Store for PostgresStore {
                 connectors.push(o.connector.as_str());
                 ops.push(o.op.as_str());
                 args.push(o.args.to_string());
+                let (workflow, key) = routes.remove(&o.action_id).unwrap_or_default();
+                workflows.push(workflow);
+                keys.push(key);
+                statuses.push(if super::dispatched(&o.connector, &o.op) {
+                    "pending"
+                } else {
+                    "done"
+                });
             }
             sqlx::query(
-                "INSERT INTO outbox (action_id, at, at_ns, connector, op, args) \
-                 SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::int2[], $4::text[], $5::text[], $6::text[]) \
+                "INSERT INTO outbox (action_id, at, at_ns, connector, op, args, workflow, key, status) \
+                 SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::int2[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::text[], $9::text[]) \
                  ON CONFLICT DO NOTHING",
             )
             .bind(&ids)
@@ -446,6 +473,28 @@ impl Store for PostgresStore {
             .bind(&connectors)
             .bind(&ops)
             .bind(&args)
+            .bind(&workflows)
+            .bind(&keys)
+            .bind(&statuses)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        for s in settled {
+            let (status, result, reason) = match &s.end {
+                SettledAs::Done { result } => ("done", Some(result.as_str()), None),
+                SettledAs::Dead { reason } => ("dead", None, Some(reason.as_str())),
+            };
+            sqlx::query(
+                "UPDATE outbox SET status = $1, result = $2, last_error = coalesce($3, last_error), \
+                 attempts = greatest(attempts, $4), lease_ms = NULL \
+                 WHERE action_id = $5 AND status NOT IN ('done', 'dead')",
+            )
+            .bind(status)
+            .bind(result)
+            .bind(reason)
+            .bind(i64::from(s.attempt))
+            .bind(&s.action_id)
             .execute(&mut *tx)
             .await?;
         }
@@ -526,24 +575,85 @@ impl Store for PostgresStore {
 
     async fn outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT action_id, at, at_ns, connector, op, args, status, attempts FROM outbox \
-             ORDER BY at, at_ns, action_id",
+            "SELECT action_id, at, at_ns, connector, op, args, status, attempts, workflow, key, \
+             due_ms, lease_ms, last_error, result FROM outbox ORDER BY at, at_ns, action_id",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
+        rows.iter()
             .map(|row| {
-                Ok(OutboxRow {
-                    action_id: row.try_get("action_id")?,
-                    at: encode_time(join_time(row.try_get("at")?, row.try_get("at_ns")?)),
-                    connector: row.try_get("connector")?,
-                    op: row.try_get("op")?,
-                    args: row.try_get("args")?,
-                    status: row.try_get("status")?,
-                    attempts: row.try_get("attempts")?,
-                })
+                let at = encode_time(join_time(row.try_get("at")?, row.try_get("at_ns")?));
+                super::outbox_lifecycle_from_row(row, at)
             })
             .collect()
+    }
+
+    async fn claim_due(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        // Rows another dispatcher is claiming right now are skipped, not waited for.
+        let rows = sqlx::query(
+            "UPDATE outbox o SET status = 'in_flight', attempts = o.attempts + 1, lease_ms = $1 \
+             FROM (SELECT action_id FROM outbox \
+                   WHERE (status IN ('pending', 'retry') AND due_ms <= $2) \
+                      OR (status = 'in_flight' AND lease_ms <= $2) \
+                   ORDER BY due_ms, at, at_ns, action_id LIMIT $3 \
+                   FOR UPDATE SKIP LOCKED) c \
+             WHERE o.action_id = c.action_id \
+             RETURNING o.action_id, o.workflow, o.key, o.connector, o.op, o.args, o.attempts, \
+                       o.due_ms, o.at, o.at_ns",
+        )
+        .bind(lease_until_ms)
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let at = join_time(row.try_get("at")?, row.try_get("at_ns")?);
+            let order = (row.try_get::<i64, _>("due_ms")?, at);
+            claimed.push((order, super::claimed_from_row(row, lease_until_ms)?));
+        }
+        claimed.sort_by(|a, b| (&a.0, &a.1.action_id).cmp(&(&b.0, &b.1.action_id)));
+        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn schedule_retry(
+        &self,
+        action_id: &str,
+        attempt: u32,
+        due_ms: i64,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'retry', due_ms = $1, last_error = $2, lease_ms = NULL \
+             WHERE action_id = $3 AND status = 'in_flight' AND attempts = $4",
+        )
+        .bind(due_ms)
+        .bind(error)
+        .bind(action_id)
+        .bind(i64::from(attempt))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        let row = sqlx::query(
+            "SELECT count(*) AS open, \
+             min(CASE status WHEN 'in_flight' THEN lease_ms ELSE due_ms END) AS next_ms \
+             FROM outbox WHERE status IN ('pending', 'retry', 'in_flight')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let open: i64 = row.try_get("open")?;
+        Ok(OutboxBacklog {
+            open: u64::try_from(open).unwrap_or(0),
+            next_ms: row.try_get("next_ms")?,
+        })
     }
 }
 

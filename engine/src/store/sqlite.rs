@@ -12,7 +12,9 @@ use super::codec::{
     counter_index, decode_counter, decode_instance, decode_time, decode_timer, encode_counter,
     encode_instance, encode_time, encode_timer, workflow_of,
 };
-use super::{DeadLetter, Meta, OutboxRow, Store, StoreError};
+use super::{
+    Claimed, DeadLetter, Meta, OutboxBacklog, OutboxRow, SettledAs, Settlement, Store, StoreError,
+};
 use crate::core::{Changes, Expectation, World};
 use crate::decision::EvidenceRecord;
 use crate::event::EventIdentity;
@@ -191,6 +193,16 @@ impl Store for SqliteStore {
         changes: &Changes,
         meta: &Meta,
     ) -> Result<(), StoreError> {
+        self.commit_settled(rules, changes, meta, &[]).await
+    }
+
+    async fn commit_settled(
+        &self,
+        rules: &Ruleset,
+        changes: &Changes,
+        meta: &Meta,
+        settled: &[Settlement],
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         // Upserts and deletes touch distinct keys (one entry per key in `changes`),
         // so their order does not matter.
@@ -332,33 +344,62 @@ impl Store for SqliteStore {
             },
         )
         .await?;
-        let outbox: Vec<(&str, String, &str, &str, String)> = changes
+        let mut routes = super::outbox_routes(changes);
+        let outbox: Vec<_> = changes
             .outbox
             .iter()
             .map(|o| {
+                let (workflow, key) = routes.remove(&o.action_id).unwrap_or_default();
+                let status = if super::dispatched(&o.connector, &o.op) {
+                    "pending"
+                } else {
+                    "done"
+                };
                 (
                     o.action_id.as_str(),
                     encode_time(o.at),
                     o.connector.as_str(),
                     o.op.as_str(),
                     o.args.to_string(),
+                    (workflow, key, status),
                 )
             })
             .collect();
         insert_rows(
             &mut tx,
-            "INSERT OR IGNORE INTO outbox (action_id, at, connector, op, args) ",
+            "INSERT OR IGNORE INTO outbox (action_id, at, connector, op, args, workflow, key, status) ",
             "",
             &outbox,
-            |b, (action_id, at, connector, op, args)| {
+            |b, (action_id, at, connector, op, args, (workflow, key, status))| {
                 b.push_bind(*action_id)
                     .push_bind(at.as_str())
                     .push_bind(*connector)
                     .push_bind(*op)
-                    .push_bind(args.as_str());
+                    .push_bind(args.as_str())
+                    .push_bind(workflow.as_deref())
+                    .push_bind(key.as_deref())
+                    .push_bind(*status);
             },
         )
         .await?;
+        for s in settled {
+            let (status, result, reason) = match &s.end {
+                SettledAs::Done { result } => ("done", Some(result.as_str()), None),
+                SettledAs::Dead { reason } => ("dead", None, Some(reason.as_str())),
+            };
+            sqlx::query(
+                "UPDATE outbox SET status = ?, result = ?, last_error = coalesce(?, last_error), \
+                 attempts = max(attempts, ?), lease_ms = NULL \
+                 WHERE action_id = ? AND status NOT IN ('done', 'dead')",
+            )
+            .bind(status)
+            .bind(result)
+            .bind(reason)
+            .bind(i64::from(s.attempt))
+            .bind(&s.action_id)
+            .execute(&mut *tx)
+            .await?;
+        }
         let entries = [
             ("next_timer", meta.next_timer.to_string()),
             ("chain_seq", meta.chain.seq.to_string()),
@@ -423,22 +464,78 @@ impl Store for SqliteStore {
 
     async fn outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT action_id, at, connector, op, args, status, attempts FROM outbox ORDER BY at, action_id",
+            "SELECT action_id, at, connector, op, args, status, attempts, workflow, key, due_ms, \
+             lease_ms, last_error, result FROM outbox ORDER BY at, action_id",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(OutboxRow {
-                    action_id: row.try_get("action_id")?,
-                    at: row.try_get("at")?,
-                    connector: row.try_get("connector")?,
-                    op: row.try_get("op")?,
-                    args: row.try_get("args")?,
-                    status: row.try_get("status")?,
-                    attempts: row.try_get("attempts")?,
-                })
-            })
+        rows.iter()
+            .map(|row| super::outbox_lifecycle_from_row(row, row.try_get("at")?))
             .collect()
+    }
+
+    async fn claim_due(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        // One statement: SQLite runs it alone (one writer), so no row is claimed twice.
+        let rows = sqlx::query(
+            "UPDATE outbox SET status = 'in_flight', attempts = attempts + 1, lease_ms = ?1 \
+             WHERE action_id IN (SELECT action_id FROM outbox \
+               WHERE (status IN ('pending', 'retry') AND due_ms <= ?2) \
+                  OR (status = 'in_flight' AND lease_ms <= ?2) \
+               ORDER BY due_ms, at, action_id LIMIT ?3) \
+             RETURNING action_id, workflow, key, connector, op, args, attempts, due_ms, at",
+        )
+        .bind(lease_until_ms)
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let order: (i64, String) = (row.try_get("due_ms")?, row.try_get("at")?);
+            claimed.push((order, super::claimed_from_row(row, lease_until_ms)?));
+        }
+        // RETURNING's order is unspecified: oldest due first.
+        claimed.sort_by(|a, b| (&a.0, &a.1.action_id).cmp(&(&b.0, &b.1.action_id)));
+        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn schedule_retry(
+        &self,
+        action_id: &str,
+        attempt: u32,
+        due_ms: i64,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'retry', due_ms = ?, last_error = ?, lease_ms = NULL \
+             WHERE action_id = ? AND status = 'in_flight' AND attempts = ?",
+        )
+        .bind(due_ms)
+        .bind(error)
+        .bind(action_id)
+        .bind(i64::from(attempt))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        let row = sqlx::query(
+            "SELECT count(*) AS open, \
+             min(CASE status WHEN 'in_flight' THEN lease_ms ELSE due_ms END) AS next_ms \
+             FROM outbox WHERE status IN ('pending', 'retry', 'in_flight')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let open: i64 = row.try_get("open")?;
+        Ok(OutboxBacklog {
+            open: u64::try_from(open).unwrap_or(0),
+            next_ms: row.try_get("next_ms")?,
+        })
     }
 }
