@@ -29,6 +29,9 @@ impl h::Host for Stub {
     fn secret(&mut self, _: String) -> Option<String> {
         None
     }
+    fn setting(&mut self, _: String) -> Option<String> {
+        None
+    }
     fn log(&mut self, _: h::LogLevel, _: String) {}
     fn now_ms(&mut self) -> u64 {
         0

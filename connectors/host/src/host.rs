@@ -63,6 +63,7 @@ struct Shared {
     name: String,
     allow: AllowList,
     secrets: HashMap<String, SecretSource>,
+    settings: HashMap<String, String>,
     agent: ureq::Agent,
     timeout: Duration,
     memory_bytes: usize,
@@ -244,6 +245,10 @@ impl wit_host::Host for State {
         Some(value)
     }
 
+    fn setting(&mut self, name: String) -> Option<String> {
+        self.shared.settings.get(&name).cloned()
+    }
+
     fn log(&mut self, level: wit_host::LogLevel, message: String) {
         let level = match level {
             wit_host::LogLevel::Debug => LogLevel::Debug,
@@ -396,6 +401,7 @@ impl Host {
                 name: c.name.clone(),
                 allow,
                 secrets: c.secrets.into_iter().collect(),
+                settings: c.settings.into_iter().collect(),
                 agent: http::agent(),
                 timeout: Duration::from_millis(c.timeout_ms),
                 memory_bytes: usize::try_from(c.memory_mb * 1024 * 1024).unwrap_or(usize::MAX),

@@ -6,7 +6,8 @@
 //! - Each call has a wall-clock deadline (epoch interruption, host HTTP included) and
 //!   a memory limit; the output must be JSON and under a size cap.
 //! - The guest reaches out only through the host's imports: HTTP performed by the
-//!   host to the connector's `allow_hosts` only, secrets by name, logging, the clock.
+//!   host to the connector's `allow_hosts` only, secrets and settings by name, logging,
+//!   the clock.
 //! - Every failure is a typed [`ConnectorError`] and fails that call only.
 //!
 //! See docs/connectors.md.

@@ -369,6 +369,30 @@ fn secrets_are_given_by_name_and_redacted_from_logs_and_errors() {
 }
 
 #[test]
+fn settings_are_given_by_name() {
+    let mut c = config("setting", "setting");
+    c.settings
+        .insert("base_url".to_owned(), r#""http://127.0.0.1:9""#.to_owned());
+    let host = host(vec![c]);
+    assert_eq!(
+        host.invoke("setting", "get", "base_url", &ctx()).unwrap(),
+        r#""http://127.0.0.1:9""#
+    );
+    // An unconfigured name gets nothing (settings are not secrets or the environment).
+    for name in ["HOME", "token"] {
+        assert_eq!(
+            host.invoke("setting", "get", name, &ctx()).unwrap_err(),
+            ConnectorError::Connector {
+                retryable: false,
+                message: "no setting".to_owned(),
+                retry_after_ms: None
+            }
+        );
+    }
+    assert_usable(&host);
+}
+
+#[test]
 fn unknown_connector_and_bad_configuration() {
     let host = host(vec![]);
     assert_eq!(
