@@ -246,6 +246,29 @@ pub enum TransitionTrigger {
     },
     /// `after 2 days`, `after 2 business days in office`
     After(TimeSpec),
+    /// `on action failed jira.comment when result.attempts > 2`
+    Action(ActionTrigger),
+}
+
+/// `on action succeeded|failed [CONNECTOR[.OP]] [when COND]`: an action this instance
+/// decided ended — executed (`result` is the connector's result) or given up after its
+/// attempts (`result` is `{"reason", "attempts"}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionTrigger {
+    pub outcome: ActionOutcome,
+    /// Only actions of this connector (any when absent).
+    pub connector: Option<Ident>,
+    /// Only this operation of the connector (any when absent).
+    pub op: Option<Ident>,
+    pub condition: Option<Expr>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionOutcome {
+    Succeeded,
+    Failed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]

@@ -979,6 +979,7 @@ impl<'a, 'g> Checker<'a, 'g> {
                     }
                     format!("after {}", normalize(self.text(spec.span)))
                 }
+                TransitionTrigger::Action(a) => self.on_action(a, t.actions.as_ref(), ctx),
             };
             if s.is_final && !matches!(t.on, TransitionTrigger::After(_)) {
                 self.push(
@@ -1023,6 +1024,55 @@ impl<'a, 'g> Checker<'a, 'g> {
                 seen.push((key, t.span));
             }
         }
+    }
+
+    /// `on action succeeded|failed [CONNECTOR[.OP]] [when COND]`: the connector is
+    /// declared; the condition and the actions may use `result`. Returns the trigger's
+    /// identity for the conflicting-transitions check.
+    fn on_action(&mut self, a: &ActionTrigger, actions: Option<&Block>, ctx: &Ctx<'_>) -> String {
+        if let Some(connector) = &a.connector
+            && !self.connectors.contains(&connector.name)
+            && !self.is_broken(&connector.name)
+        {
+            let mut d = Diagnostic::new(
+                Code::UnknownConnector,
+                connector.span,
+                format!("unknown connector `{}`", connector.name),
+            )
+            .with_label("not declared in this file");
+            d = match did_you_mean(&connector.name, self.connectors.iter().map(String::as_str)) {
+                Some(h) => d.with_help(h),
+                None => d.with_help(format!(
+                    "declare it at the top of the file: `use connector {}`",
+                    connector.name
+                )),
+            };
+            self.push(d);
+        }
+        let mut vars = ctx.vars.clone();
+        vars.insert("result".to_string());
+        let inner = Ctx {
+            place: ctx.place.clone(),
+            vars,
+            workflow: ctx.workflow,
+        };
+        if let Some(c) = &a.condition {
+            self.expr(c, &inner, None);
+        }
+        if let Some(b) = actions {
+            self.block(b, &inner, None);
+        }
+        let target = match (&a.connector, &a.op) {
+            (Some(c), Some(op)) => format!(" {}.{}", c.name, op.name),
+            (Some(c), None) => format!(" {}", c.name),
+            _ => String::new(),
+        };
+        let cond = a
+            .condition
+            .as_ref()
+            .map(|c| normalize(self.text(c.span)))
+            .unwrap_or_default();
+        format!("on action {:?}{target} when {cond}", a.outcome)
     }
 
     fn gotos_in_final(&mut self, s: &State, b: &Block) {

@@ -376,6 +376,8 @@ pub(crate) fn rule_words(r: Rule) -> Option<&'static str> {
         Rule::tpl_interp => "`${`",
         Rule::enforcement => "`preventive`, `detective` or `corrective`",
         Rule::approval_outcome => "`granted`, `rejected` or `expired`",
+        Rule::action_outcome => "`succeeded` or `failed`",
+        Rule::action_target => "a connector name",
         Rule::time_unit => "a time unit (`seconds`, `minutes`, `hours`, `days` or `weeks`)",
         Rule::window_unit => "`day`, `week`, `month`, `quarter` or `year`",
         Rule::quorum_all => "`all`",
@@ -435,6 +437,7 @@ pub(crate) fn rule_words(r: Rule) -> Option<&'static str> {
         Rule::kw_violation => "`violation`",
         Rule::kw_evidence => "`evidence`",
         Rule::kw_business => "`business`",
+        Rule::kw_action => "`action`",
         Rule::expr => "an expression",
         // Composite rules, reported when several of their parts failed at one place.
         Rule::use_connector => "`use`",
@@ -465,7 +468,7 @@ pub(crate) fn rule_words(r: Rule) -> Option<&'static str> {
         Rule::enter => "`enter`",
         Rule::exit => "`exit`",
         Rule::transition => "a transition (`on` or `after`)",
-        Rule::on_approval | Rule::on_event => "`on`",
+        Rule::on_approval | Rule::on_action | Rule::on_event => "`on`",
         Rule::cadence_do => "`do`",
         Rule::expect => "`expect`",
         Rule::window_per => "`per`",
@@ -571,6 +574,7 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_violation
             | Rule::kw_evidence
             | Rule::kw_business
+            | Rule::kw_action
             | Rule::EOI
     )
 }
@@ -914,6 +918,7 @@ impl<'s> Builder<'s> {
                 }
             }
             Rule::on_event => TransitionTrigger::Event(self.trigger(&kids(&t).next()?)),
+            Rule::on_action => TransitionTrigger::Action(self.action_trigger(&t)?),
             _ => TransitionTrigger::After(self.time_spec(&kids(&t).next()?)?),
         };
         let mut target = None;
@@ -929,6 +934,38 @@ impl<'s> Builder<'s> {
             on,
             target,
             actions,
+            span: span(p),
+        })
+    }
+
+    /// `on action succeeded|failed [CONNECTOR[.OP]] [when COND]`
+    fn action_trigger(&mut self, p: &P<'_>) -> Option<ActionTrigger> {
+        let mut k = kids(p);
+        let outcome = match k.next()?.as_str() {
+            "succeeded" => ActionOutcome::Succeeded,
+            _ => ActionOutcome::Failed,
+        };
+        let (mut connector, mut op, mut condition) = (None, None, None);
+        for c in k {
+            match c.as_rule() {
+                Rule::action_target => {
+                    for part in kids(&c) {
+                        match part.as_rule() {
+                            Rule::connector_name => connector = Some(ident(&part)),
+                            Rule::op_name => op = Some(ident(&part)),
+                            _ => {}
+                        }
+                    }
+                }
+                Rule::expr => condition = Some(self.expr(&c)),
+                _ => {}
+            }
+        }
+        Some(ActionTrigger {
+            outcome,
+            connector,
+            op,
+            condition,
             span: span(p),
         })
     }

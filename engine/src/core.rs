@@ -21,6 +21,8 @@ use crate::ruleset::{
 };
 use crate::time::{period_id, period_unit};
 
+pub mod outcome;
+
 /// How many generations of emitted events are fed back within one input.
 const MAX_EMIT_DEPTH: usize = 8;
 /// How many state entries one step may chain through `goto` and transitions.

@@ -34,6 +34,13 @@ pub enum Kind {
     Sla,
     /// An expression failed at run time; the reaction it belonged to was skipped.
     Error,
+    /// A connector call from the outbox was executed; `result` holds what it returned.
+    #[serde(rename = "action_succeeded")]
+    ActionSucceeded,
+    /// A connector call from the outbox was given up (a permanent error, or its
+    /// attempts ran out); `message` says why.
+    #[serde(rename = "action_failed")]
+    ActionFailed,
 }
 
 /// One decision. Field order is fixed, so the JSON encoding is byte-for-byte stable.
@@ -74,6 +81,12 @@ pub struct Decision {
     pub approver: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// How many times an action was tried (outcome decisions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u64>,
+    /// A connector's result (`action_succeeded`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Json>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,6 +120,8 @@ impl Decision {
             period: None,
             approver: None,
             outcome: None,
+            attempts: None,
+            result: None,
             action_id: None,
             event: None,
             policy: None,
@@ -150,6 +165,10 @@ impl Decision {
         }
         field(&mut out, "at");
         push_json_str(&mut out, &format_time(self.at));
+        if let Some(attempts) = self.attempts {
+            field(&mut out, "attempts");
+            out.push_str(&attempts.to_string());
+        }
         text(&mut out, "cadence", &self.cadence, &mut field);
         text(&mut out, "connector", &self.connector, &mut field);
         text(&mut out, "control", &self.control, &mut field);
@@ -166,6 +185,10 @@ impl Decision {
         text(&mut out, "outcome", &self.outcome, &mut field);
         text(&mut out, "period", &self.period, &mut field);
         text(&mut out, "policy", &self.policy, &mut field);
+        if let Some(result) = &self.result {
+            field(&mut out, "result");
+            write_canonical(result, &mut out);
+        }
         text(&mut out, "rule", &self.rule, &mut field);
         text(&mut out, "state", &self.state, &mut field);
         text(&mut out, "to", &self.to, &mut field);
@@ -190,6 +213,8 @@ impl Kind {
             Kind::Counter => "counter",
             Kind::Sla => "sla",
             Kind::Error => "error",
+            Kind::ActionSucceeded => "action_succeeded",
+            Kind::ActionFailed => "action_failed",
         }
     }
 }
@@ -390,7 +415,12 @@ mod tests {
         full.action_id = text("a/1");
         full.event = text("e1");
         full.policy = text("p@1");
-        for d in [bare, full] {
+        full.attempts = Some(3);
+        full.result = Some(serde_json::json!({"status": 200, "id": "10001"}));
+        let mut failed = Decision::new(at, Kind::ActionFailed);
+        failed.attempts = Some(5);
+        failed.message = text("HTTP 503");
+        for d in [bare, full, failed] {
             let generic = canonical_json(&serde_json::to_value(&d).unwrap());
             assert_eq!(d.canonical(), generic);
         }

@@ -141,6 +141,18 @@ pub struct State {
     pub on_event: Vec<(Trigger, Transition)>,
     pub on_approval: Vec<(ast::ApprovalOutcome, Transition)>,
     pub timers: Vec<(TimeSpec, Transition)>,
+    /// `on action succeeded|failed …`: reactions to the outcomes of this instance's
+    /// actions, first match wins.
+    pub on_action: Vec<(ActionTrigger, Transition)>,
+}
+
+/// `on action succeeded|failed [connector[.op]] [when cond]`; the condition sees `result`.
+#[derive(Debug, Clone)]
+pub struct ActionTrigger {
+    pub outcome: ast::ActionOutcome,
+    pub connector: Option<String>,
+    pub op: Option<String>,
+    pub condition: Option<Program>,
 }
 
 #[derive(Debug, Clone)]
@@ -702,6 +714,7 @@ impl Compiler {
                 on_event: Vec::new(),
                 on_approval: Vec::new(),
                 timers: Vec::new(),
+                on_action: Vec::new(),
             };
             for t in &s.transitions {
                 match &t.on {
@@ -713,6 +726,15 @@ impl Compiler {
                     }
                     ast::TransitionTrigger::After(spec) => {
                         state.timers.push((self.time_spec(spec)?, transition(t)?));
+                    }
+                    ast::TransitionTrigger::Action(a) => {
+                        let trigger = ActionTrigger {
+                            outcome: a.outcome,
+                            connector: a.connector.as_ref().map(|c| c.name.clone()),
+                            op: a.op.as_ref().map(|o| o.name.clone()),
+                            condition: a.condition.as_ref().map(|c| self.program(c)).transpose()?,
+                        };
+                        state.on_action.push((trigger, transition(t)?));
                     }
                 }
             }
