@@ -5,6 +5,8 @@
 //! - [`core`]: the deterministic core — `apply` an event, `advance` time — which decides
 //!   and records, and performs no I/O.
 //! - [`decision`]: decisions, their canonical encoding and the evidence hash chain.
+//! - [`dispatch`]: the outbox dispatcher: runs decided actions through connectors,
+//!   retries with backoff, dead-letters, and hands outcomes back to the core.
 //! - [`time`]: business calendars, cron schedules, period ids.
 //! - [`store`]: persistence of the core's world (SQLite), behind a trait.
 //! - [`replay`]: runs recorded events through the core on a virtual clock.
@@ -12,6 +14,7 @@
 
 pub mod core;
 pub mod decision;
+pub mod dispatch;
 pub mod event;
 pub mod replay;
 pub mod ruleset;
