@@ -569,3 +569,24 @@ fn wrong_credentials_are_permanent_and_secrets_stay_out() {
     assert!(!message.contains(PASSWORD));
     finish(&server, &rig);
 }
+
+/// A `sys_id` argument cannot add terms to the encoded query of `get_approvals`
+/// (`^` separates terms, `^OR` adds alternatives): it is refused before any request,
+/// or sent so that ServiceNow reads it as one value.
+#[test]
+#[ignore = "known defect of servicenow.wasm: get_approvals puts the sys_id into sysparm_query unchecked, so `^OR…` in it adds query terms"]
+fn get_approvals_cannot_be_widened_by_the_sys_id() {
+    let (server, rig) = setup();
+    let change = server.with(|s| s.seed("change_request", &[("short_description", "Upgrade")]));
+    let hostile = format!("{change}^ORsysapproval!={change}");
+    let out = rig.call("get_approvals", &json!({ "sys_id": hostile }), "act-inj", 1);
+    if let Ok(out) = &out {
+        assert_eq!(out["approvals"], json!([]), "{out}");
+    }
+    let violations = server.with(|s| s.violations.clone());
+    assert!(violations.is_empty(), "{violations:?}");
+    for r in server.requests() {
+        let q = r.query_param("sysparm_query").unwrap_or_default();
+        assert!(!q.contains('^'), "the sys_id added query terms: {q}");
+    }
+}

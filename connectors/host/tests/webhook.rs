@@ -211,3 +211,34 @@ fn invalid_arguments_and_missing_url_fail_before_any_request() {
     );
     assert!(server.requests().is_empty());
 }
+
+/// The receiver did the work but answered after the call's deadline: the call fails
+/// retryably within the deadline, and the retry (same key) is de-duplicated.
+#[test]
+fn a_slow_receiver_times_out_retryably_and_the_retry_is_deduplicated() {
+    let server = Server::start(Receiver::new(PATH, Some(SECRET)));
+    let url = format!("{}{PATH}", server.url());
+    let rig = Rig::configured(
+        "webhook",
+        &[("url", url.as_str())],
+        &[("hmac_secret", SECRET)],
+        |c| {
+            c.timeout_ms = 400;
+        },
+    );
+    server.delay_next(1, 3_000);
+    let started = std::time::Instant::now();
+    let err = rig.err("send", &json!({ "payload": { "n": 1 } }), "act-slow", 1);
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(2_000),
+        "{:?}",
+        started.elapsed()
+    );
+    rig.ok("send", &json!({ "payload": { "n": 1 } }), "act-slow", 2);
+    assert_eq!(
+        server.with(|r| (r.deliveries.len(), r.processed().len())),
+        (2, 1)
+    );
+    finish(&server, &rig);
+}

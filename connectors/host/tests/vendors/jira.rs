@@ -60,6 +60,10 @@ pub const TRANSITIONS: [(&str, &str, &str, &str); 5] = [
     ("Done", "41", "Reopen", "To Do"),
 ];
 
+/// Comments per page of `GET …/comment` when `maxResults` is not given (the spec's
+/// default).
+pub const COMMENT_PAGE: usize = 100;
+
 /// Issue types the projects accept.
 pub const ISSUE_TYPES: [&str; 4] = ["Task", "Bug", "Story", "Change"];
 
@@ -154,6 +158,39 @@ impl Jira {
         let key = issue.key.clone();
         self.issues.push(issue);
         key
+    }
+
+    /// Adds `n` comments to an issue directly; the one at index `marked` (if any) carries
+    /// the `steward` property with `key`. Returns the marked comment's id.
+    pub fn seed_comments(
+        &mut self,
+        issue: &str,
+        n: usize,
+        marked: Option<(usize, &str)>,
+    ) -> Option<String> {
+        let mut marked_id = None;
+        for i in 0..n {
+            self.next_comment += 1;
+            let id = self.next_comment.to_string();
+            let mut properties = Map::new();
+            if let Some((at, key)) = marked
+                && at == i
+            {
+                properties.insert("steward".into(), json!({ "idempotency_key": key }));
+                marked_id = Some(id.clone());
+            }
+            let body = json!({ "type": "doc", "version": 1, "content": [
+                { "type": "paragraph", "content": [{ "type": "text", "text": format!("comment {i}") }] }
+            ]});
+            if let Some(target) = self.issue_mut(issue) {
+                target.comments.push(Comment {
+                    id,
+                    body,
+                    properties,
+                });
+            }
+        }
+        marked_id
     }
 
     /// The issue with this key or id.
@@ -629,17 +666,31 @@ impl Jira {
                 };
                 let expand = req.query_param("expand").unwrap_or_default();
                 let with_properties = expand.split(',').any(|e| e.trim() == "properties");
-                let comments: Vec<Value> = issue
-                    .comments
-                    .iter()
+                // Paged as the spec says: startAt (0), maxResults (default 100), orderBy.
+                let start: usize = req
+                    .query_param("startAt")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let max: usize = req
+                    .query_param("maxResults")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(COMMENT_PAGE);
+                let mut ordered: Vec<&Comment> = issue.comments.iter().collect();
+                if req.query_param("orderBy").as_deref() == Some("-created") {
+                    ordered.reverse();
+                }
+                let comments: Vec<Value> = ordered
+                    .into_iter()
+                    .skip(start)
+                    .take(max)
                     .map(|c| Self::comment_json(&base, issue, c, with_properties))
                     .collect();
                 Reply::json(
                     200,
                     &json!({
                         "comments": comments,
-                        "maxResults": 100,
-                        "startAt": 0,
+                        "maxResults": max,
+                        "startAt": start,
                         "total": issue.comments.len()
                     }),
                 )

@@ -150,6 +150,8 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     /// Body bytes.
     pub body: Vec<u8>,
+    /// How long the server waits before answering (a slow vendor).
+    pub delay: Option<std::time::Duration>,
 }
 
 impl Reply {
@@ -162,6 +164,7 @@ impl Reply {
                 "application/json;charset=UTF-8".into(),
             )],
             body: serde_json::to_vec(body).unwrap_or_default(),
+            delay: None,
         }
     }
 
@@ -171,6 +174,7 @@ impl Reply {
             status,
             headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
             body: body.as_bytes().to_vec(),
+            delay: None,
         }
     }
 
@@ -180,7 +184,14 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            delay: None,
         }
+    }
+
+    /// The same answer, sent after `ms` milliseconds.
+    pub fn delayed(mut self, ms: u64) -> Reply {
+        self.delay = Some(std::time::Duration::from_millis(ms));
+        self
     }
 
     /// The same answer with one more header.
@@ -208,6 +219,8 @@ struct Inner<V> {
     /// Requests received in total (not reset by `clear_requests`).
     total: usize,
     faults: VecDeque<Reply>,
+    /// Delays for the vendor's next answers (a slow vendor that still does the work).
+    delays: VecDeque<std::time::Duration>,
 }
 
 type Shared<V> = Arc<Mutex<Inner<V>>>;
@@ -239,6 +252,7 @@ impl<V: Vendor> Server<V> {
             requests: Vec::new(),
             total: 0,
             faults: VecDeque::new(),
+            delays: VecDeque::new(),
         }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let state = Arc::clone(&shared);
@@ -307,6 +321,15 @@ impl<V: Vendor> Server<V> {
         }
     }
 
+    /// The vendor handles the next `n` requests (that pass its check and are not
+    /// faulted) as usual but answers each only after `ms` milliseconds.
+    pub fn delay_next(&self, n: usize, ms: u64) {
+        let mut inner = lock(&self.shared);
+        for _ in 0..n {
+            inner.delays.push_back(std::time::Duration::from_millis(ms));
+        }
+    }
+
     /// Faults still queued.
     pub fn faults_left(&self) -> usize {
         lock(&self.shared).faults.len()
@@ -354,10 +377,19 @@ async fn serve<V: Vendor>(
             Some(rejection) => rejection,
             None => match inner.faults.pop_front() {
                 Some(fault) => fault,
-                None => inner.vendor.handle(&request),
+                None => {
+                    let mut reply = inner.vendor.handle(&request);
+                    if let Some(delay) = inner.delays.pop_front() {
+                        reply.delay = Some(delay);
+                    }
+                    reply
+                }
             },
         }
     };
+    if let Some(delay) = reply.delay {
+        tokio::time::sleep(delay).await;
+    }
     let mut builder = Response::builder().status(reply.status);
     for (name, value) in &reply.headers {
         builder = builder.header(name.as_str(), value.as_str());
