@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use vendors::harness::{Rig, assert_operation, expect_permanent, expect_retryable};
 use vendors::jira::{Jira, adf_problems, jira_rule_problems, parse_property_jql};
 use vendors::openapi::{Request, jira_spec};
-use vendors::server::{Reply, Server, basic_auth, send};
+use vendors::server::{Down, Reply, Server, basic_auth, send};
 
 const EMAIL: &str = "steward-bot@example.com";
 const TOKEN: &str = "ATATT3xJiraTok3n-unit-7f3a9c";
@@ -969,17 +969,36 @@ fn missing_configuration_is_a_permanent_error_naming_it() {
 
 #[test]
 fn unreachable_jira_is_retryable() {
-    // A port nothing listens on (bound, then released).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let down = Down::start();
     let rig = Rig::new(
         "jira",
-        &[("base_url", format!("http://127.0.0.1:{port}").as_str())],
+        &[("base_url", down.url().as_str())],
         &[("email", EMAIL), ("api_token", TOKEN)],
     );
     let err = rig.err("get_issue", &json!({ "issue": "OPS-1" }), "act-down", 1);
     assert!(err.is_retryable(), "{err:?}");
+}
+
+/// A redirect is not followed (to another server, even an allowed one): the call fails
+/// permanently and the credentials go nowhere else.
+#[test]
+fn redirects_are_not_followed() {
+    let (server, rig) = setup();
+    let elsewhere = Server::start(Jira::new(EMAIL, TOKEN));
+    let key = server.with(|j| j.seed_issue("OPS", "Deploy", "To Do"));
+    server.fail_next(
+        1,
+        Reply::empty(307).with_header(
+            "location",
+            &format!("{}/rest/api/3/issue/{key}", elsewhere.url()),
+        ),
+    );
+    let err = rig.err("get_issue", &json!({ "issue": key }), "act-redirect", 1);
+    expect_permanent(&err, "307");
+    assert!(
+        elsewhere.requests().is_empty(),
+        "{:?}",
+        elsewhere.requests()
+    );
+    finish(&server, &rig);
 }

@@ -7,7 +7,7 @@ mod vendors;
 use serde_json::{Value, json};
 use vendors::harness::{Rig, assert_operation, expect_permanent, expect_retryable};
 use vendors::pagerduty::{PagerDuty, event_problems};
-use vendors::server::{Reply, Server, send};
+use vendors::server::{Down, Reply, Server, send};
 
 /// A 32-character integration key.
 const ROUTING_KEY: &str = "R0UT1NGKEYa1b2c3d4e5f6a7b8c9d0e1";
@@ -342,4 +342,17 @@ fn invalid_arguments_fail_before_any_request() {
         assert!(!err.is_retryable(), "{op} {args}: {err:?}");
     }
     assert!(server.requests().is_empty(), "{:?}", server.requests());
+}
+
+#[test]
+fn unreachable_events_api_is_retryable() {
+    let down = Down::start();
+    let rig = Rig::new(
+        "pagerduty",
+        &[("events_url", down.url().as_str())],
+        &[("routing_key", ROUTING_KEY)],
+    );
+    let err = rig.err("trigger", &json!({ "summary": "x" }), "act-down", 1);
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(!format!("{err:?}").contains(ROUTING_KEY));
 }

@@ -7,7 +7,7 @@ mod vendors;
 
 use serde_json::{Value, json};
 use vendors::harness::{Rig, assert_operation, expect_permanent, expect_retryable};
-use vendors::server::{Reply, Server, basic_auth, send};
+use vendors::server::{Down, Reply, Server, basic_auth, send};
 use vendors::servicenow::{ServiceNow, recorded_incidents, sn_error};
 
 const USER: &str = "steward.integration";
@@ -589,4 +589,21 @@ fn get_approvals_cannot_be_widened_by_the_sys_id() {
         let q = r.query_param("sysparm_query").unwrap_or_default();
         assert!(!q.contains('^'), "the sys_id added query terms: {q}");
     }
+}
+
+#[test]
+fn unreachable_instance_is_retryable() {
+    let down = Down::start();
+    let rig = Rig::new(
+        "servicenow",
+        &[("instance_url", down.url().as_str())],
+        &[("username", USER), ("password", PASSWORD)],
+    );
+    let err = rig.err(
+        "get_record",
+        &json!({ "table": "incident", "sys_id": "0123456789abcdef0123456789abcdef" }),
+        "act-down",
+        1,
+    );
+    assert!(err.is_retryable(), "{err:?}");
 }

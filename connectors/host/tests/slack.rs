@@ -6,7 +6,7 @@ mod vendors;
 
 use serde_json::json;
 use vendors::harness::{Rig, assert_operation, expect_permanent, expect_retryable};
-use vendors::server::{Reply, Server, send};
+use vendors::server::{Down, Reply, Server, send};
 use vendors::slack::Slack;
 
 /// The webhook's path: the secret part of its URL.
@@ -188,12 +188,8 @@ fn rate_limit_and_server_errors_are_retryable() {
 
 #[test]
 fn unreachable_webhook_is_retryable_and_the_url_stays_secret() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}{HOOK_PATH}");
+    let down = Down::start();
+    let url = format!("{}{HOOK_PATH}", down.url());
     let rig = Rig::new("slack", &[], &[("webhook_url", url.as_str())]);
     let err = rig.err("post", &json!({ "text": "x" }), "act-down", 1);
     assert!(err.is_retryable(), "{err:?}");

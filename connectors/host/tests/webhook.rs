@@ -7,7 +7,7 @@ mod vendors;
 
 use serde_json::{Value, json};
 use vendors::harness::{Rig, assert_operation, expect_permanent, expect_retryable};
-use vendors::server::{Reply, Server, send};
+use vendors::server::{Down, Reply, Server, send};
 use vendors::webhook::{Receiver, signature, verify};
 
 const PATH: &str = "/hooks/steward";
@@ -241,4 +241,16 @@ fn a_slow_receiver_times_out_retryably_and_the_retry_is_deduplicated() {
         (2, 1)
     );
     finish(&server, &rig);
+}
+
+#[test]
+fn unreachable_receiver_is_retryable() {
+    let down = Down::start();
+    let rig = Rig::new(
+        "webhook",
+        &[("url", format!("{}{PATH}", down.url()).as_str())],
+        &[("hmac_secret", SECRET)],
+    );
+    let err = rig.err("send", &json!({ "payload": { "n": 1 } }), "act-down", 1);
+    assert!(err.is_retryable(), "{err:?}");
 }
