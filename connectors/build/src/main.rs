@@ -149,13 +149,14 @@ fn connectors(guests: &Path) -> Result<Vec<String>> {
 fn build_guests(guests: &Path, target_dir: &Path) -> Result<PathBuf> {
     let started = Instant::now();
     let mut cmd = Command::new(CARGO);
-    cmd.args(["build", "--release"]).current_dir(guests);
+    cmd.args(["build", "--release", "--locked"])
+        .current_dir(guests);
     for var in CLEARED_ENV {
         cmd.env_remove(var);
     }
     cmd.env("CARGO_TARGET_DIR", target_dir);
     eprintln!(
-        "==> {CARGO} build --release (in {}, target dir {})",
+        "==> {CARGO} build --release --locked (in {}, target dir {})",
         guests.display(),
         target_dir.display()
     );
