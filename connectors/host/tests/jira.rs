@@ -239,6 +239,24 @@ fn validator_matches_the_most_specific_template() {
     );
 }
 
+#[test]
+fn validator_checks_answers_against_the_documented_responses() {
+    let spec = jira_spec();
+    let created = br#"{"id":"10000","key":"ED-24","self":"https://your-domain.atlassian.net/rest/api/3/issue/10000"}"#;
+    spec.validate_response("createIssue", 201, created).unwrap();
+    let e = spec
+        .validate_response("createIssue", 201, br#"{"id":10000}"#)
+        .unwrap_err();
+    assert!(e[0].contains("/id"), "{e:?}");
+    let e = spec.validate_response("createIssue", 418, b"").unwrap_err();
+    assert!(e[0].contains("not documented"), "{e:?}");
+    spec.validate_response("doTransition", 204, b"").unwrap();
+    let e = spec
+        .validate_response("getTransitions", 200, br#"{"transitions":{"id":"1"}}"#)
+        .unwrap_err();
+    assert!(e[0].contains("/transitions"), "{e:?}");
+}
+
 /// The spec's own request examples (../shared/oracles/jira/rest-examples/platform/)
 /// validate: the validator is not stricter than the spec.
 #[test]

@@ -11,6 +11,10 @@
 //!    `Content-Type` JSON): recorded as violations (answered normally);
 //! 4. Basic auth: a wrong or missing `Authorization` is answered 401.
 //!
+//! The server's own answers are validated against the responses the spec documents
+//! for the operation (status and schema); a mismatch is recorded as a `server:`
+//! violation, so the fake stays faithful to Jira.
+//!
 //! Workflow: `To Do` → (`Start Progress`) → `In Progress` → (`Done`) → `Done`
 //! → (`Reopen`) → `To Do`; `Done` is also reachable from `To Do`, and `Stop Progress`
 //! leads back from `In Progress`. Transition ids: 11 Start Progress, 21 Stop Progress,
@@ -829,9 +833,18 @@ impl Vendor for Jira {
     }
 
     fn handle(&mut self, req: &Recorded) -> Reply {
-        match self.matched.take() {
-            Some(matched) => self.dispatch(req, &matched, req.body_json()),
-            None => Reply::json(500, &jira_error(&["request was not checked"], json!({}))),
+        let Some(matched) = self.matched.take() else {
+            return Reply::json(500, &jira_error(&["request was not checked"], json!({})));
+        };
+        let reply = self.dispatch(req, &matched, req.body_json());
+        // The answer must follow the spec too: this server plays Jira faithfully.
+        if let Err(errors) =
+            jira_spec().validate_response(&matched.operation_id, reply.status, &reply.body)
+        {
+            let line = req.line();
+            self.violations
+                .extend(errors.into_iter().map(|e| format!("server: {line}: {e}")));
         }
+        reply
     }
 }

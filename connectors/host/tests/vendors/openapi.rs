@@ -68,6 +68,8 @@ struct Operation {
     operation_id: String,
     params: Vec<Param>,
     body: Option<RequestBody>,
+    /// Documented responses: status (`"200"`, `"default"`) → the JSON schema, if any.
+    responses: Vec<(String, Option<Value>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -169,7 +171,24 @@ impl Spec {
                             .map(to_json_schema),
                     }
                 });
+                let responses = op
+                    .get("responses")
+                    .and_then(Value::as_object)
+                    .map(|r| {
+                        r.iter()
+                            .map(|(status, resp)| {
+                                let schema = resp
+                                    .get("content")
+                                    .and_then(|c| c.get("application/json"))
+                                    .and_then(|m| m.get("schema"))
+                                    .map(to_json_schema);
+                                (status.clone(), schema)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 operations.push(Operation {
+                    responses,
                     method: method.to_ascii_uppercase(),
                     operation_id: op
                         .get("operationId")
@@ -365,7 +384,7 @@ impl Spec {
                 if let Some(schema) = &rb.json_schema {
                     match serde_json::from_slice::<Value>(req.body) {
                         Err(e) => violations.push(format!("{at}: the body is not JSON: {e}")),
-                        Ok(body) => match self.validator(&op.operation_id, schema) {
+                        Ok(body) => match self.validator(&op.operation_id, schema, true) {
                             Err(e) => violations.push(format!(
                                 "{at}: the spec's body schema does not compile: {e}"
                             )),
@@ -399,15 +418,81 @@ impl Spec {
         }
     }
 
-    /// The compiled validator of an operation's body schema: the schema plus the
-    /// component schemas it reaches through `$ref`, at their usual JSON pointers.
-    fn validator(
+    /// Validates an answer to the operation `operation_id`: its status is documented,
+    /// and its JSON body (if the status documents a schema) validates against it.
+    pub fn validate_response(
         &self,
         operation_id: &str,
+        status: u16,
+        body: &[u8],
+    ) -> Result<(), Vec<String>> {
+        let Some(op) = self
+            .paths
+            .iter()
+            .flat_map(|p| &p.operations)
+            .find(|o| o.operation_id == operation_id)
+        else {
+            return Err(vec![format!("no operation `{operation_id}` in the spec")]);
+        };
+        let code = status.to_string();
+        let Some((_, schema)) = op
+            .responses
+            .iter()
+            .find(|(s, _)| *s == code)
+            .or_else(|| op.responses.iter().find(|(s, _)| s == "default"))
+        else {
+            let documented: Vec<&str> = op.responses.iter().map(|(s, _)| s.as_str()).collect();
+            return Err(vec![format!(
+                "{operation_id}: status {status} is not documented ({})",
+                documented.join(", ")
+            )]);
+        };
+        let Some(schema) = schema else {
+            return Ok(());
+        };
+        if body.is_empty() {
+            return Ok(());
+        }
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            vec![format!(
+                "{operation_id} {status}: the answer is not JSON: {e}"
+            )]
+        })?;
+        let validator = self
+            .validator(&format!("{operation_id} {status}"), schema, false)
+            .map_err(|e| {
+                vec![format!(
+                    "{operation_id} {status}: schema does not compile: {e}"
+                )]
+            })?;
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| {
+                format!(
+                    "{operation_id} {status}: answer at {}: {e}",
+                    e.instance_path()
+                )
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The compiled validator of a body schema (cached under `cache_key`): the schema
+    /// plus the component schemas it reaches through `$ref`, at their usual JSON
+    /// pointers. `formats`: whether `format` is checked (requests: yes; answers: no,
+    /// Jira's own answers write offsets as `+0000`, which `date-time` refuses).
+    fn validator(
+        &self,
+        cache_key: &str,
         schema: &Value,
+        formats: bool,
     ) -> Result<Arc<jsonschema::Validator>, String> {
         let mut cache = self.validators.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(v) = cache.get(operation_id) {
+        if let Some(v) = cache.get(cache_key) {
             return Ok(Arc::clone(v));
         }
         let mut reached = BTreeSet::new();
@@ -434,12 +519,12 @@ impl Spec {
         root.insert("components".into(), json!({ "schemas": subset }));
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft4)
-            .should_validate_formats(true)
+            .should_validate_formats(formats)
             .should_ignore_unknown_formats(true)
             .build(&Value::Object(root))
             .map_err(|e| e.to_string())?;
         let validator = Arc::new(validator);
-        cache.insert(operation_id.to_owned(), Arc::clone(&validator));
+        cache.insert(cache_key.to_owned(), Arc::clone(&validator));
         Ok(validator)
     }
 
