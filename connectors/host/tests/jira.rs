@@ -1020,3 +1020,68 @@ fn redirects_are_not_followed() {
     );
     finish(&server, &rig);
 }
+
+fn setup_with_timeout(timeout_ms: u64) -> (Server<Jira>, Rig) {
+    let server = Server::start(Jira::new(EMAIL, TOKEN));
+    let rig = Rig::configured(
+        "jira",
+        &[("base_url", server.url().as_str())],
+        &[("email", EMAIL), ("api_token", TOKEN)],
+        |c| c.timeout_ms = timeout_ms,
+    );
+    (server, rig)
+}
+
+/// Jira created the issue but its answer came too late: the call failed (retryable),
+/// and the retry finds the issue instead of creating a second one.
+#[test]
+fn create_issue_whose_answer_was_lost_is_not_duplicated() {
+    let (server, rig) = setup_with_timeout(400);
+    server.delay_next(1, 2_000);
+    let err = rig.err(
+        "create_issue",
+        &json!({ "project": "OPS", "summary": "Once" }),
+        "act-lost-answer",
+        1,
+    );
+    assert!(err.is_retryable(), "{err:?}");
+    assert_eq!(server.with(|j| j.issues.len()), 1, "Jira did create it");
+    let out = rig.ok(
+        "create_issue",
+        &json!({ "project": "OPS", "summary": "Once" }),
+        "act-lost-answer",
+        2,
+    );
+    assert_eq!(out["key"], "OPS-1");
+    assert_eq!(server.with(|j| j.issues.len()), 1);
+    assert_eq!(
+        lines(&server),
+        ["POST /rest/api/3/issue", "POST /rest/api/3/search/jql"]
+    );
+    finish(&server, &rig);
+}
+
+/// The same for a comment.
+#[test]
+fn comment_whose_answer_was_lost_is_not_duplicated() {
+    let (server, rig) = setup_with_timeout(400);
+    let key = server.with(|j| j.seed_issue("OPS", "Deploy", "To Do"));
+    server.delay_next(1, 2_000);
+    let err = rig.err(
+        "comment",
+        &json!({ "issue": key, "body": "Once." }),
+        "act-lost-c",
+        1,
+    );
+    assert!(err.is_retryable(), "{err:?}");
+    let out = rig.ok(
+        "comment",
+        &json!({ "issue": key, "body": "Once." }),
+        "act-lost-c",
+        2,
+    );
+    let comments = server.with(|j| j.issue(&key).unwrap().comments.clone());
+    assert_eq!(comments.len(), 1);
+    assert_eq!(out["id"], json!(comments[0].id));
+    finish(&server, &rig);
+}

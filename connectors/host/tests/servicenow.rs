@@ -8,7 +8,7 @@ mod vendors;
 use serde_json::{Value, json};
 use vendors::harness::{Rig, assert_operation, expect_permanent, expect_retryable};
 use vendors::server::{Down, Reply, Server, basic_auth, send};
-use vendors::servicenow::{ServiceNow, recorded_incidents, sn_error};
+use vendors::servicenow::{ServiceNow, recorded_incidents, shape_problems, sn_error};
 
 const USER: &str = "steward.integration";
 const PASSWORD: &str = "SnP4ss-w0rd-3e1f9a";
@@ -87,6 +87,18 @@ fn servicenow_server_plays_the_table_api() {
         headers
             .iter()
             .any(|(n, v)| n == "x-total-count" && v == "1")
+    );
+    // Records have the recorded answers' shape (the recorded ones too).
+    for r in recorded_incidents() {
+        assert_eq!(shape_problems(&r), Vec::<String>::new());
+    }
+    assert_eq!(
+        shape_problems(row["result"].as_object().unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        shape_problems(patched["result"].as_object().unwrap()),
+        Vec::<String>::new()
     );
     // The recorded incidents are there.
     let first = recorded_incidents()[0].clone();
@@ -279,6 +291,10 @@ fn create_record_posts_the_fields_and_returns_the_result() {
     );
     let stored = server.with(|s| s.tables["change_request"][0].clone());
     assert_eq!(out, Value::Object(stored), "the connector returns `result`");
+    assert_eq!(
+        shape_problems(out.as_object().unwrap()),
+        Vec::<String>::new()
+    );
     assert_eq!(out["number"], "CHG0030001");
     assert_eq!(out["sys_id"].as_str().unwrap().len(), 32);
     let out = rig.ok("create_record", &json!({ "table": "incident", "fields": { "short_description": "db down", "urgency": "1" } }), "act-sn-2", 1);

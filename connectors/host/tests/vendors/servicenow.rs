@@ -636,3 +636,21 @@ impl Vendor for ServiceNow {
         }
     }
 }
+
+/// How a Table API record departs from the shape of the recorded answers: every value
+/// is a string, or a reference `{"link", "value"}` of strings.
+pub fn shape_problems(record: &Map<String, Value>) -> Vec<String> {
+    record
+        .iter()
+        .filter(|(_, v)| match v {
+            Value::String(_) => false,
+            Value::Object(o) => {
+                !(o.len() == 2
+                    && o.get("link").is_some_and(Value::is_string)
+                    && o.get("value").is_some_and(Value::is_string))
+            }
+            _ => true,
+        })
+        .map(|(k, v)| format!("`{k}`: {v} is neither a string nor a {{link, value}} reference"))
+        .collect()
+}
