@@ -73,6 +73,10 @@ fn validator_accepts_a_contract_create_issue_body() {
         validate("POST", "/rest/api/3/issue", None, Some(&body)).unwrap(),
         "createIssue"
     );
+    assert!(
+        jira_spec().operation_count() >= 417,
+        "the whole spec is loaded"
+    );
     let m = jira_spec()
         .validate(&Request {
             method: "POST",

@@ -84,8 +84,6 @@ pub struct Spec {
     paths: Vec<PathItem>,
     /// `components.schemas`, converted to JSON Schema.
     schemas: Map<String, Value>,
-    /// `components.parameters`, for `$ref` parameters.
-    parameters: Map<String, Value>,
     /// Compiled body validators by operation id.
     validators: Mutex<HashMap<String, Arc<jsonschema::Validator>>>,
 }
@@ -217,7 +215,6 @@ impl Spec {
         Ok(Spec {
             paths: items,
             schemas,
-            parameters,
             validators: Mutex::new(HashMap::new()),
         })
     }
@@ -526,11 +523,6 @@ impl Spec {
         let validator = Arc::new(validator);
         cache.insert(cache_key.to_owned(), Arc::clone(&validator));
         Ok(validator)
-    }
-
-    /// `components.parameters` (kept for `$ref` parameters).
-    pub fn parameter_components(&self) -> usize {
-        self.parameters.len()
     }
 }
 
