@@ -606,8 +606,7 @@ impl Jira {
                             "isGlobal": false,
                             "isInitial": false,
                             "isAvailable": true,
-                            "isConditional": false,
-                            "isLooped": false
+                            "isConditional": false
                         })
                     })
                     .collect();
