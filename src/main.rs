@@ -28,6 +28,13 @@ enum Command {
         /// `.stw` files, or directories holding them.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also check connector calls against the `describe` of the connectors in this
+        /// configuration's `[connectors.NAME]` tables.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also check connector calls against the components `DIR/NAME.wasm`.
+        #[arg(long, value_name = "DIR", conflicts_with = "config")]
+        connectors: Option<PathBuf>,
     },
     /// Replay recorded events through the rules on a virtual clock; print every
     /// decision as one JSON object per line.
@@ -86,12 +93,55 @@ enum Command {
     },
     /// Explain a diagnostic code, such as `E0201`.
     Explain { code: String },
+    /// The connectors of the configuration: list them, describe one, call one.
+    Connector {
+        /// Configuration file (TOML) with the `[connectors.NAME]` tables.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: ConnectorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectorCommand {
+    /// Every configured connector: component, allowed hosts, operations, load errors.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One connector's operations, with their arguments (name, type, required).
+    Describe {
+        name: String,
+        /// Print the connector's description as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call one operation once; print the result as JSON.
+    Call {
+        name: String,
+        operation: String,
+        /// The arguments, a JSON object: `--args '{"issue": "SMS-1", "body": "hi"}'`.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// Idempotency key passed to the connector (default: a fresh one).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Attempt number passed to the connector (1 for a first try).
+        #[arg(long, default_value_t = 1)]
+        attempt: u32,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { files } => cli::check::run(&files),
+        Command::Check {
+            files,
+            config,
+            connectors,
+        } => cli::check::run(&files, config.as_deref(), connectors.as_deref()),
         Command::Replay {
             files,
             events,
@@ -126,6 +176,28 @@ fn main() -> ExitCode {
             cli::eval::run(&expr, event.as_deref(), vars.as_deref())
         }
         Command::Explain { code } => cli::explain(&code),
+        Command::Connector { config, command } => {
+            let command = match command {
+                ConnectorCommand::List { json } => cli::connector::Command::List { json },
+                ConnectorCommand::Describe { name, json } => {
+                    cli::connector::Command::Describe { name, json }
+                }
+                ConnectorCommand::Call {
+                    name,
+                    operation,
+                    args,
+                    idempotency_key,
+                    attempt,
+                } => cli::connector::Command::Call {
+                    name,
+                    operation,
+                    args,
+                    idempotency_key,
+                    attempt,
+                },
+            };
+            cli::connector::run(config.as_deref(), command)
+        }
     };
     match result {
         Ok(code) => code,

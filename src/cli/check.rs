@@ -1,13 +1,40 @@
 //! `steward check`.
+//!
+//! With `--config FILE` (the `[connectors.NAME]` tables) or `--connectors DIR`
+//! (`DIR/NAME.wasm`), connector calls are also checked against the connectors' own
+//! descriptions (E06xx); without either, they are not, and a note says so.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
 
-pub fn run(paths: &[PathBuf]) -> Result<ExitCode> {
+use super::connector::{CatalogueSource, catalogue};
+
+pub fn run(
+    paths: &[PathBuf],
+    config: Option<&Path>,
+    connectors: Option<&Path>,
+) -> Result<ExitCode> {
     let sources = super::read_sources(paths)?;
-    let result = steward_dsl::check(&sources);
+    let mut result = steward_dsl::check(&sources);
+    let used = steward_dsl::connectors::used_connectors(&result.files);
+    let source = match (config, connectors) {
+        (Some(path), _) => Some(CatalogueSource::Config(path)),
+        (None, Some(dir)) => Some(CatalogueSource::Directory(dir)),
+        (None, None) => None,
+    };
+    match source {
+        Some(source) => {
+            let catalogue = catalogue(source, &used)?;
+            steward_dsl::connectors::check_calls(&mut result, &catalogue);
+        }
+        None if !used.is_empty() => eprintln!(
+            "note: connector calls were not checked against the connectors' descriptions \
+             (give --config steward.toml or --connectors DIR)"
+        ),
+        None => {}
+    }
     let errors = super::report(&sources, &result);
     if errors > 0 {
         eprintln!(

@@ -1,6 +1,7 @@
 //! The subcommands.
 
 pub mod check;
+pub mod connector;
 pub mod eval;
 pub mod replay;
 pub mod run;
