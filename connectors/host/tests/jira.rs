@@ -953,6 +953,7 @@ fn wrong_credentials_and_secrets_stay_out_of_errors_and_logs() {
     let err = rig.err("get_issue", &json!({ "issue": "OPS-1" }), "act-401", 1);
     expect_permanent(&err, "Client must be authenticated");
     assert_eq!(server.with(|j| j.unauthorized), 1);
+    assert!(server.with(|j| j.violations.is_empty()));
     // A vendor that echoes the token back: the host redacts it.
     let (server, rig) = setup();
     server.fail_next(
@@ -1026,6 +1027,8 @@ fn redirects_are_not_followed() {
 }
 
 fn setup_with_timeout(timeout_ms: u64) -> (Server<Jira>, Rig) {
+    // Load the spec now, not while a call's deadline runs.
+    jira_spec();
     let server = Server::start(Jira::new(EMAIL, TOKEN));
     let rig = Rig::configured(
         "jira",
@@ -1040,8 +1043,8 @@ fn setup_with_timeout(timeout_ms: u64) -> (Server<Jira>, Rig) {
 /// and the retry finds the issue instead of creating a second one.
 #[test]
 fn create_issue_whose_answer_was_lost_is_not_duplicated() {
-    let (server, rig) = setup_with_timeout(400);
-    server.delay_next(1, 2_000);
+    let (server, rig) = setup_with_timeout(1_000);
+    server.delay_next(1, 4_000);
     let err = rig.err(
         "create_issue",
         &json!({ "project": "OPS", "summary": "Once" }),
@@ -1068,9 +1071,9 @@ fn create_issue_whose_answer_was_lost_is_not_duplicated() {
 /// The same for a comment.
 #[test]
 fn comment_whose_answer_was_lost_is_not_duplicated() {
-    let (server, rig) = setup_with_timeout(400);
+    let (server, rig) = setup_with_timeout(1_000);
     let key = server.with(|j| j.seed_issue("OPS", "Deploy", "To Do"));
-    server.delay_next(1, 2_000);
+    server.delay_next(1, 4_000);
     let err = rig.err(
         "comment",
         &json!({ "issue": key, "body": "Once." }),

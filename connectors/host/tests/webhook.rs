@@ -223,15 +223,15 @@ fn a_slow_receiver_times_out_retryably_and_the_retry_is_deduplicated() {
         &[("url", url.as_str())],
         &[("hmac_secret", SECRET)],
         |c| {
-            c.timeout_ms = 400;
+            c.timeout_ms = 1_000;
         },
     );
-    server.delay_next(1, 3_000);
+    server.delay_next(1, 4_000);
     let started = std::time::Instant::now();
     let err = rig.err("send", &json!({ "payload": { "n": 1 } }), "act-slow", 1);
     assert!(err.is_retryable(), "{err:?}");
     assert!(
-        started.elapsed() < std::time::Duration::from_millis(2_000),
+        started.elapsed() < std::time::Duration::from_millis(3_000),
         "{:?}",
         started.elapsed()
     );
