@@ -5,7 +5,13 @@
 //! Each batch of events is committed (state, timers, evidence, outbox, seen ids) in
 //! one transaction before the next is read; unusable lines are dead-lettered in the
 //! store with their reason and the engine goes on. Connector calls are recorded in the
-//! outbox and printed; executing them is the dispatcher's job.
+//! outbox and printed. With `[connectors.NAME]` tables in the configuration, the outbox
+//! dispatcher (`steward_engine::dispatch`) runs beside intake: it executes them through
+//! the WebAssembly connector host, retries, dead-letters, and hands each outcome to this
+//! loop, which applies it (`Engine::apply_outcome`) and commits its decisions together
+//! with the end of the action. When the event input ends, the run waits until the
+//! outbox is settled; on Ctrl-C it waits for calls in flight up to `[dispatch]
+//! shutdown_ms`. Without connectors, actions are recorded and printed only.
 //!
 //! With `--listen ADDR` (or `[webhook] listen`), an HTTP endpoint takes Jira and
 //! ServiceNow webhooks (`POST /webhooks/jira`, `POST /webhooks/servicenow`, `GET
@@ -27,12 +33,13 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use steward_engine::core::{Applied, Engine};
 use steward_engine::decision::Decision;
+use steward_engine::dispatch::{Call, CallError, DispatchConfig, Dispatcher, Finished, Invoker};
 use steward_engine::event::Event;
 use steward_engine::replay::decode_line;
-use steward_engine::store::{AnyStore, DeadLetter, Meta, Store};
+use steward_engine::store::{AnyStore, DeadLetter, Meta, Settlement, Store};
 use steward_engine::webhook::{self, WebhookConfig, WebhookError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, BufReader};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub struct Options {
     pub files: Vec<PathBuf>,
@@ -45,7 +52,8 @@ pub struct Options {
 
 /// `steward.toml`. Every value can be overridden by an environment variable:
 /// `STEWARD_STORE__PATH`, `STEWARD_SOURCE__EVENTS`, `STEWARD_SOURCE__WATCH`,
-/// `STEWARD_SOURCE__POLL_MS`, `STEWARD_ENGINE__BATCH`, `STEWARD_WEBHOOK__LISTEN`, ….
+/// `STEWARD_SOURCE__POLL_MS`, `STEWARD_ENGINE__BATCH`, `STEWARD_WEBHOOK__LISTEN`,
+/// `STEWARD_DISPATCH__MAX_ATTEMPTS`, ….
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -56,6 +64,9 @@ pub struct Config {
     /// `[connectors.NAME]`: the connectors rules may call (component, hosts, secrets,
     /// settings, limits).
     pub connectors: std::collections::BTreeMap<String, steward_connectors::ConnectorConfig>,
+    /// `[dispatch]`: retries and limits of the outbox dispatcher (used when there are
+    /// connectors).
+    pub dispatch: DispatchConfig,
 }
 
 /// `[webhook]`: the inbound HTTP endpoint. Secrets are never in the file: the
@@ -163,6 +174,7 @@ pub fn run(opts: Options) -> Result<ExitCode> {
         None => None,
     };
     let rules = super::load_rules(&opts.files)?;
+    let host = load_connectors(&config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -178,6 +190,18 @@ pub fn run(opts: Options) -> Result<ExitCode> {
             _ => None,
         };
         let listening = webhooks.is_some();
+        let dispatch = host.map(|(invoker, longest)| {
+            let (tx, rx) = mpsc::channel(64);
+            let (stop, stopped) = watch::channel(false);
+            let dispatcher =
+                Dispatcher::new(store.clone(), invoker, config.dispatch.clone(), longest, tx);
+            let task = tokio::spawn(dispatcher.run(stopped));
+            (Dispatch { stop, task }, rx)
+        });
+        let (dispatch, finished) = match dispatch {
+            Some((d, rx)) => (Some(d), Some(rx)),
+            None => (None, None),
+        };
         let mut runner = Runner {
             engine,
             store,
@@ -186,6 +210,11 @@ pub fn run(opts: Options) -> Result<ExitCode> {
             out: Vec::new(),
             dead: 0,
             webhooks,
+            finished,
+            settled: Vec::new(),
+            dispatch,
+            executed: 0,
+            failed: 0,
         };
         runner.tick().await?;
         let interrupted = match (&config.source.events, &config.source.watch) {
@@ -207,9 +236,15 @@ pub fn run(opts: Options) -> Result<ExitCode> {
                 runner.lines(stdin, "stdin").await?
             }
         };
-        if listening && !interrupted {
-            runner.serve().await?;
+        let interrupted = if listening && !interrupted {
+            runner.serve().await?
+        } else {
+            interrupted
+        };
+        if !interrupted {
+            runner.drain(Duration::from_millis(config.dispatch.poll_ms.max(10))).await?;
         }
+        runner.stop_dispatch().await?;
         runner.tick().await?;
         runner.commit().await?;
         let stats = runner.engine.stats;
@@ -223,6 +258,12 @@ pub fn run(opts: Options) -> Result<ExitCode> {
             stats.decisions,
             runner.engine.world().timers.len()
         );
+        if !config.connectors.is_empty() {
+            eprintln!(
+                "actions: {} executed, {} dead-lettered",
+                runner.executed, runner.failed
+            );
+        }
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -236,6 +277,19 @@ struct Runner {
     dead: usize,
     /// Webhook deliveries from the HTTP endpoint, when listening.
     webhooks: Option<mpsc::Receiver<Intake>>,
+    /// Actions the dispatcher finished, when there are connectors.
+    finished: Option<mpsc::Receiver<Finished>>,
+    /// Ends of actions applied since the last commit, committed with their decisions.
+    settled: Vec<Settlement>,
+    dispatch: Option<Dispatch>,
+    executed: u64,
+    failed: u64,
+}
+
+/// The running dispatcher: how to stop it, and its task.
+struct Dispatch {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// Waits for the next webhook delivery; never, when not listening.
@@ -244,6 +298,82 @@ async fn next_intake(rx: &mut Option<mpsc::Receiver<Intake>>) -> Option<Intake> 
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// Waits for the next finished action; never, when nothing is dispatched.
+async fn next_finished(rx: &mut Option<mpsc::Receiver<Finished>>) -> Option<Finished> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The WebAssembly connector host as the dispatcher's invoker.
+struct HostInvoker(steward_connectors::Host);
+
+fn call_error(e: steward_connectors::ConnectorError) -> CallError {
+    let retry_after_ms = match &e {
+        steward_connectors::ConnectorError::Connector { retry_after_ms, .. } => *retry_after_ms,
+        _ => None,
+    };
+    CallError {
+        retryable: e.is_retryable(),
+        retry_after_ms,
+        message: e.to_string(),
+    }
+}
+
+impl Invoker for HostInvoker {
+    fn has(&self, connector: &str) -> bool {
+        self.0.connectors().contains(&connector)
+    }
+
+    fn operations(&self, connector: &str) -> Result<Vec<(String, serde_json::Value)>, CallError> {
+        let description = self.0.describe(connector).map_err(call_error)?;
+        Ok(description
+            .operations
+            .into_iter()
+            .map(|o| {
+                let schema = serde_json::from_str(&o.args_schema).unwrap_or_default();
+                (o.name, schema)
+            })
+            .collect())
+    }
+
+    fn invoke(&self, call: &Call<'_>) -> Result<String, CallError> {
+        let ctx = steward_connectors::CallContext {
+            idempotency_key: call.idempotency_key.to_string(),
+            attempt: call.attempt,
+            deadline_ms: call.deadline_ms,
+        };
+        self.0
+            .invoke(call.connector, call.op, call.args, &ctx)
+            .map_err(call_error)
+    }
+}
+
+/// Loads the `[connectors.NAME]` components (compiled once, checked against the
+/// world); `None` when there are none. Also returns the longest call time.
+fn load_connectors(config: &Config) -> Result<Option<(Arc<dyn Invoker>, u64)>> {
+    if config.connectors.is_empty() {
+        return Ok(None);
+    }
+    let connectors: Vec<steward_connectors::ConnectorConfig> = config
+        .connectors
+        .iter()
+        .map(|(name, c)| {
+            let mut c = c.clone();
+            c.name = name.clone();
+            c
+        })
+        .collect();
+    let longest = connectors.iter().map(|c| c.timeout_ms).max().unwrap_or(0);
+    let settings = steward_connectors::HostSettings {
+        max_concurrent_calls: config.dispatch.concurrency.max(1) + 1,
+        ..steward_connectors::HostSettings::default()
+    };
+    let host = steward_connectors::Host::new(settings, connectors).context("loading connectors")?;
+    Ok(Some((Arc::new(HostInvoker(host)), longest)))
 }
 
 impl Runner {
@@ -262,13 +392,87 @@ impl Runner {
 
     async fn commit(&mut self) -> Result<()> {
         let changes = self.engine.take_changes();
-        if !changes.is_empty() {
+        if !changes.is_empty() || !self.settled.is_empty() {
             let meta = Meta::of(self.engine.world());
             let rules = self.engine.ruleset().clone();
-            self.store.commit(&rules, &changes, &meta).await?;
+            self.store
+                .commit_settled(&rules, &changes, &meta, &self.settled)
+                .await?;
+            self.settled.clear();
         }
         self.pending = 0;
         self.print()
+    }
+
+    /// Applies a finished action's outcome and commits it with the end of its row, so
+    /// neither is kept without the other.
+    async fn finished(&mut self, finished: Finished) -> Result<()> {
+        let now = Utc::now();
+        self.engine.advance(now, &mut self.out);
+        self.engine
+            .apply_outcome(&finished.outcome, now, &mut self.out);
+        if finished.outcome.result.is_ok() {
+            self.executed += 1;
+        } else {
+            self.failed += 1;
+        }
+        self.settled.push(finished.settlement);
+        self.commit().await
+    }
+
+    /// After the event input ended: runs until the outbox is settled (every action
+    /// executed or dead-lettered), firing timers meanwhile; Ctrl-C stops waiting.
+    async fn drain(&mut self, poll: Duration) -> Result<()> {
+        if self.dispatch.is_none() {
+            return Ok(());
+        }
+        let mut finished = self.finished.take();
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
+        let mut announced = false;
+        loop {
+            self.commit().await?;
+            let backlog = self.store.outbox_backlog().await?;
+            if backlog.open == 0 {
+                break;
+            }
+            if !announced {
+                eprintln!(
+                    "input ended; waiting for {} action(s) in the outbox (Ctrl-C stops)",
+                    backlog.open
+                );
+                announced = true;
+            }
+            tokio::select! {
+                Some(f) = next_finished(&mut finished) => self.finished(f).await?,
+                _ = tokio::time::sleep(self.until_due().min(poll)) => self.tick().await?,
+                _ = &mut interrupted => {
+                    eprintln!("interrupted: committing and stopping");
+                    break;
+                }
+            }
+        }
+        self.finished = finished;
+        Ok(())
+    }
+
+    /// Stops the dispatcher: no new calls; the calls in flight are waited for (up to
+    /// `[dispatch] shutdown_ms`) and their outcomes applied and committed.
+    async fn stop_dispatch(&mut self) -> Result<()> {
+        let Some(dispatch) = self.dispatch.take() else {
+            return Ok(());
+        };
+        let _ = dispatch.stop.send(true);
+        if let Some(mut rx) = self.finished.take() {
+            // The channel closes when the dispatcher and its calls are done.
+            while let Some(f) = rx.recv().await {
+                self.finished(f).await?;
+            }
+        }
+        if let Err(e) = dispatch.task.await {
+            eprintln!("dispatcher stopped abnormally: {e}");
+        }
+        self.commit().await
     }
 
     /// Fires what the wall clock says is due.
@@ -347,6 +551,7 @@ impl Runner {
         let mut lines = reader.lines();
         let mut number = 0;
         let mut webhooks = self.webhooks.take();
+        let mut finished = self.finished.take();
         let mut stopped = false;
         // One signal listener for the whole loop: a Ctrl-C that arrives while a line is
         // being processed is kept, not lost with a per-iteration listener.
@@ -361,6 +566,7 @@ impl Runner {
                     self.line(origin, number, &line).await?;
                 }
                 Some(intake) = next_intake(&mut webhooks) => self.intake(intake).await?,
+                Some(f) = next_finished(&mut finished) => self.finished(f).await?,
                 _ = tokio::time::sleep(wait) => {
                     self.commit().await?;
                     self.tick().await?;
@@ -373,13 +579,16 @@ impl Runner {
             }
         }
         self.webhooks = webhooks;
+        self.finished = finished;
         self.commit().await?;
         Ok(stopped)
     }
 
-    /// Only webhooks (the event input has ended or there is none), until Ctrl-C.
-    async fn serve(&mut self) -> Result<()> {
+    /// Only webhooks (the event input has ended or there is none), until Ctrl-C;
+    /// returns true then.
+    async fn serve(&mut self) -> Result<bool> {
         let mut webhooks = self.webhooks.take();
+        let mut finished = self.finished.take();
         let interrupted = tokio::signal::ctrl_c();
         tokio::pin!(interrupted);
         eprintln!("serving webhooks (Ctrl-C stops)");
@@ -387,6 +596,7 @@ impl Runner {
             let wait = self.until_due();
             tokio::select! {
                 Some(intake) = next_intake(&mut webhooks) => self.intake(intake).await?,
+                Some(f) = next_finished(&mut finished) => self.finished(f).await?,
                 _ = tokio::time::sleep(wait) => {
                     self.commit().await?;
                     self.tick().await?;
@@ -398,7 +608,9 @@ impl Runner {
             }
         }
         self.webhooks = webhooks;
-        self.commit().await
+        self.finished = finished;
+        self.commit().await?;
+        Ok(true)
     }
 
     fn until_due(&self) -> Duration {
@@ -448,21 +660,25 @@ impl Runner {
                 self.commit().await?;
             }
             let mut webhooks = self.webhooks.take();
+            let mut finished = self.finished.take();
             let sleep = tokio::time::sleep(every);
             tokio::pin!(sleep);
             loop {
                 tokio::select! {
                     _ = &mut sleep => break,
                     Some(intake) = next_intake(&mut webhooks) => self.intake(intake).await?,
+                    Some(f) = next_finished(&mut finished) => self.finished(f).await?,
                     _ = &mut interrupted => {
                         eprintln!("interrupted: committing and stopping");
                         self.webhooks = webhooks;
+                        self.finished = finished;
                         self.commit().await?;
                         return Ok(true);
                     }
                 }
             }
             self.webhooks = webhooks;
+            self.finished = finished;
             self.tick().await?;
         }
     }

@@ -1,0 +1,442 @@
+//! `steward run` executing actions end to end: the built binary, the committed webhook
+//! connector (connectors/dist/webhook.wasm) and a real HTTP server on loopback playing
+//! the vendor. A call succeeds and its result becomes evidence and drives the workflow;
+//! a 429 with `Retry-After` is honoured (timed from the server's receive log); a vendor
+//! answering 500 is retried, then the action is dead-lettered with the reason and
+//! `on action failed` fires; an unconfigured connector is dead-lettered once; and an
+//! engine killed mid-call (SIGKILL) makes the same call again after a restart, with the
+//! same idempotency key, so the vendor completes it once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::IntoResponse;
+use common::*;
+use serde_json::Value;
+use steward_engine::decision::verify_chain;
+
+/// One request the vendor received.
+#[derive(Debug, Clone)]
+struct Hit {
+    at: Instant,
+    path: String,
+    key: String,
+    attempt: String,
+    body: String,
+}
+
+/// A loopback vendor: `/ok` answers 200; `/limited` answers its first request 429 with
+/// `Retry-After: 1`, then 200; `/down` always 500; `/hold` keeps its first request
+/// unanswered (up to 30 s) and answers later ones 200. It de-duplicates by
+/// `Idempotency-Key`: `done` holds the keys it completed.
+#[derive(Clone, Default)]
+struct Vendor {
+    hits: Arc<Mutex<Vec<Hit>>>,
+    done: Arc<Mutex<Vec<String>>>,
+}
+
+impl Vendor {
+    /// Serves on a free loopback port from a thread of its own; returns the base URL.
+    fn start(&self) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let vendor = self.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = axum::Router::new()
+                    .fallback(axum::routing::post(handle))
+                    .with_state(vendor);
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        format!("http://{addr}")
+    }
+
+    fn hits(&self, path: &str) -> Vec<Hit> {
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.path == path)
+            .cloned()
+            .collect()
+    }
+}
+
+async fn handle(
+    axum::extract::State(vendor): axum::extract::State<Vendor>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> axum::response::Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let hit = Hit {
+        at: Instant::now(),
+        path: uri.path().to_string(),
+        key: header("idempotency-key"),
+        attempt: header("x-steward-attempt"),
+        body,
+    };
+    let before = vendor.hits(&hit.path).len();
+    vendor.hits.lock().unwrap().push(hit.clone());
+    let complete = |vendor: &Vendor| {
+        let mut done = vendor.done.lock().unwrap();
+        if !done.contains(&hit.key) {
+            done.push(hit.key.clone());
+        }
+        (StatusCode::OK, "{}").into_response()
+    };
+    match hit.path.as_str() {
+        "/ok" => complete(&vendor),
+        "/limited" if before == 0 => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            "slow down",
+        )
+            .into_response(),
+        "/limited" => complete(&vendor),
+        "/hold" if before == 0 => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            complete(&vendor)
+        }
+        "/hold" => complete(&vendor),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "down for maintenance").into_response(),
+    }
+}
+
+const RULES: &str = r#"
+use connector hook_ok
+use connector hook_limited
+use connector hook_down
+use connector ghost
+
+workflow notify key event.subject {
+  control "8.5.1" "Changes are announced to the service desk" detective
+  start on "change.created"
+
+  state sending {
+    enter { hook_ok.send(payload: {"change": key, "step": "created"}) }
+    on action succeeded hook_ok.send when result.status == 200 -> limited
+  }
+  state limited {
+    enter { hook_limited.send({"change": key}) }
+    on action succeeded hook_limited -> down
+  }
+  state down {
+    enter { hook_down.send(payload: {"change": key}) }
+    on action failed hook_down -> failed {
+      violation "webhook down for ${key} after ${result.attempts} attempts: ${result.reason}"
+    }
+  }
+  final state failed
+}
+
+rule poke {
+  on "change.created" do { ghost.poke(n: 1) }
+}
+"#;
+
+const HOLD_RULES: &str = r#"
+use connector hook_hold
+workflow notify key event.subject {
+  start on "change.created"
+  state sending {
+    enter { hook_hold.send(payload: {"change": key}) }
+    on action succeeded -> sent
+  }
+  final state sent
+}
+"#;
+
+fn component() -> PathBuf {
+    let path = root().join("connectors/dist/webhook.wasm");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with connectors/build",
+        path.display()
+    );
+    path
+}
+
+/// A rules file, one event and a configuration using `hooks` (connector name, vendor
+/// path) of the vendor at `base`.
+fn setup(dir: &Path, rules: &str, base: &str, hooks: &[(&str, &str)]) -> (PathBuf, PathBuf) {
+    std::fs::write(dir.join("rules.stw"), rules).unwrap();
+    std::fs::write(
+        dir.join("events.jsonl"),
+        r#"{"specversion":"1.0","id":"e1","source":"/test","type":"change.created","time":"2026-03-02T09:00:00Z","subject":"CHG-1"}"#
+            .to_string()
+            + "\n",
+    )
+    .unwrap();
+    let mut config = format!(
+        "[store]\npath = {:?}\n\n[dispatch]\nmax_attempts = 3\nbase_ms = 100\nmax_ms = 300\npoll_ms = 20\nlease_ms = 1000\n",
+        dir.join("steward.db").display().to_string()
+    );
+    for (name, path) in hooks {
+        config.push_str(&format!(
+            "\n[connectors.{name}]\ncomponent = {:?}\nallow_hosts = [\"127.0.0.1\"]\ntimeout_ms = 1000\nsettings = {{ url = \"{base}{path}\" }}\n",
+            component().display().to_string()
+        ));
+    }
+    let config_path = dir.join("steward.toml");
+    std::fs::write(&config_path, config).unwrap();
+    (config_path, dir.join("events.jsonl"))
+}
+
+fn run_engine(dir: &Path, config: &Path, events: &Path) -> std::process::Child {
+    steward()
+        .arg("run")
+        .arg(dir.join("rules.stw"))
+        .arg("--config")
+        .arg(config)
+        .arg("--events")
+        .arg(events)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: std::process::Child, within: Duration) -> std::process::Output {
+    let began = Instant::now();
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    while !waiter.is_finished() {
+        if began.elapsed() > within {
+            let _ = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .status();
+            panic!("steward run did not finish within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    waiter.join().unwrap()
+}
+
+fn of_kind<'a>(decisions: &'a [Value], kind: &str, connector: &str) -> Vec<&'a Value> {
+    decisions
+        .iter()
+        .filter(|d| d["kind"] == kind && d["connector"] == connector)
+        .collect()
+}
+
+#[test]
+fn actions_execute_retry_dead_letter_and_drive_the_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let vendor = Vendor::default();
+    let base = vendor.start();
+    let (config, events) = setup(
+        dir.path(),
+        RULES,
+        &base,
+        &[
+            ("hook_ok", "/ok"),
+            ("hook_limited", "/limited"),
+            ("hook_down", "/down"),
+        ],
+    );
+    let began = Instant::now();
+    let o = finish(
+        run_engine(dir.path(), &config, &events),
+        Duration::from_secs(60),
+    );
+    let out = ok(&o);
+    let err = stderr(&o);
+    eprintln!(
+        "steward run finished in {:?}\n--- stderr\n{err}",
+        began.elapsed()
+    );
+    let decisions = json_lines(&out);
+
+    // The first call succeeded: evidence with the result, and the transition it drove.
+    let ok_action = of_kind(&decisions, "action", "hook_ok")[0];
+    let succeeded = of_kind(&decisions, "action_succeeded", "hook_ok");
+    assert_eq!(succeeded.len(), 1, "{out}");
+    assert_eq!(succeeded[0]["action_id"], ok_action["action_id"]);
+    assert_eq!(succeeded[0]["result"], serde_json::json!({"status": 200}));
+    assert_eq!(succeeded[0]["attempts"], 1);
+    assert_eq!(
+        (&succeeded[0]["workflow"], &succeeded[0]["key"]),
+        (&Value::from("notify"), &Value::from("CHG-1"))
+    );
+    let key = ok_action["action_id"].as_str().unwrap();
+    let ok_hits = vendor.hits("/ok");
+    assert_eq!(ok_hits.len(), 1);
+    assert_eq!(
+        (ok_hits[0].key.as_str(), ok_hits[0].attempt.as_str()),
+        (key, "1")
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&ok_hits[0].body).unwrap(),
+        serde_json::json!({"change": "CHG-1", "step": "created"})
+    );
+
+    // 429 with Retry-After: 1 — the second call came no sooner than a second later,
+    // with the same idempotency key; the positional argument became `payload`.
+    let limited = vendor.hits("/limited");
+    assert_eq!(limited.len(), 2, "{err}");
+    let gap = limited[1].at - limited[0].at;
+    eprintln!("Retry-After: 1 honoured: second call {gap:?} after the 429");
+    assert!(gap >= Duration::from_secs(1), "{gap:?}");
+    assert_eq!(limited[0].key, limited[1].key);
+    assert_eq!(
+        (limited[0].attempt.as_str(), limited[1].attempt.as_str()),
+        ("1", "2")
+    );
+    assert_eq!(limited[0].body, r#"{"change":"CHG-1"}"#);
+    let limited_ok = of_kind(&decisions, "action_succeeded", "hook_limited");
+    assert_eq!(limited_ok[0]["attempts"], 2);
+
+    // A vendor down: three calls (max_attempts), backing off, then dead-lettered with
+    // the reason, and `on action failed` moved the instance to `failed`.
+    let down = vendor.hits("/down");
+    assert_eq!(
+        down.iter().map(|h| h.attempt.as_str()).collect::<Vec<_>>(),
+        ["1", "2", "3"]
+    );
+    let gaps: Vec<Duration> = down.windows(2).map(|w| w[1].at - w[0].at).collect();
+    eprintln!("500s: backoff between calls {gaps:?} (base 100 ms, max 300 ms)");
+    assert!(gaps[0] >= Duration::from_millis(50) && gaps[1] >= Duration::from_millis(100));
+    let failed = of_kind(&decisions, "action_failed", "hook_down");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["attempts"], 3);
+    let reason = failed[0]["message"].as_str().unwrap();
+    assert!(
+        reason.starts_with("gave up after 3 attempts:") && reason.contains("500"),
+        "{reason}"
+    );
+    let violation = decisions.iter().find(|d| d["kind"] == "violation").unwrap();
+    assert_eq!(
+        violation["message"].as_str().unwrap(),
+        format!("webhook down for CHG-1 after 3 attempts: {reason}")
+    );
+    let states: Vec<&str> = decisions
+        .iter()
+        .filter(|d| d["kind"] == "transition")
+        .map(|d| d["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["sending", "limited", "down", "failed"]);
+
+    // An unconfigured connector is dead-lettered once, with a clear reason.
+    let ghost = of_kind(&decisions, "action_failed", "ghost");
+    assert_eq!(ghost.len(), 1);
+    assert_eq!(ghost[0]["attempts"], 1);
+    assert_eq!(
+        ghost[0]["message"],
+        "no connector `ghost` is configured (add a [connectors.ghost] table)"
+    );
+
+    // The store: every printed decision is evidence, chained; the outbox is settled.
+    let snap = snapshot(&dir.path().join("steward.db"), dir.path());
+    assert_eq!(verify_chain(&snap.evidence), Ok(decisions.len() as u64));
+    let rows: BTreeSet<(String, String, i64)> = snap
+        .outbox
+        .iter()
+        .map(|r| (r.connector.clone(), r.status.clone(), r.attempts))
+        .collect();
+    assert_eq!(
+        rows,
+        BTreeSet::from([
+            ("ghost".into(), "dead".into(), 1),
+            ("hook_down".into(), "dead".into(), 3),
+            ("hook_limited".into(), "done".into(), 2),
+            ("hook_ok".into(), "done".into(), 1),
+        ])
+    );
+    assert!(snap.open.is_empty(), "{:?}", snap.open);
+    assert_eq!(summary_count(&err, "executed"), Some(2));
+    assert_eq!(summary_count(&err, "dead-lettered"), Some(2));
+}
+
+#[test]
+fn a_call_interrupted_by_sigkill_is_made_again_with_the_same_key_and_completes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let vendor = Vendor::default();
+    let base = vendor.start();
+    let (config, events) = setup(dir.path(), HOLD_RULES, &base, &[("hook_hold", "/hold")]);
+
+    // The vendor holds the first call; the engine is killed while it waits.
+    let child = run_engine(dir.path(), &config, &events);
+    let began = Instant::now();
+    while vendor.hits("/hold").is_empty() {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "the call never reached the vendor"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut child = child;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let snap = snapshot(&dir.path().join("steward.db"), dir.path());
+    assert_eq!(snap.outbox.len(), 1);
+    assert_eq!(
+        (snap.outbox[0].status.as_str(), snap.outbox[0].attempts),
+        ("in_flight", 1)
+    );
+
+    // Restarted on the same store (the event is a duplicate now): once the dead
+    // engine's lease expires, the call is made again and completes.
+    let restarted = Instant::now();
+    let o = finish(
+        run_engine(dir.path(), &config, &events),
+        Duration::from_secs(60),
+    );
+    let out = ok(&o);
+    eprintln!(
+        "restart settled the action in {:?}\n--- stderr\n{}",
+        restarted.elapsed(),
+        stderr(&o)
+    );
+    let decisions = json_lines(&out);
+    let hits = vendor.hits("/hold");
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0].key, hits[1].key, "the same idempotency key");
+    assert_eq!(
+        (hits[0].attempt.as_str(), hits[1].attempt.as_str()),
+        ("1", "2")
+    );
+    assert_eq!(*vendor.done.lock().unwrap(), [hits[0].key.clone()]);
+    let succeeded: Vec<&Value> = decisions
+        .iter()
+        .filter(|d| d["kind"] == "action_succeeded")
+        .collect();
+    assert_eq!(succeeded.len(), 1, "{out}");
+    assert_eq!(
+        succeeded[0]["action_id"].as_str(),
+        Some(hits[0].key.as_str())
+    );
+    assert_eq!(succeeded[0]["attempts"], 2);
+    let snap = snapshot(&dir.path().join("steward.db"), dir.path());
+    assert_eq!(
+        (snap.outbox[0].status.as_str(), snap.outbox[0].attempts),
+        ("done", 2)
+    );
+    let outcomes = snap
+        .evidence
+        .iter()
+        .filter(|r| r.kind == "action_succeeded")
+        .count();
+    assert_eq!(outcomes, 1, "the outcome is evidence once");
+    assert_eq!(verify_chain(&snap.evidence), Ok(snap.evidence.len() as u64));
+}
