@@ -260,27 +260,53 @@ struct Comment {
 fn comment(call: &Call, args: Comment) -> Result<Value, Error> {
     let site = Site::open()?;
     let comments_url = site.issue_url(&args.issue, "/comment");
-    if call.is_retry() {
-        let listed = site
-            .http
-            .get_json(&format!("{comments_url}?expand=properties"))?;
-        let mine = listed["comments"].as_array().and_then(|comments| {
-            comments.iter().find(|c| {
-                c["properties"].as_array().is_some_and(|props| {
-                    props.iter().any(|p| {
-                        p["key"] == "steward"
-                            && p["value"]["idempotency_key"] == call.idempotency_key.as_str()
-                    })
-                })
-            })
-        });
-        if let Some(c) = mine {
-            return Ok(json!({ "id": c["id"] }));
-        }
+    if call.is_retry()
+        && let Some(id) = find_comment(&site, &comments_url, &call.idempotency_key)?
+    {
+        return Ok(json!({ "id": id }));
     }
     let body = json!({ "body": adf(&args.body), "properties": idempotency_property(call) });
     let created = site.http.post_json(&comments_url, &body)?;
     Ok(json!({ "id": created["id"] }))
+}
+
+/// Pages read at most when looking for a retried comment (Jira pages comments by up
+/// to 100 or more; the call's deadline bounds it too).
+const MAX_COMMENT_PAGES: usize = 200;
+
+/// The id of the comment of `comments_url` that carries the idempotency property
+/// `key`, reading every page (`startAt`) of the issue's comments.
+fn find_comment(site: &Site, comments_url: &str, key: &str) -> Result<Option<Value>, Error> {
+    let mut start = 0u64;
+    for _ in 0..MAX_COMMENT_PAGES {
+        let url = if start == 0 {
+            format!("{comments_url}?expand=properties")
+        } else {
+            format!("{comments_url}?expand=properties&startAt={start}")
+        };
+        let page = site.http.get_json(&url)?;
+        let comments = page["comments"].as_array().cloned().unwrap_or_default();
+        let mine = comments.iter().find(|c| {
+            c["properties"].as_array().is_some_and(|props| {
+                props
+                    .iter()
+                    .any(|p| p["key"] == "steward" && p["value"]["idempotency_key"] == key)
+            })
+        });
+        if let Some(c) = mine {
+            return Ok(Some(c["id"].clone()));
+        }
+        let count = u64::try_from(comments.len()).unwrap_or(u64::MAX);
+        let first = page["startAt"].as_u64().unwrap_or(start);
+        let next = first.saturating_add(count);
+        match page["total"].as_u64() {
+            Some(total) if count > 0 && next < total => start = next,
+            _ => return Ok(None),
+        }
+    }
+    Err(Error::retryable(format!(
+        "looking for the retried comment: more than {MAX_COMMENT_PAGES} pages of comments"
+    )))
 }
 
 #[derive(Deserialize)]

@@ -226,6 +226,19 @@ struct GetApprovals {
 }
 
 fn get_approvals(_call: &Call, args: GetApprovals) -> Result<Value, Error> {
+    // The sys_id goes into an encoded query: letters, digits, `_` and `-` only, so it
+    // cannot add terms (`^OR…`) or operators.
+    if args.sys_id.is_empty()
+        || !args
+            .sys_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(Error::permanent(format!(
+            "sys_id `{}` is not a sys_id (letters, digits, `_` and `-` only)",
+            args.sys_id
+        )));
+    }
     let sn = Instance::open()?;
     let url = format!(
         "{}?sysparm_query=sysapproval={}",
