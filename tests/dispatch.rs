@@ -188,8 +188,9 @@ fn setup(dir: &Path, rules: &str, base: &str, hooks: &[(&str, &str)]) -> (PathBu
     )
     .unwrap();
     let mut config = format!(
-        "[store]\npath = {:?}\n\n[dispatch]\nmax_attempts = 3\nbase_ms = 100\nmax_ms = 300\npoll_ms = 20\nlease_ms = 1000\n",
-        dir.join("steward.db").display().to_string()
+        "[store]\npath = {:?}\n\n[dispatch]\nmax_attempts = 3\nbase_ms = 100\nmax_ms = 300\npoll_ms = 20\nlease_ms = 1000\ncache_dir = {:?}\n",
+        dir.join("steward.db").display().to_string(),
+        dir.join("cache").display().to_string()
     );
     for (name, path) in hooks {
         config.push_str(&format!(

@@ -53,6 +53,9 @@ pub struct DispatchConfig {
     /// On shutdown, how long calls in flight are waited for; calls still running after
     /// it are given back (their rows are claimed again once their lease expires).
     pub shutdown_ms: u64,
+    /// Where the connector host keeps compiled components (a private directory it
+    /// creates), so later starts skip compiling; unset, they are compiled at each start.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for DispatchConfig {
@@ -65,6 +68,7 @@ impl Default for DispatchConfig {
             concurrency: 8,
             poll_ms: 200,
             shutdown_ms: 10_000,
+            cache_dir: None,
         }
     }
 }

@@ -370,6 +370,7 @@ fn load_connectors(config: &Config) -> Result<Option<(Arc<dyn Invoker>, u64)>> {
     let longest = connectors.iter().map(|c| c.timeout_ms).max().unwrap_or(0);
     let settings = steward_connectors::HostSettings {
         max_concurrent_calls: config.dispatch.concurrency.max(1) + 1,
+        cache_dir: config.dispatch.cache_dir.clone(),
         ..steward_connectors::HostSettings::default()
     };
     let host = steward_connectors::Host::new(settings, connectors).context("loading connectors")?;
