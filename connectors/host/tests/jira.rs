@@ -446,6 +446,7 @@ fn finish(server: &Server<Jira>, rig: &Rig) {
             r.line()
         );
     }
+    rig.assert_user_agent(&server.requests());
     rig.assert_logs_clean(&[auth.trim_start_matches("Basic ")]);
     let total = VALIDATED.fetch_add(validated, Ordering::SeqCst) + validated;
     eprintln!("jira: {validated} request(s) validated against the OpenAPI spec ({total} so far)");

@@ -120,6 +120,7 @@ fn finish(server: &Server<PagerDuty>, rig: &Rig) {
             "the Events API takes no auth header"
         );
     }
+    rig.assert_user_agent(&server.requests());
     rig.assert_logs_clean(&[]);
 }
 

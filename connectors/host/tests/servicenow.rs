@@ -209,6 +209,7 @@ fn finish(server: &Server<ServiceNow>, rig: &Rig) {
             r.line()
         );
     }
+    rig.assert_user_agent(&server.requests());
     rig.assert_logs_clean(&[auth.trim_start_matches("Basic ")]);
 }
 

@@ -68,6 +68,7 @@ fn finish(server: &Server<Slack>, rig: &Rig) {
         violations.len(),
         violations.join("\n")
     );
+    rig.assert_user_agent(&server.requests());
     rig.assert_logs_clean(&[HOOK_SECRET_PART]);
 }
 

@@ -67,6 +67,7 @@ fn finish(server: &Server<Receiver>, rig: &Rig) {
         violations.len(),
         violations.join("\n")
     );
+    rig.assert_user_agent(&server.requests());
     rig.assert_logs_clean(&[]);
 }
 

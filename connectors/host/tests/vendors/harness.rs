@@ -165,6 +165,21 @@ impl Rig {
             .unwrap_or_else(|e| panic!("describe {}: {e:?}", self.name))
     }
 
+    /// The `User-Agent` every request must carry: `steward-connector-NAME/VERSION`,
+    /// as the component describes itself.
+    pub fn user_agent(&self) -> String {
+        let d = self.describe();
+        format!("steward-connector-{}/{}", d.name, d.version)
+    }
+
+    /// Fails unless every request carries [`Rig::user_agent`].
+    pub fn assert_user_agent(&self, requests: &[super::server::Recorded]) {
+        let ua = self.user_agent();
+        for r in requests {
+            assert_eq!(r.header("user-agent"), Some(ua.as_str()), "{}", r.line());
+        }
+    }
+
     /// The log lines so far.
     pub fn logs(&self) -> Vec<LogRecord> {
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
