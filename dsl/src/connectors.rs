@@ -4,7 +4,8 @@
 //! arguments object. Given those descriptions as a [`ConnectorCatalogue`],
 //! [`check_calls`] reports, for every call in the rules:
 //!
-//! - an operation the connector does not offer (E0601);
+//! - an operation the connector does not offer (E0601), in a call or in
+//!   `on action succeeded|failed CONNECTOR.OP`;
 //! - a named argument the schema does not have, when it says
 //!   `additionalProperties: false` (E0602);
 //! - more positional arguments than the schema has properties (E0603); positional
@@ -26,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value as Json;
 
-use crate::ast::{Action, Arg, Block, File, Ident, Item};
+use crate::ast::{Action, ActionTrigger, Arg, Block, File, Ident, Item, TransitionTrigger};
 use crate::cel::{BinaryOp, Expr, ExprKind, UnaryOp, Value};
 use crate::check::{CheckResult, Source, check, closest};
 use crate::codes::Code;
@@ -331,6 +332,14 @@ impl<'c> Pass<'c> {
                             self.block(b);
                         }
                         for t in &s.transitions {
+                            if let TransitionTrigger::Action(ActionTrigger {
+                                connector: Some(c),
+                                op: Some(op),
+                                ..
+                            }) = &t.on
+                            {
+                                self.operation(c, op);
+                            }
                             if let Some(b) = &t.actions {
                                 self.block(b);
                             }
@@ -419,35 +428,42 @@ impl<'c> Pass<'c> {
         }
     }
 
-    fn call(&mut self, connector: &Ident, op: &Ident, args: &[Arg]) {
-        let Some(ops) = self.declared.get(&connector.name).copied() else {
-            return;
-        };
+    /// The operation `connector.op` as described; reports it when the connector is
+    /// described and does not offer it. `None` also when the connector is not checked.
+    fn operation(&mut self, connector: &Ident, op: &Ident) -> Option<&'c OperationSpec> {
+        let ops = self.declared.get(&connector.name).copied()?;
         let conn = connector.name.as_str();
-        let Some(spec) = ops.iter().find(|o| o.name == op.name) else {
-            let names = ops.iter().map(|o| o.name.as_str());
-            let help = match closest(&op.name, names.clone()) {
-                Some(c) => format!("did you mean `{c}`?"),
-                None => format!(
-                    "`{conn}` offers {}",
-                    names
-                        .map(|n| format!("`{n}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
-            self.diags.push(
-                Diagnostic::new(
-                    Code::UnknownOperation,
-                    op.span,
-                    format!("connector `{conn}` has no operation `{}`", op.name),
-                )
-                .with_label("not in the connector's description")
-                .with_help(help),
-            );
+        if let Some(spec) = ops.iter().find(|o| o.name == op.name) {
+            return Some(spec);
+        }
+        let names = ops.iter().map(|o| o.name.as_str());
+        let help = match closest(&op.name, names.clone()) {
+            Some(c) => format!("did you mean `{c}`?"),
+            None => format!(
+                "`{conn}` offers {}",
+                names
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        self.diags.push(
+            Diagnostic::new(
+                Code::UnknownOperation,
+                op.span,
+                format!("connector `{conn}` has no operation `{}`", op.name),
+            )
+            .with_label("not in the connector's description")
+            .with_help(help),
+        );
+        None
+    }
+
+    fn call(&mut self, connector: &Ident, op: &Ident, args: &[Arg]) {
+        let Some(spec) = self.operation(connector, op) else {
             return;
         };
-        let call = format!("{conn}.{}", spec.name);
+        let call = format!("{}.{}", connector.name, spec.name);
         let takes = format!("`{call}` takes {}", spec.signature());
         // Which argument gives each parameter.
         let mut given: Vec<Option<&Arg>> = vec![None; spec.params.len()];
