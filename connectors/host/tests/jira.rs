@@ -767,7 +767,6 @@ fn comment_retry_is_not_duplicated() {
 /// Jira pages comments (`maxResults` defaults to 100): a retry must find its comment
 /// on any page, else the comment is posted twice.
 #[test]
-#[ignore = "known defect of jira.wasm: a retried comment reads only the first page of comments (no startAt paging), so past 100 comments it posts a duplicate"]
 fn comment_retry_finds_its_comment_beyond_the_first_page() {
     let (server, rig) = setup();
     let key = server.with(|j| j.seed_issue("OPS", "Busy issue", "In Progress"));
