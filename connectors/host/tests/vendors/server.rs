@@ -5,7 +5,11 @@
 //! 1. the vendor checks it ([`Vendor::check`]: the shape the vendor's API demands; a
 //!    request that does not pass is answered with the vendor's rejection),
 //! 2. an injected fault, if one is queued ([`Server::fail_next`]), answers it instead,
-//! 3. otherwise the vendor answers it ([`Vendor::handle`]).
+//! 3. otherwise the vendor answers it ([`Vendor::handle`]), after a delay if one is
+//!    queued ([`Server::delay_next`]: a slow vendor that still does the work).
+//!
+//! [`Down`] is a vendor that is down (it holds a port and hangs up at once);
+//! [`send`] makes raw requests, to test the servers themselves.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
