@@ -24,17 +24,20 @@ pub fn run(
         (None, Some(dir)) => Some(CatalogueSource::Directory(dir)),
         (None, None) => None,
     };
-    match source {
-        Some(source) => {
-            let catalogue = catalogue(source, &used)?;
-            steward_dsl::connectors::check_calls(&mut result, &catalogue);
-        }
-        None if !used.is_empty() => eprintln!(
-            "note: connector calls were not checked against the connectors' descriptions \
-             (give --config steward.toml or --connectors DIR)"
-        ),
-        None => {}
+    let unchecked = source.is_none() && !used.is_empty();
+    if let Some(source) = source {
+        let catalogue = catalogue(source, &used)?;
+        steward_dsl::connectors::check_calls(&mut result, &catalogue);
     }
+    // After the summary line, which stays first on a clean check.
+    let note = || {
+        if unchecked {
+            eprintln!(
+                "note: connector calls were not checked against the connectors' descriptions \
+                 (give --config steward.toml or --connectors DIR)"
+            );
+        }
+    };
     let errors = super::report(&sources, &result);
     if errors > 0 {
         eprintln!(
@@ -43,6 +46,7 @@ pub fn run(
             sources.len(),
             if sources.len() == 1 { "" } else { "s" }
         );
+        note();
         return Ok(ExitCode::from(1));
     }
     eprintln!(
@@ -50,5 +54,6 @@ pub fn run(
         sources.len(),
         if sources.len() == 1 { "" } else { "s" }
     );
+    note();
     Ok(ExitCode::SUCCESS)
 }
