@@ -177,8 +177,20 @@ fn component() -> PathBuf {
 }
 
 /// A rules file, one event and a configuration using `hooks` (connector name, vendor
-/// path) of the vendor at `base`.
+/// path) of the vendor at `base`, with the state in SQLite in `dir`.
 fn setup(dir: &Path, rules: &str, base: &str, hooks: &[(&str, &str)]) -> (PathBuf, PathBuf) {
+    let db = dir.join("steward.db").display().to_string();
+    setup_at(dir, &db, rules, base, hooks)
+}
+
+/// As [`setup`], with the state at `store` (a file or a `postgres://` URL).
+fn setup_at(
+    dir: &Path,
+    store: &str,
+    rules: &str,
+    base: &str,
+    hooks: &[(&str, &str)],
+) -> (PathBuf, PathBuf) {
     std::fs::write(dir.join("rules.stw"), rules).unwrap();
     std::fs::write(
         dir.join("events.jsonl"),
@@ -189,7 +201,7 @@ fn setup(dir: &Path, rules: &str, base: &str, hooks: &[(&str, &str)]) -> (PathBu
     .unwrap();
     let mut config = format!(
         "[store]\npath = {:?}\n\n[dispatch]\nmax_attempts = 3\nbase_ms = 100\nmax_ms = 300\npoll_ms = 20\nlease_ms = 1000\ncache_dir = {:?}\n",
-        dir.join("steward.db").display().to_string(),
+        store,
         dir.join("cache").display().to_string()
     );
     for (name, path) in hooks {
@@ -241,13 +253,113 @@ fn of_kind<'a>(decisions: &'a [Value], kind: &str, connector: &str) -> Vec<&'a V
         .collect()
 }
 
+/// The evidence and the outbox at `location`, read through the engine's store.
+fn stored(
+    location: &str,
+) -> (
+    Vec<steward_engine::decision::EvidenceRecord>,
+    Vec<steward_engine::store::OutboxRow>,
+) {
+    use steward_engine::store::{AnyStore, Store};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = AnyStore::open(Path::new(location)).await.unwrap();
+        (
+            store.evidence(0).await.unwrap(),
+            store.outbox().await.unwrap(),
+        )
+    })
+}
+
+/// A schema of its own in the test database, dropped afterwards (also on failure).
+struct PgSchema {
+    url: String,
+    name: String,
+}
+
+impl PgSchema {
+    /// `None` (with a visible skip) when PostgreSQL is unreachable, unless
+    /// `STEWARD_REQUIRE_SERVICES=1`.
+    fn create() -> Option<PgSchema> {
+        use steward_engine::store::postgres::PostgresStore;
+        let url = std::env::var("STEWARD_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+        let name = format!("steward_dispatch_{}", std::process::id());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let made = runtime.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                PostgresStore::connect_schema(&url, &name),
+            )
+            .await
+        });
+        match made {
+            Ok(Ok(_)) => Some(PgSchema { url, name }),
+            failed => {
+                let err = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out after 10s".to_string(),
+                };
+                if std::env::var("STEWARD_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+                    panic!("PostgreSQL unreachable at {url}: {err} (STEWARD_REQUIRE_SERVICES=1)");
+                }
+                eprintln!("SKIPPED: PostgreSQL unreachable at {url}: {err}");
+                None
+            }
+        }
+    }
+
+    /// The store location `steward run` is given: the schema as the search path.
+    fn location(&self) -> String {
+        format!("{}?options[search_path]={}", self.url, self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(steward_engine::store::postgres::PostgresStore::drop_schema(
+                &url, &name,
+            ))
+        })
+        .join();
+    }
+}
+
 #[test]
 fn actions_execute_retry_dead_letter_and_drive_the_workflow() {
     let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("steward.db").display().to_string();
+    scenario(dir.path(), &db);
+}
+
+/// The same on PostgreSQL: rows claimed with `FOR UPDATE SKIP LOCKED`.
+#[test]
+fn actions_execute_on_postgres_too() {
+    let Some(schema) = PgSchema::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    scenario(dir.path(), &schema.location());
+}
+
+fn scenario(dir: &Path, store: &str) {
     let vendor = Vendor::default();
     let base = vendor.start();
-    let (config, events) = setup(
-        dir.path(),
+    let (config, events) = setup_at(
+        dir,
+        store,
         RULES,
         &base,
         &[
@@ -257,10 +369,7 @@ fn actions_execute_retry_dead_letter_and_drive_the_workflow() {
         ],
     );
     let began = Instant::now();
-    let o = finish(
-        run_engine(dir.path(), &config, &events),
-        Duration::from_secs(60),
-    );
+    let o = finish(run_engine(dir, &config, &events), Duration::from_secs(60));
     let out = ok(&o);
     let err = stderr(&o);
     eprintln!(
@@ -348,10 +457,9 @@ fn actions_execute_retry_dead_letter_and_drive_the_workflow() {
     );
 
     // The store: every printed decision is evidence, chained; the outbox is settled.
-    let snap = snapshot(&dir.path().join("steward.db"), dir.path());
-    assert_eq!(verify_chain(&snap.evidence), Ok(decisions.len() as u64));
-    let rows: BTreeSet<(String, String, i64)> = snap
-        .outbox
+    let (evidence, outbox) = stored(store);
+    assert_eq!(verify_chain(&evidence), Ok(decisions.len() as u64));
+    let rows: BTreeSet<(String, String, i64)> = outbox
         .iter()
         .map(|r| (r.connector.clone(), r.status.clone(), r.attempts))
         .collect();
@@ -364,7 +472,6 @@ fn actions_execute_retry_dead_letter_and_drive_the_workflow() {
             ("hook_ok".into(), "done".into(), 1),
         ])
     );
-    assert!(snap.open.is_empty(), "{:?}", snap.open);
     assert_eq!(summary_count(&err, "executed"), Some(2));
     assert_eq!(summary_count(&err, "dead-lettered"), Some(2));
 }
