@@ -52,12 +52,15 @@ fn toml_path(p: &Path) -> String {
     format!("{:?}", p.display().to_string())
 }
 
-/// A configuration with the probe and a connector whose component does not exist.
+/// A configuration with the probe, a connector whose component does not exist and one
+/// whose component is not WebAssembly.
 fn probe_config() -> (tempfile::TempDir, PathBuf) {
     config(&format!(
         "[connectors.probe]\ncomponent = {}\nallow_hosts = [\"127.0.0.1\"]\n\n\
-         [connectors.ghost]\ncomponent = \"/nonexistent/ghost.wasm\"\n",
-        toml_path(&probe())
+         [connectors.ghost]\ncomponent = \"/nonexistent/ghost.wasm\"\n\n\
+         [connectors.junk]\ncomponent = {}\n",
+        toml_path(&probe()),
+        toml_path(&root().join("tests/fixtures/connector/probe.wat")),
     ))
 }
 
@@ -82,6 +85,16 @@ fn list_shows_every_connector_and_the_load_errors() {
     );
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("NAME"), "{out}");
+    assert_eq!(
+        lines.len(),
+        4,
+        "a header and one line per connector:\n{out}"
+    );
+    let junk = lines.iter().find(|l| l.starts_with("junk")).unwrap();
+    assert!(
+        junk.contains("error: failed to parse WebAssembly module"),
+        "{junk}"
+    );
     let ghost = lines.iter().find(|l| l.starts_with("ghost")).unwrap();
     assert!(
         ghost.contains("/nonexistent/ghost.wasm")
@@ -105,10 +118,12 @@ fn list_shows_every_connector_and_the_load_errors() {
     let list: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(list[0]["name"], "ghost");
     assert!(list[0]["error"].as_str().unwrap().contains("cannot read"));
-    assert_eq!(list[1]["name"], "probe");
-    assert_eq!(list[1]["operations"], 3);
-    assert_eq!(list[1]["version"], "1.2.3");
-    assert_eq!(list[1]["allow_hosts"], json!(["127.0.0.1"]));
+    assert_eq!(list[1]["name"], "junk");
+    assert!(list[1]["error"].is_string());
+    assert_eq!(list[2]["name"], "probe");
+    assert_eq!(list[2]["operations"], 3);
+    assert_eq!(list[2]["version"], "1.2.3");
+    assert_eq!(list[2]["allow_hosts"], json!(["127.0.0.1"]));
 }
 
 #[test]
@@ -190,7 +205,7 @@ fn describe_names_what_is_wrong() {
     assert_eq!(code(&o), 2);
     assert!(
         stderr(&o).contains("no connector `nope` in")
-            && stderr(&o).contains("configured: ghost, probe"),
+            && stderr(&o).contains("configured: ghost, junk, probe"),
         "{}",
         stderr(&o)
     );

@@ -106,13 +106,19 @@ pub fn load(cfg: &ConnectorConfig) -> Result<(Host, Description), String> {
     // The errors name the connector; the callers show them beside its name already.
     let prefix = format!("connector `{}`: ", cfg.name);
     let host = Host::new(settings, vec![cfg.clone()]).map_err(|e| {
-        let e = e.to_string();
+        let e = one_line(&e.to_string());
         e.strip_prefix(&prefix).map(str::to_owned).unwrap_or(e)
     })?;
     let description = host
         .describe(&cfg.name)
-        .map_err(|e| format!("describe failed: {e}"))?;
+        .map_err(|e| format!("describe failed: {}", one_line(&e.to_string())))?;
     Ok((host, description))
+}
+
+/// Wasmtime's messages may span lines (pretty-printed byte dumps); a table row and a
+/// diagnostic label need one.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The description as the catalogue's operations (argument schemas read).
@@ -182,7 +188,7 @@ fn list(connectors: &[ConnectorConfig], as_json: bool) -> Result<ExitCode> {
             })
             .collect();
         let header = ["NAME", "COMPONENT", "ALLOW HOSTS", "OPERATIONS", "STATE"].map(String::from);
-        write_table(&mut out, &header, &table)?;
+        write_table(&mut out, Some(&header), &table)?;
     }
     Ok(if failed > 0 {
         ExitCode::from(1)
@@ -194,16 +200,16 @@ fn list(connectors: &[ConnectorConfig], as_json: bool) -> Result<ExitCode> {
 /// Columns padded to their widest cell; the last column is not padded.
 fn write_table<const N: usize>(
     out: &mut impl Write,
-    header: &[String; N],
+    header: Option<&[String; N]>,
     rows: &[[String; N]],
 ) -> Result<()> {
     let mut widths = [0usize; N];
-    for row in std::iter::once(header).chain(rows) {
+    for row in header.into_iter().chain(rows) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    for row in std::iter::once(header).chain(rows) {
+    for row in header.into_iter().chain(rows) {
         let mut line = String::new();
         for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
             if i + 1 == N {
@@ -265,16 +271,7 @@ fn describe(cfg: &ConnectorConfig, d: &Description, as_json: bool) -> Result<()>
                     })
                     .collect();
                 let mut lines = Vec::new();
-                write_table(
-                    &mut lines,
-                    &[
-                        "  ARGUMENT".to_owned(),
-                        "TYPE".to_owned(),
-                        String::new(),
-                        String::new(),
-                    ],
-                    &rows,
-                )?;
+                write_table(&mut lines, None, &rows)?;
                 out.write_all(&lines)?;
                 if spec.open {
                     writeln!(out, "  (other arguments are accepted too)")?;
@@ -404,7 +401,7 @@ mod tests {
         let mut out = Vec::new();
         let header = ["A".to_owned(), "BB".to_owned(), "C".to_owned()];
         let rows = [["xyz".to_owned(), "1".to_owned(), "last one".to_owned()]];
-        write_table(&mut out, &header, &rows).unwrap();
+        write_table(&mut out, Some(&header), &rows).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "A    BB  C\nxyz  1   last one\n"
