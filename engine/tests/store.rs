@@ -685,8 +685,11 @@ async fn outbox_lifecycle<P: Place>(place: P) {
     // (first: it was due earliest), together with a, now due.
     let again = store.claim_due(t0 + 1000, t0 + 1500, 10).await.unwrap();
     assert_eq!(ids(&again), [("b", 2), ("a", 2)]);
-    // The dead dispatcher's late retry of b is refused.
+    // The dead dispatcher's late retry of b is refused, and its claim no longer holds.
     assert!(!store.schedule_retry("b", 1, t0, "late").await.unwrap());
+    assert!(!store.claim_holds("b", 1).await.unwrap());
+    assert!(store.claim_holds("b", 2).await.unwrap());
+    assert!(!store.claim_holds("e", 0).await.unwrap());
     assert_eq!(
         store.outbox_backlog().await.unwrap(),
         OutboxBacklog {
@@ -732,6 +735,10 @@ async fn outbox_lifecycle<P: Place>(place: P) {
         .commit_settled(&rules, &Changes::default(), &meta, &[replayed])
         .await
         .unwrap();
+    assert!(
+        !store.claim_holds("a", 2).await.unwrap(),
+        "settled rows hold no claim"
+    );
     let rows = store.outbox().await.unwrap();
     let (ra, rc) = (row("a", &rows), row("c", &rows));
     assert_eq!(

@@ -408,6 +408,15 @@ impl Runner {
     /// Applies a finished action's outcome and commits it with the end of its row, so
     /// neither is kept without the other.
     async fn finished(&mut self, finished: Finished) -> Result<()> {
+        let (id, attempt) = (&finished.settlement.action_id, finished.settlement.attempt);
+        if !self.settled.iter().any(|s| s.action_id == *id)
+            && !self.store.claim_holds(id, attempt).await?
+        {
+            // Its lease ran out before this outcome arrived and the action was claimed
+            // again: the newer claim reports the outcome.
+            eprintln!("action {id}: outcome of attempt {attempt} is stale (taken over); ignored");
+            return Ok(());
+        }
         let now = Utc::now();
         self.engine.advance(now, &mut self.out);
         self.engine

@@ -193,6 +193,14 @@ pub trait Store {
 
     /// How many actions are still to dispatch, and when the next is due.
     fn outbox_backlog(&self) -> impl Future<Output = Result<OutboxBacklog, StoreError>> + Send;
+
+    /// Whether the claim `attempt` still holds the action's row (in flight, not taken
+    /// over): an outcome from a claim that no longer holds is stale and not applied.
+    fn claim_holds(
+        &self,
+        action_id: &str,
+        attempt: u32,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// An input that could not be used, kept with the reason.
@@ -322,6 +330,13 @@ impl Store for AnyStore {
         match self {
             AnyStore::Sqlite(s) => s.outbox_backlog().await,
             AnyStore::Postgres(s) => s.outbox_backlog().await,
+        }
+    }
+
+    async fn claim_holds(&self, action_id: &str, attempt: u32) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.claim_holds(action_id, attempt).await,
+            AnyStore::Postgres(s) => s.claim_holds(action_id, attempt).await,
         }
     }
 }

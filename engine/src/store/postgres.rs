@@ -641,6 +641,17 @@ impl Store for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn claim_holds(&self, action_id: &str, attempt: u32) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT 1 AS held FROM outbox WHERE action_id = $1 AND status = 'in_flight' AND attempts = $2",
+        )
+        .bind(action_id)
+        .bind(i64::from(attempt))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
         let row = sqlx::query(
             "SELECT count(*) AS open, \
