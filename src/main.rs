@@ -5,6 +5,12 @@
 
 mod cli;
 
+/// mimalloc rather than the system allocator: the engine allocates many small,
+/// short-lived values per event, and glibc's malloc spent a tenth of replay time
+/// consolidating and unlinking free chunks (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -29,6 +29,10 @@ use steward_engine::ruleset::Ruleset;
 use steward_engine::store::sqlite::SqliteStore;
 use steward_engine::store::{Meta, Store};
 
+/// The allocator `steward` itself uses (src/main.rs), so the rates are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Workflows generated beside the rules; they hold the live instances.
 const WORKFLOWS: usize = 100;
 /// Live instances spread over the generated workflows.

@@ -15,6 +15,7 @@ use steward_dsl::cel::{Activation, Program, Value};
 
 use crate::decision::{ChainHead, Decision, EvidenceRecord, Kind};
 use crate::event::{Event, EventIdentity, format_time};
+use crate::seen::SeenSet;
 use crate::ruleset::{
     APPROVAL_EVENT, Action, ArgValue, Control, Quorum, Ruleset, Targets, TemplatePart, TimeSpec,
     Transition, Trigger, Window,
@@ -143,7 +144,7 @@ pub struct World {
     pub instances: FastMap<InstanceKey, Instance>,
     pub timers: BTreeMap<(DateTime<Utc>, u64), TimerKind>,
     pub next_timer: u64,
-    pub seen: FastSet<EventIdentity>,
+    pub seen: SeenSet,
     pub counters: FastMap<(usize, String), CounterState>,
     pub expectations: BTreeMap<(usize, String), Expectation>,
     pub chain: ChainHead,
@@ -248,7 +249,7 @@ struct Scope<'a> {
 
 impl Activation for Scope<'_> {
     fn resolve(&self, name: &str) -> Option<Value> {
-        if let Some((head, path)) = name.split_once('.') {
+        if let Some((head, path)) = crate::event::split_dot(name) {
             // Only `event.…` is answered as a whole path; everything else falls back
             // to its first segment, as with unqualified names.
             return match (head, self.event) {
@@ -482,16 +483,10 @@ impl Engine {
     /// Applies one event at `now` (timers due before it must have been fired first).
     pub fn apply(&mut self, event: &Event, now: DateTime<Utc>, out: &mut Vec<Decision>) -> Applied {
         self.touch_time(now);
-        let identity = event.identity();
-        let fresh = if self.record_changes {
-            let fresh = self.world.seen.insert(identity.clone());
-            if fresh {
-                self.changes.seen.push(identity);
-            }
-            fresh
-        } else {
-            self.world.seen.insert(identity)
-        };
+        let fresh = self.world.seen.insert(&event.source, &event.id);
+        if fresh && self.record_changes {
+            self.changes.seen.push(event.identity());
+        }
         if !fresh {
             self.stats.duplicates += 1;
             return Applied::Duplicate;
@@ -946,13 +941,14 @@ impl Engine {
         let rules = self.rules.clone();
         let wf = &rules.workflows[w];
         let Some(event) = step.event else { return };
-        let key = match self.eval(&wf.key, &Owner::Bare, step, &[]) {
-            Ok(v) => value_key(&v),
+        // A string key (the usual case) is used as evaluated, without a copy.
+        let key: Option<Arc<str>> = match self.eval(&wf.key, &Owner::Bare, step, &[]) {
+            Ok(Value::String(s)) => Some(s),
+            Ok(v) => value_key(&v).map(|k| Arc::from(k.as_str())),
             Err(_) => None,
         }
-        .or_else(|| event.subject.clone());
+        .or_else(|| event.subject.as_deref().map(Arc::from));
         let Some(key) = key else { return };
-        let key: Arc<str> = Arc::from(key.as_str());
         let ik = (w, key.clone());
         if let Some(inst) = self.world.instances.get_mut(&ik) {
             inst.step += 1;

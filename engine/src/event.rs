@@ -222,19 +222,14 @@ impl Event {
     /// data, an extension shadowing an attribute), and the caller falls back to the
     /// whole value, which produces the same value or the same error as before.
     pub fn value_at(&self, path: &str) -> Option<Value> {
-        let (head, rest) = match path.split_once('.') {
+        let (head, rest) = match split_dot(path) {
             Some((h, r)) => (h, Some(r)),
             None => (path, None),
         };
         let text = |s: &str| rest.is_none().then(|| Value::String(Arc::from(s)));
         match head {
             "data" if self.data_base64.is_none() && !self.extensions.contains_key("data") => {
-                let mut node = self.data.as_ref()?;
-                if let Some(rest) = rest {
-                    for field in rest.split('.') {
-                        node = node.as_object()?.get(field)?;
-                    }
-                }
+                let node = walk(self.data.as_ref()?, rest)?;
                 return Some(Value::from_json(node));
             }
             "data" | "data_base64" => return None,
@@ -244,12 +239,7 @@ impl Event {
             if CONTEXT_ATTRIBUTES.contains(&head) {
                 return None;
             }
-            let mut node = self.extensions.get(head)?;
-            if let Some(rest) = rest {
-                for field in rest.split('.') {
-                    node = node.as_object()?.get(field)?;
-                }
-            }
+            let node = walk(self.extensions.get(head)?, rest)?;
             return Some(Value::from_json(node));
         }
         match head {
@@ -274,6 +264,41 @@ impl Event {
             source: Arc::from(self.source.as_str()),
             id: Arc::from(self.id.as_str()),
         }
+    }
+}
+
+/// `path` split at its first `.`. Paths are short, so a byte scan beats the general
+/// pattern searcher, and `.` is ASCII, so both halves are on character boundaries.
+pub(crate) fn split_dot(path: &str) -> Option<(&str, &str)> {
+    let at = path.bytes().position(|b| b == b'.')?;
+    Some((&path[..at], &path[at + 1..]))
+}
+
+/// Follows a dotted field path (`issue.fields.status`) down nested objects.
+fn walk<'a>(mut node: &'a Json, path: Option<&str>) -> Option<&'a Json> {
+    let Some(mut rest) = path else {
+        return Some(node);
+    };
+    loop {
+        let (field, tail) = match split_dot(rest) {
+            Some((f, t)) => (f, Some(t)),
+            None => (rest, None),
+        };
+        node = field_of(node.as_object()?, field)?;
+        match tail {
+            Some(t) => rest = t,
+            None => return Some(node),
+        }
+    }
+}
+
+/// One field of an object. Event objects are small: up to a dozen fields, comparing
+/// keys in order is cheaper than hashing the name (the map's hasher is SipHash).
+fn field_of<'a>(object: &'a Map<String, Json>, field: &str) -> Option<&'a Json> {
+    if object.len() <= 12 {
+        object.iter().find(|(k, _)| k.as_str() == field).map(|(_, v)| v)
+    } else {
+        object.get(field)
     }
 }
 

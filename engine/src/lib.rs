@@ -7,6 +7,7 @@
 //! - [`decision`]: decisions, their canonical encoding and the evidence hash chain.
 //! - [`dispatch`]: the outbox dispatcher: runs decided actions through connectors,
 //!   retries with backoff, dead-letters, and hands outcomes back to the core.
+//! - [`seen`]: the exact set of event identities applied (de-duplication).
 //! - [`time`]: business calendars, cron schedules, period ids.
 //! - [`store`]: persistence of the core's world (SQLite), behind a trait.
 //! - [`replay`]: runs recorded events through the core on a virtual clock.
@@ -18,6 +19,7 @@ pub mod dispatch;
 pub mod event;
 pub mod replay;
 pub mod ruleset;
+pub mod seen;
 pub mod store;
 pub mod time;
 pub mod webhook;

@@ -164,10 +164,13 @@ impl Program {
     }
 
     pub fn eval(&self, vars: &dyn Activation) -> Result<Value, EvalError> {
-        let mut cx = Ctx {
-            vars,
-            locals: vec![Value::Null; self.slots],
+        // Most programs bind no macro variables: no allocation for them.
+        let locals = if self.slots == 0 {
+            Vec::new()
+        } else {
+            vec![Value::Null; self.slots]
         };
+        let mut cx = Ctx { vars, locals };
         cx.eval(&self.root)
     }
 

@@ -21,7 +21,6 @@ use super::{
 };
 use crate::core::{Changes, Expectation, World};
 use crate::decision::EvidenceRecord;
-use crate::event::EventIdentity;
 use crate::ruleset::Ruleset;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -194,10 +193,9 @@ impl Store for PostgresStore {
             .fetch_all(&mut *tx)
             .await?
         {
-            world.seen.insert(EventIdentity {
-                source: Arc::from(row.try_get::<&str, _>("source")?),
-                id: Arc::from(row.try_get::<&str, _>("id")?),
-            });
+            world
+                .seen
+                .insert(row.try_get::<&str, _>("source")?, row.try_get::<&str, _>("id")?);
         }
         for row in sqlx::query("SELECT counter, key, body FROM counters")
             .fetch_all(&mut *tx)

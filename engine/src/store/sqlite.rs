@@ -17,7 +17,6 @@ use super::{
 };
 use crate::core::{Changes, Expectation, World};
 use crate::decision::EvidenceRecord;
-use crate::event::EventIdentity;
 use crate::ruleset::Ruleset;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -147,10 +146,7 @@ impl Store for SqliteStore {
         {
             let source: String = row.try_get("source")?;
             let id: String = row.try_get("id")?;
-            world.seen.insert(EventIdentity {
-                source: Arc::from(source.as_str()),
-                id: Arc::from(id.as_str()),
-            });
+            world.seen.insert(&source, &id);
         }
         for row in sqlx::query("SELECT counter, key, body FROM counters")
             .fetch_all(&self.pool)
