@@ -343,3 +343,21 @@ fn get_issue(_call: &Call, args: GetIssue) -> Result<Value, Error> {
     };
     site.http.get_json(&site.issue_url(&args.issue, &query))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adf_has_one_paragraph_per_line() {
+        assert_eq!(
+            adf("Deploy 1.2\n\nRollback: revert"),
+            json!({ "type": "doc", "version": 1, "content": [
+                { "type": "paragraph", "content": [{ "type": "text", "text": "Deploy 1.2" }] },
+                { "type": "paragraph", "content": [] },
+                { "type": "paragraph", "content": [{ "type": "text", "text": "Rollback: revert" }] },
+            ]})
+        );
+        assert_eq!(adf("a\r\nb")["content"].as_array().map(Vec::len), Some(2));
+    }
+}

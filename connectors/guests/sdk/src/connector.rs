@@ -156,3 +156,85 @@ fn dispatch(operations: Vec<Operation>, call: &Call, args: &str) -> Result<Strin
     let result = (op.handler)(call, args)?;
     Ok(result.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+    use serde_json::json;
+
+    use super::*;
+    use crate::schema::Prop;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Args {
+        text: String,
+        n: Option<u32>,
+    }
+
+    fn operations() -> Vec<Operation> {
+        vec![Operation::new(
+            "echo",
+            "Echoes",
+            Schema::object()
+                .required("text", Prop::string("Text"))
+                .optional("n", Prop::string("N")),
+            |call: &Call, a: Args| {
+                Ok(json!({ "text": a.text, "n": a.n, "key": call.idempotency_key }))
+            },
+        )]
+    }
+
+    fn call(op: &str) -> Call {
+        Call {
+            operation: op.to_owned(),
+            idempotency_key: "k".to_owned(),
+            attempt: 1,
+            deadline_ms: 0,
+        }
+    }
+
+    fn permanent(r: Result<String, Error>) -> String {
+        match r {
+            Err(Error::Permanent(m)) => m,
+            other => panic!("expected a permanent error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dispatches_by_name_and_decodes_arguments() {
+        let out = dispatch(operations(), &call("echo"), r#"{"text":"hi","n":2}"#);
+        assert_eq!(out, Ok(r#"{"text":"hi","n":2,"key":"k"}"#.to_owned()));
+        let m = permanent(dispatch(operations(), &call("nope"), "{}"));
+        assert_eq!(m, "unknown operation `nope` (this connector has: echo)");
+        let m = permanent(dispatch(
+            operations(),
+            &call("echo"),
+            r#"{"text":"a","x":1}"#,
+        ));
+        assert!(
+            m.starts_with("invalid arguments for `echo`: unknown field `x`"),
+            "{m}"
+        );
+        let m = permanent(dispatch(operations(), &call("echo"), "{}"));
+        assert!(m.contains("missing field `text`"), "{m}");
+        let m = permanent(dispatch(operations(), &call("echo"), "[]"));
+        assert_eq!(m, "arguments of `echo` must be a JSON object");
+        let m = permanent(dispatch(operations(), &call("echo"), "{"));
+        assert!(m.starts_with("arguments of `echo` are not JSON"), "{m}");
+    }
+
+    #[test]
+    fn schema_keeps_the_listed_order() {
+        let ops = operations();
+        let schema = ops[0].schema().to_value();
+        let order: Vec<&String> = schema["properties"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.keys())
+            .collect();
+        assert_eq!(order, ["text", "n"]);
+        assert_eq!(schema["required"], json!(["text"]));
+        assert_eq!(schema["additionalProperties"], json!(false));
+    }
+}
