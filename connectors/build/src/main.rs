@@ -115,7 +115,7 @@ fn check_toolchain() -> Result<()> {
         (LINKER, "the wasm linker rust-lld (lld-22)"),
     ] {
         if !Path::new(path).exists() {
-            bail!("the wasm toolchain is missing: no {what} at {path}; {INSTALL}");
+            bail!("the wasm toolchain lacks {what} ({path} not found); {INSTALL}");
         }
     }
     Ok(())
