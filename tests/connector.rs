@@ -295,6 +295,14 @@ fn call_prints_the_result_or_the_typed_error() {
     let o = call(&["probe", "echo", "--args", "{oops"]);
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("--args is not JSON"), "{}", stderr(&o));
+    let o = call(&["probe", "ecko", "--args", r#"{"text": "hi"}"#]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o)
+            .contains("connector `probe` has no operation `ecko`; it offers: echo, busy, refuse"),
+        "{}",
+        stderr(&o)
+    );
     let o = call(&["ghost", "send"]);
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("cannot read"), "{}", stderr(&o));

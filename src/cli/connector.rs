@@ -294,7 +294,20 @@ fn call(
     if !parsed.is_object() {
         bail!("--args must be a JSON object of named arguments, like '{{\"issue\": \"SMS-1\"}}'");
     }
-    let (host, _) = load(cfg).map_err(|e| anyhow::anyhow!("connector `{}`: {e}", cfg.name))?;
+    let (host, description) =
+        load(cfg).map_err(|e| anyhow::anyhow!("connector `{}`: {e}", cfg.name))?;
+    if !description.operations.iter().any(|o| o.name == operation) {
+        let offered: Vec<&str> = description
+            .operations
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect();
+        bail!(
+            "connector `{}` has no operation `{operation}`; it offers: {}",
+            cfg.name,
+            offered.join(", ")
+        );
+    }
     let key = key.unwrap_or_else(fresh_key);
     let ctx = CallContext {
         idempotency_key: key.clone(),
