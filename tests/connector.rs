@@ -474,7 +474,10 @@ fn dist(names: &[&str]) -> Vec<PathBuf> {
 #[test]
 fn the_examples_check_clean_against_the_first_party_connectors() {
     let paths = dist(&["jira", "slack", "pagerduty"]);
-    let mut toml = String::new();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("cache");
+    // Compiled components are kept where `steward run` keeps them.
+    let mut toml = format!("[dispatch]\ncache_dir = {}\n\n", toml_path(&cache_dir));
     for (name, path) in ["jira", "slack", "pagerduty"].iter().zip(&paths) {
         toml.push_str(&format!(
             "[connectors.{name}]\ncomponent = {}\n\n",
@@ -489,6 +492,8 @@ fn the_examples_check_clean_against_the_first_party_connectors() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("note:"), "{}", stderr(&o));
+    let cached = std::fs::read_dir(&cache_dir).unwrap().count();
+    assert!(cached >= 3, "{cached} files in the cache");
 
     let bad = rules(
         dir.path(),

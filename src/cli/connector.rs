@@ -39,13 +39,17 @@ pub enum Command {
 }
 
 pub fn run(config: Option<&Path>, command: Command) -> Result<ExitCode> {
-    let connectors = configured(config)?;
+    let Configured {
+        connectors,
+        cache_dir,
+    } = configured(config)?;
+    let cache = cache_dir.as_deref();
     match command {
-        Command::List { json } => list(&connectors, json),
+        Command::List { json } => list(&connectors, cache, json),
         Command::Describe { name, json } => {
             let cfg = find(&connectors, &name, config)?;
             let (_, description) =
-                load(cfg).map_err(|e| anyhow::anyhow!("connector `{}`: {e}", cfg.name))?;
+                load(cfg, cache).map_err(|e| anyhow::anyhow!("connector `{}`: {e}", cfg.name))?;
             describe(cfg, &description, json)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -57,22 +61,33 @@ pub fn run(config: Option<&Path>, command: Command) -> Result<ExitCode> {
             attempt,
         } => {
             let cfg = find(&connectors, &name, config)?;
-            call(cfg, &operation, &args, idempotency_key, attempt)
+            call(cfg, cache, &operation, &args, idempotency_key, attempt)
         }
     }
 }
 
-/// The `[connectors.NAME]` tables of the configuration, each named after its key.
-fn configured(config: Option<&Path>) -> Result<Vec<ConnectorConfig>> {
+/// What the configuration says about connectors.
+struct Configured {
+    /// The `[connectors.NAME]` tables, each named after its key.
+    connectors: Vec<ConnectorConfig>,
+    /// `[dispatch] cache_dir`: compiled components are kept there, as `steward run`
+    /// keeps them.
+    cache_dir: Option<PathBuf>,
+}
+
+fn configured(config: Option<&Path>) -> Result<Configured> {
     let config = super::run::load_config(config)?;
-    Ok(config
-        .connectors
-        .into_iter()
-        .map(|(name, mut cfg)| {
-            cfg.name = name;
-            cfg
-        })
-        .collect())
+    Ok(Configured {
+        connectors: config
+            .connectors
+            .into_iter()
+            .map(|(name, mut cfg)| {
+                cfg.name = name;
+                cfg
+            })
+            .collect(),
+        cache_dir: config.dispatch.cache_dir,
+    })
 }
 
 fn find<'a>(
@@ -97,10 +112,12 @@ fn find<'a>(
     )
 }
 
-/// Loads one connector in a host of its own and asks it to describe itself.
-pub fn load(cfg: &ConnectorConfig) -> Result<(Host, Description), String> {
+/// Loads one connector in a host of its own (compiled components cached in
+/// `cache_dir` when given) and asks it to describe itself.
+fn load(cfg: &ConnectorConfig, cache_dir: Option<&Path>) -> Result<(Host, Description), String> {
     let settings = HostSettings {
         max_concurrent_calls: 1,
+        cache_dir: cache_dir.map(Path::to_path_buf),
         ..HostSettings::default()
     };
     // The errors name the connector; the callers show them beside its name already.
@@ -129,11 +146,11 @@ fn operations(d: &Description) -> Result<Vec<OperationSpec>, String> {
         .collect()
 }
 
-fn list(connectors: &[ConnectorConfig], as_json: bool) -> Result<ExitCode> {
+fn list(connectors: &[ConnectorConfig], cache: Option<&Path>, as_json: bool) -> Result<ExitCode> {
     let mut failed = 0usize;
     let mut rows = Vec::new();
     for cfg in connectors {
-        let loaded = load(cfg).and_then(|(_, d)| operations(&d).map(|ops| (d, ops)));
+        let loaded = load(cfg, cache).and_then(|(_, d)| operations(&d).map(|ops| (d, ops)));
         if loaded.is_err() {
             failed += 1;
         }
@@ -284,6 +301,7 @@ fn describe(cfg: &ConnectorConfig, d: &Description, as_json: bool) -> Result<()>
 
 fn call(
     cfg: &ConnectorConfig,
+    cache: Option<&Path>,
     operation: &str,
     args: &str,
     key: Option<String>,
@@ -295,7 +313,7 @@ fn call(
         bail!("--args must be a JSON object of named arguments, like '{{\"issue\": \"SMS-1\"}}'");
     }
     let (host, description) =
-        load(cfg).map_err(|e| anyhow::anyhow!("connector `{}`: {e}", cfg.name))?;
+        load(cfg, cache).map_err(|e| anyhow::anyhow!("connector `{}`: {e}", cfg.name))?;
     if !description.operations.iter().any(|o| o.name == operation) {
         let offered: Vec<&str> = description
             .operations
@@ -371,13 +389,19 @@ pub fn catalogue(
     source: CatalogueSource<'_>,
     used: &BTreeSet<String>,
 ) -> Result<ConnectorCatalogue> {
-    let (origin, configs): (Origin, Vec<ConnectorConfig>) = match source {
+    let (origin, configs, cache): (Origin, Vec<ConnectorConfig>, Option<PathBuf>) = match source {
         CatalogueSource::Config(path) => {
-            let configs = configured(Some(path))?
+            let configured = configured(Some(path))?;
+            let configs = configured
+                .connectors
                 .into_iter()
                 .filter(|c| used.contains(&c.name))
                 .collect();
-            (Origin::Config(path.display().to_string()), configs)
+            (
+                Origin::Config(path.display().to_string()),
+                configs,
+                configured.cache_dir,
+            )
         }
         CatalogueSource::Directory(dir) => {
             anyhow::ensure!(
@@ -391,12 +415,12 @@ pub fn catalogue(
                 .filter(|(_, path)| path.is_file())
                 .map(|(name, path): (&String, PathBuf)| ConnectorConfig::new(name.clone(), path))
                 .collect();
-            (Origin::Directory(dir.display().to_string()), configs)
+            (Origin::Directory(dir.display().to_string()), configs, None)
         }
     };
     let mut catalogue = ConnectorCatalogue::new(origin);
     for cfg in &configs {
-        match load(cfg).and_then(|(_, d)| operations(&d)) {
+        match load(cfg, cache.as_deref()).and_then(|(_, d)| operations(&d)) {
             Ok(ops) => catalogue.insert_described(cfg.name.clone(), ops),
             Err(reason) => catalogue.insert_unavailable(cfg.name.clone(), reason),
         }
