@@ -216,7 +216,17 @@ fn setup_at(
 }
 
 fn run_engine(dir: &Path, config: &Path, events: &Path) -> std::process::Child {
+    run_engine_with(dir, config, events, &[])
+}
+
+fn run_engine_with(
+    dir: &Path,
+    config: &Path,
+    events: &Path,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     steward()
+        .envs(env.iter().copied())
         .arg("run")
         .arg(dir.join("rules.stw"))
         .arg("--config")
@@ -547,4 +557,69 @@ fn a_call_interrupted_by_sigkill_is_made_again_with_the_same_key_and_completes_o
         .count();
     assert_eq!(outcomes, 1, "the outcome is evidence once");
     assert_eq!(verify_chain(&snap.evidence), Ok(snap.evidence.len() as u64));
+}
+
+#[test]
+fn dispatch_settings_come_from_the_environment_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let vendor = Vendor::default();
+    let base = vendor.start();
+    let (config, events) = setup(dir.path(), HOLD_RULES, &base, &[("hook_hold", "/down")]);
+    let o = finish(
+        run_engine_with(
+            dir.path(),
+            &config,
+            &events,
+            &[("STEWARD_DISPATCH__MAX_ATTEMPTS", "2")],
+        ),
+        Duration::from_secs(60),
+    );
+    let out = ok(&o);
+    assert_eq!(vendor.hits("/down").len(), 2, "{}", stderr(&o));
+    let failed: Vec<Value> = json_lines(&out)
+        .into_iter()
+        .filter(|d| d["kind"] == "action_failed")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["attempts"], 2);
+}
+
+#[test]
+fn ctrl_c_waits_for_calls_in_flight_only_up_to_shutdown_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let vendor = Vendor::default();
+    let base = vendor.start();
+    let (config, events) = setup(dir.path(), HOLD_RULES, &base, &[("hook_hold", "/hold")]);
+    let child = run_engine_with(
+        dir.path(),
+        &config,
+        &events,
+        &[("STEWARD_DISPATCH__SHUTDOWN_MS", "500")],
+    );
+    let began = Instant::now();
+    while vendor.hits("/hold").is_empty() {
+        assert!(began.elapsed() < Duration::from_secs(30), "no call came");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let interrupted = Instant::now();
+    let o = finish(child, Duration::from_secs(20));
+    let waited = interrupted.elapsed();
+    let err = stderr(&o);
+    eprintln!("stopped {waited:?} after Ctrl-C\n--- stderr\n{err}");
+    ok(&o);
+    // The vendor holds the call for 30 s: the run gave up on it after shutdown_ms.
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert!(err.contains("still in flight"), "{err}");
+    let (_, outbox) = stored(&dir.path().join("steward.db").display().to_string());
+    assert_eq!(
+        (outbox[0].status.as_str(), outbox[0].attempts),
+        ("in_flight", 1),
+        "claimed again after its lease, by the next run"
+    );
 }
