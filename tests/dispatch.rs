@@ -25,6 +25,7 @@ use steward_engine::decision::verify_chain;
 #[derive(Debug, Clone)]
 struct Hit {
     at: Instant,
+    method: String,
     path: String,
     key: String,
     attempt: String,
@@ -56,7 +57,7 @@ impl Vendor {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let app = axum::Router::new()
-                    .fallback(axum::routing::post(handle))
+                    .fallback(axum::routing::any(handle))
                     .with_state(vendor);
                 axum::serve(listener, app).await.unwrap();
             });
@@ -77,6 +78,7 @@ impl Vendor {
 
 async fn handle(
     axum::extract::State(vendor): axum::extract::State<Vendor>,
+    method: axum::http::Method,
     uri: Uri,
     headers: HeaderMap,
     body: String,
@@ -90,6 +92,7 @@ async fn handle(
     };
     let hit = Hit {
         at: Instant::now(),
+        method: method.to_string(),
         path: uri.path().to_string(),
         key: header("idempotency-key"),
         attempt: header("x-steward-attempt"),
@@ -118,6 +121,39 @@ async fn handle(
             complete(&vendor)
         }
         "/hold" => complete(&vendor),
+        // Jira Cloud, PagerDuty Events v2 and a Slack incoming webhook, enough for the
+        // ISO 20000 example.
+        "/rest/api/3/issue" => (
+            StatusCode::CREATED,
+            r#"{"id":"10100","key":"SMS-1","self":"http://jira/rest/api/3/issue/10100"}"#,
+        )
+            .into_response(),
+        p if p.starts_with("/rest/api/3/issue/") && p.ends_with("/transitions") => {
+            if method == axum::http::Method::GET {
+                let statuses = ["Assessing", "In Progress", "Rejected", "Done"];
+                let list: Vec<Value> = statuses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| serde_json::json!({"id": format!("{}", 11 + 10 * i), "name": s, "to": {"name": s}}))
+                    .collect();
+                (
+                    StatusCode::OK,
+                    serde_json::json!({"transitions": list}).to_string(),
+                )
+                    .into_response()
+            } else {
+                StatusCode::NO_CONTENT.into_response()
+            }
+        }
+        p if p.starts_with("/rest/api/3/issue/") && p.ends_with("/comment") => {
+            (StatusCode::CREATED, r#"{"id":"10001"}"#).into_response()
+        }
+        "/v2/enqueue" => (
+            StatusCode::ACCEPTED,
+            r#"{"status":"success","message":"Event processed","dedup_key":"k"}"#,
+        )
+            .into_response(),
+        "/slack/hook" => (StatusCode::OK, "ok").into_response(),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "down for maintenance").into_response(),
     }
 }
@@ -622,4 +658,130 @@ fn ctrl_c_waits_for_calls_in_flight_only_up_to_shutdown_ms() {
         ("in_flight", 1),
         "claimed again after its lease, by the next run"
     );
+}
+
+/// The HTTP requests one executed action makes on its first attempt.
+fn expected_requests(action: &Value) -> Vec<(String, String)> {
+    let arg = |name: &str, position: usize| {
+        let args = &action["args"];
+        args.get(name)
+            .or_else(|| args.get(position))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let call = (
+        action["connector"].as_str().unwrap(),
+        action["op"].as_str().unwrap(),
+    );
+    let one = |method: &str, path: String| vec![(method.to_string(), path)];
+    match call {
+        ("jira", "comment") => one(
+            "POST",
+            format!("/rest/api/3/issue/{}/comment", arg("issue", 0)),
+        ),
+        ("jira", "transition") => {
+            let path = format!("/rest/api/3/issue/{}/transitions", arg("issue", 0));
+            vec![("GET".into(), path.clone()), ("POST".into(), path)]
+        }
+        ("jira", "create_issue") => one("POST", "/rest/api/3/issue".into()),
+        ("pagerduty", _) => one("POST", "/v2/enqueue".into()),
+        ("slack", "post") => one("POST", "/slack/hook".into()),
+        other => panic!("unexpected call {other:?}"),
+    }
+}
+
+/// The ISO 20000 example run with its connectors executing (Jira, PagerDuty, Slack
+/// components from connectors/dist) against a loopback vendor: the vendor receives
+/// exactly the requests the decided actions call for, and every action succeeds.
+#[test]
+fn iso20000_example_makes_exactly_the_expected_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let vendor = Vendor::default();
+    let base = vendor.start();
+    let dist = root().join("connectors/dist");
+    let connector = |name: &str, extra: &str| {
+        format!(
+            "\n[connectors.{name}]\ncomponent = {:?}\nallow_hosts = [\"127.0.0.1\"]\n{extra}\n",
+            dist.join(format!("{name}.wasm")).display().to_string()
+        )
+    };
+    let mut config = format!(
+        "[store]\npath = {:?}\n\n[dispatch]\nbase_ms = 100\npoll_ms = 20\ncache_dir = {:?}\n",
+        dir.path().join("steward.db").display().to_string(),
+        dir.path().join("cache").display().to_string()
+    );
+    config.push_str(&connector(
+        "jira",
+        &format!(
+            "settings = {{ base_url = \"{base}\" }}\nsecrets = {{ email = {{ env = \"TEST_JIRA_EMAIL\" }}, api_token = {{ env = \"TEST_JIRA_TOKEN\" }} }}"
+        ),
+    ));
+    config.push_str(&connector(
+        "pagerduty",
+        &format!(
+            "settings = {{ events_url = \"{base}\" }}\nsecrets = {{ routing_key = {{ env = \"TEST_PD_KEY\" }} }}"
+        ),
+    ));
+    config.push_str(&connector(
+        "slack",
+        "secrets = { webhook_url = { env = \"TEST_SLACK_URL\" } }",
+    ));
+    let config_path = dir.path().join("steward.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let slack_url = format!("{base}/slack/hook");
+    let child = steward()
+        .envs([
+            ("TEST_JIRA_EMAIL", "steward@example.com"),
+            ("TEST_JIRA_TOKEN", "t0ken"),
+            ("TEST_PD_KEY", "R0UTING"),
+            ("TEST_SLACK_URL", slack_url.as_str()),
+        ])
+        .arg("run")
+        .arg(iso())
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--events")
+        .arg(iso_events())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = finish(child, Duration::from_secs(120));
+    let out = ok(&o);
+    let err = stderr(&o);
+    let decisions = json_lines(&out);
+    let actions: Vec<&Value> = decisions
+        .iter()
+        .filter(|d| d["kind"] == "action" && d["connector"].is_string())
+        .collect();
+    assert!(actions.len() >= 5, "{out}");
+    let succeeded = decisions
+        .iter()
+        .filter(|d| d["kind"] == "action_succeeded")
+        .count();
+    let failed: Vec<&Value> = decisions
+        .iter()
+        .filter(|d| d["kind"] == "action_failed")
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}\n{err}");
+    assert_eq!(succeeded, actions.len(), "{err}");
+
+    let mut expected: Vec<(String, String)> =
+        actions.iter().flat_map(|a| expected_requests(a)).collect();
+    let mut got: Vec<(String, String)> = vendor
+        .hits
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| (h.method.clone(), h.path.clone()))
+        .collect();
+    expected.sort();
+    got.sort();
+    eprintln!(
+        "{} actions executed: {} requests, as expected",
+        actions.len(),
+        got.len()
+    );
+    assert_eq!(got, expected);
 }
