@@ -77,19 +77,81 @@ impl Event {
                 limit: MAX_EVENT_BYTES,
             });
         }
-        let value: Json =
-            serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?;
-        Event::from_json(value)
+        // The envelope is read member by member straight into its slots: no map is
+        // built (and hashed) for the attributes only to be taken apart again.
+        let mut de = serde_json::Deserializer::from_str(text);
+        let members = serde::Deserializer::deserialize_any(&mut de, MembersVisitor)
+            .and_then(|members| de.end().map(|()| members))
+            .map_err(|e| EventError::NotJson(e.to_string()))?;
+        match members {
+            Some(members) => members.into_event(),
+            None => Err(EventError::NotCloudEvent(
+                "expected a JSON object".to_string(),
+            )),
+        }
     }
 
     /// Validates a JSON value as a CloudEvent 1.0.
     pub fn from_json(value: Json) -> Result<Event, EventError> {
-        let Json::Object(mut object) = value else {
+        let Json::Object(object) = value else {
             return Err(EventError::NotCloudEvent(
                 "expected a JSON object".to_string(),
             ));
         };
-        let id = match object.remove("id") {
+        Members::from_map(object).into_event()
+    }
+}
+
+/// The members of an envelope as found, before validation: the attributes by name,
+/// everything else (extensions) in order of appearance.
+#[derive(Default)]
+struct Members {
+    id: Option<Json>,
+    specversion: Option<Json>,
+    source: Option<Json>,
+    event_type: Option<Json>,
+    time: Option<Json>,
+    subject: Option<Json>,
+    datacontenttype: Option<Json>,
+    dataschema: Option<Json>,
+    data: Option<Json>,
+    data_base64: Option<Json>,
+    rest: Map<String, Json>,
+}
+
+impl Members {
+    fn slot(&mut self, name: &str) -> Option<&mut Option<Json>> {
+        Some(match name {
+            "id" => &mut self.id,
+            "specversion" => &mut self.specversion,
+            "source" => &mut self.source,
+            "type" => &mut self.event_type,
+            "time" => &mut self.time,
+            "subject" => &mut self.subject,
+            "datacontenttype" => &mut self.datacontenttype,
+            "dataschema" => &mut self.dataschema,
+            "data" => &mut self.data,
+            "data_base64" => &mut self.data_base64,
+            _ => return None,
+        })
+    }
+
+    fn from_map(object: Map<String, Json>) -> Members {
+        let mut members = Members::default();
+        for (name, value) in object {
+            match members.slot(&name) {
+                Some(slot) => *slot = Some(value),
+                None => {
+                    members.rest.insert(name, value);
+                }
+            }
+        }
+        members
+    }
+
+    /// Validates the members as a CloudEvent 1.0.
+    fn into_event(mut self) -> Result<Event, EventError> {
+        let id = match self.id.take() {
             Some(Json::String(s)) if !s.is_empty() => s,
             Some(Json::String(_)) => {
                 return Err(EventError::NotCloudEvent("`id` is empty".to_string()));
@@ -101,7 +163,7 @@ impl Event {
             }
             None => return Err(EventError::NotCloudEvent("missing `id`".to_string())),
         };
-        match object.remove("specversion") {
+        match self.specversion.take() {
             Some(Json::String(v)) if v == "1.0" => {}
             Some(Json::String(v)) => {
                 return Err(EventError::invalid(
@@ -112,9 +174,9 @@ impl Event {
             Some(_) => return Err(EventError::invalid(&id, "`specversion` must be a string")),
             None => return Err(EventError::invalid(&id, "missing `specversion`")),
         }
-        let source = required_string(&mut object, "source", &id)?;
-        let event_type = required_string(&mut object, "type", &id)?;
-        let time = match optional_string(&mut object, "time", &id)? {
+        let source = required_string(self.source.take(), "source", &id)?;
+        let event_type = required_string(self.event_type.take(), "type", &id)?;
+        let time = match optional_string(self.time.take(), "time", &id)? {
             Some(text) => Some(
                 DateTime::parse_from_rfc3339(&text)
                     .map_err(|e| {
@@ -124,11 +186,11 @@ impl Event {
             ),
             None => None,
         };
-        let subject = optional_string(&mut object, "subject", &id)?;
-        let datacontenttype = optional_string(&mut object, "datacontenttype", &id)?;
-        let dataschema = optional_string(&mut object, "dataschema", &id)?;
-        let data = object.remove("data");
-        let data_base64 = match optional_string(&mut object, "data_base64", &id)? {
+        let subject = optional_string(self.subject.take(), "subject", &id)?;
+        let datacontenttype = optional_string(self.datacontenttype.take(), "datacontenttype", &id)?;
+        let dataschema = optional_string(self.dataschema.take(), "dataschema", &id)?;
+        let data = self.data.take();
+        let data_base64 = match optional_string(self.data_base64.take(), "data_base64", &id)? {
             Some(text) => Some(
                 base64::engine::general_purpose::STANDARD
                     .decode(text.as_bytes())
@@ -143,7 +205,7 @@ impl Event {
             ));
         }
         let data = data.filter(|d| !d.is_null());
-        for (name, value) in &object {
+        for (name, value) in &self.rest {
             validate_extension(name, value, &id)?;
         }
         Ok(Event {
@@ -156,10 +218,86 @@ impl Event {
             dataschema,
             data,
             data_base64,
-            extensions: object,
+            extensions: self.rest,
         })
     }
+}
 
+/// Reads a JSON document into [`Members`]; `None` when it is not an object.
+struct MembersVisitor;
+
+impl<'de> serde::de::Visitor<'de> for MembersVisitor {
+    type Value = Option<Members>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Members::default();
+        while let Some(MemberName(name)) = map.next_key()? {
+            match members.slot(&name) {
+                Some(slot) => *slot = Some(map.next_value()?),
+                None => {
+                    let value = map.next_value()?;
+                    members.rest.insert(name.into_owned(), value);
+                }
+            }
+        }
+        Ok(Some(members))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// A member name, borrowed from the input unless it had escapes.
+struct MemberName<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for MemberName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> serde::de::Visitor<'de> for NameVisitor {
+            type Value = MemberName<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(MemberName(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MemberName(std::borrow::Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(MemberName(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(NameVisitor)
+    }
+}
+
+impl Event {
     /// The event as JSON (CloudEvents JSON format), attributes in a fixed order.
     pub fn to_json(&self) -> Json {
         let mut map = Map::new();
@@ -296,7 +434,10 @@ fn walk<'a>(mut node: &'a Json, path: Option<&str>) -> Option<&'a Json> {
 /// keys in order is cheaper than hashing the name (the map's hasher is SipHash).
 fn field_of<'a>(object: &'a Map<String, Json>, field: &str) -> Option<&'a Json> {
     if object.len() <= 12 {
-        object.iter().find(|(k, _)| k.as_str() == field).map(|(_, v)| v)
+        object
+            .iter()
+            .find(|(k, _)| k.as_str() == field)
+            .map(|(_, v)| v)
     } else {
         object.get(field)
     }
@@ -330,12 +471,8 @@ pub fn format_time(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-fn required_string(
-    object: &mut Map<String, Json>,
-    name: &str,
-    id: &str,
-) -> Result<String, EventError> {
-    match object.remove(name) {
+fn required_string(value: Option<Json>, name: &str, id: &str) -> Result<String, EventError> {
+    match value {
         Some(Json::String(s)) if !s.is_empty() => Ok(s),
         Some(Json::String(_)) => Err(EventError::invalid(id, format!("`{name}` is empty"))),
         Some(_) => Err(EventError::invalid(
@@ -347,11 +484,11 @@ fn required_string(
 }
 
 fn optional_string(
-    object: &mut Map<String, Json>,
+    value: Option<Json>,
     name: &str,
     id: &str,
 ) -> Result<Option<String>, EventError> {
-    match object.remove(name) {
+    match value {
         None | Some(Json::Null) => Ok(None),
         Some(Json::String(s)) => Ok(Some(s)),
         Some(_) => Err(EventError::invalid(
@@ -396,6 +533,36 @@ fn validate_extension(name: &str, value: &Json, id: &str) -> Result<(), EventErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reading the text member by member agrees with validating the parsed value, for
+    /// good and bad envelopes alike (escaped names, duplicates, order of extensions).
+    #[test]
+    fn text_and_value_decoding_agree() {
+        let cases = [
+            r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","zeta":"z","alpha":1,"data":{"a":[1,{"b":null}]}}"#,
+            r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","ty\u0070e":"u"}"#,
+            r#"{"specversion":"1.0","id":"1","id":"2","source":"/s","type":"t","x":"a","x":"b"}"#,
+            r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":null,"data_base64":"aGk="}"#,
+            r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":1,"data_base64":"aGk="}"#,
+            r#"{"specversion":"0.3","id":"1","source":"/s","type":"t"}"#,
+            r#"{"specversion":"1.0","id":"","source":"/s","type":"t"}"#,
+            r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","Bad":1}"#,
+            r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","n":4294967296}"#,
+            r#"[1,2,{"id":"x"}]"#,
+            r#""text""#,
+            r#"null"#,
+        ];
+        for text in cases {
+            let via_value = Event::from_json(serde_json::from_str(text).unwrap());
+            assert_eq!(Event::from_json_str(text), via_value, "{text}");
+        }
+        for bad in [r#"{"id":"1""#, r#"{"id":"1"} x"#, r#"[1,2"#, ""] {
+            assert!(
+                matches!(Event::from_json_str(bad), Err(EventError::NotJson(_))),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn minimal_event_decodes() {
