@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod amqp;
 pub mod check;
 pub mod connector;
 pub mod eval;

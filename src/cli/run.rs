@@ -67,6 +67,8 @@ pub struct Config {
     /// `[dispatch]`: retries and limits of the outbox dispatcher (used when there are
     /// connectors).
     pub dispatch: DispatchConfig,
+    /// `[amqp]`: consume events from RabbitMQ instead of a file (see `cli::amqp`).
+    pub amqp: Option<super::amqp::AmqpConfig>,
 }
 
 /// `[webhook]`: the inbound HTTP endpoint. Secrets are never in the file: the
@@ -218,6 +220,7 @@ pub fn run(opts: Options) -> Result<ExitCode> {
         };
         runner.tick().await?;
         let interrupted = match (&config.source.events, &config.source.watch) {
+            _ if config.amqp.is_some() => runner.amqp(&config).await?,
             (_, Some(dir)) => runner.watch(dir, Duration::from_millis(config.source.poll_ms.max(10))).await?,
             (Some(path), None) if path.as_os_str() == "-" => {
                 let stdin = BufReader::new(tokio::io::stdin());
@@ -596,6 +599,98 @@ impl Runner {
         self.finished = finished;
         self.commit().await?;
         Ok(stopped)
+    }
+
+    /// Events from RabbitMQ (`[amqp]`) until SIGTERM or Ctrl-C; webhooks and finished
+    /// actions are taken in between. Each batch is applied, committed, and only then
+    /// acknowledged (or dead-lettered). On a signal, consuming stops, the batches
+    /// already received are committed and settled, and the connection is closed.
+    /// Returns true (stopped by a signal).
+    async fn amqp(&mut self, config: &Config) -> Result<bool> {
+        let Some(amqp) = config.amqp.clone() else {
+            return Ok(false);
+        };
+        anyhow::ensure!(
+            config.source.events.is_none() && config.source.watch.is_none(),
+            "[amqp] and an event file or watched directory are both configured; choose one"
+        );
+        let unrouted = amqp.dead_letter_unrouted;
+        let mut source = super::amqp::Source::start(amqp, self.batch)?;
+        let mut webhooks = self.webhooks.take();
+        let mut finished = self.finished.take();
+        let stop = super::amqp::shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            let wait = self.until_due();
+            tokio::select! {
+                batch = source.next() => {
+                    let Some(batch) = batch else {
+                        anyhow::bail!("the AMQP source stopped");
+                    };
+                    self.amqp_batch(batch, unrouted).await?;
+                }
+                Some(intake) = next_intake(&mut webhooks) => self.intake(intake).await?,
+                Some(f) = next_finished(&mut finished) => self.finished(f).await?,
+                _ = tokio::time::sleep(wait) => {
+                    self.commit().await?;
+                    self.tick().await?;
+                }
+                _ = &mut stop => {
+                    eprintln!("stopping: committing and acknowledging what was received");
+                    break;
+                }
+            }
+        }
+        source.stop();
+        while let Some(batch) = source.next().await {
+            self.amqp_batch(batch, unrouted).await?;
+        }
+        source.close().await;
+        self.webhooks = webhooks;
+        self.finished = finished;
+        self.commit().await?;
+        Ok(true)
+    }
+
+    /// Applies one batch of AMQP messages, commits, then settles each message.
+    async fn amqp_batch(&mut self, batch: super::amqp::Batch, unrouted: bool) -> Result<()> {
+        use super::amqp::Settle;
+        let mut outcomes = Vec::with_capacity(batch.messages().len());
+        for message in batch.messages() {
+            let dead = match &message.content {
+                Ok(event) => {
+                    let now = Utc::now();
+                    self.engine.advance(now, &mut self.out);
+                    let applied = self.engine.apply(event, now, &mut self.out);
+                    self.pending += 1;
+                    match applied {
+                        Applied::Unrouted if unrouted => Some(DeadLetter {
+                            received_at: now,
+                            origin: message.origin.clone(),
+                            reason: format!(
+                                "no rule listens to events of type `{}`",
+                                event.event_type
+                            ),
+                            body: event.to_json().to_string(),
+                        }),
+                        _ => None,
+                    }
+                }
+                Err(letter) => Some(letter.clone()),
+            };
+            outcomes.push(match dead {
+                None => Settle::Ack,
+                Some(letter) => {
+                    self.dead += 1;
+                    eprintln!("{}: dead-lettered: {}", letter.origin, letter.reason);
+                    self.store.dead_letter(&letter).await?;
+                    Settle::DeadLetter(letter.reason)
+                }
+            });
+        }
+        self.commit().await?;
+        batch.settle(&outcomes).await;
+        Ok(())
     }
 
     /// Only webhooks (the event input has ended or there is none), until Ctrl-C;

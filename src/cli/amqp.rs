@@ -1,0 +1,970 @@
+//! The RabbitMQ (AMQP 0-9-1) event source of `steward run`, configured by `[amqp]`.
+//!
+//! A background task owns the connection: it declares the topology from the
+//! configuration (exchange, queue, bindings, dead-letter exchange and queue), consumes
+//! with manual acknowledgements and a bounded prefetch, decodes each delivery as a
+//! CloudEvent (AMQP binding, structured or binary mode) and hands the engine loop
+//! batches of messages. The engine loop applies a batch, commits it to the store, and
+//! only then settles it ([`Batch::settle`]): acknowledges the messages that took
+//! effect and dead-letters the others. When the connection drops, the task reconnects
+//! with exponential backoff; deliveries that were not acknowledged are redelivered by
+//! the broker, and the store's de-duplication by (`source`, `id`) makes a redelivery
+//! of an event already committed harmless.
+//!
+//! Dead-lettering: an unusable message (not JSON, not a CloudEvent, too large, no
+//! `time` when one is required, a type no rule listens to) is recorded in the store's
+//! dead letters, then republished unchanged to the dead-letter exchange with its
+//! reason in the `x-steward-reason` header on a channel in confirm mode, and the
+//! original is acknowledged only once the broker confirmed the copy. Should that
+//! publish fail, the original is rejected without requeue, so the queue's own
+//! `x-dead-letter-exchange` still routes it (without the reason header).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
+use chrono::Utc;
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+use steward_engine::event::{Event, MAX_EVENT_BYTES, format_time};
+use steward_engine::store::DeadLetter;
+use tokio::sync::{mpsc, watch};
+
+/// The header that carries the reason of a dead-lettered message.
+pub const REASON_HEADER: &str = "x-steward-reason";
+
+/// `[amqp]`: where events come from when the engine consumes RabbitMQ. Every key can
+/// be overridden by the environment, e.g. `STEWARD_AMQP__URL`, `STEWARD_AMQP__PREFETCH`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// The broker, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f` (`amqps://` for TLS).
+    pub url: String,
+    /// The exchange events are published to (declared durable); empty for the default
+    /// exchange (then nothing is declared or bound).
+    pub exchange: String,
+    /// `topic`, `direct`, `fanout` or `headers` (or a plugin's type, e.g.
+    /// `x-consistent-hash`).
+    pub exchange_type: String,
+    /// The queue consumed (declared durable).
+    pub queue: String,
+    /// One binding key (added to `routing_keys`).
+    pub routing_key: Option<String>,
+    /// Binding keys of the queue to the exchange; default `#` for a topic exchange,
+    /// the queue's name for a direct one, empty otherwise.
+    pub routing_keys: Vec<String>,
+    /// Unacknowledged deliveries the broker may have in flight to this consumer.
+    pub prefetch: u16,
+    /// `classic` or `quorum`.
+    pub queue_type: QueueType,
+    /// Quorum queues: deliveries of one message before the broker dead-letters it
+    /// (`x-delivery-limit`), so a message that crashes the engine cannot loop forever.
+    pub delivery_limit: Option<u32>,
+    /// The dead-letter exchange (declared durable, fanout); also the queue's
+    /// `x-dead-letter-exchange`. No dead-lettering to the broker when unset.
+    pub dead_letter_exchange: Option<String>,
+    /// The queue bound to the dead-letter exchange (declared durable).
+    pub dead_letter_queue: Option<String>,
+    /// Declare the topology; when false, it must exist (checked passively).
+    pub declare: bool,
+    /// Dead-letter events that carry no `time`.
+    pub require_time: bool,
+    /// Dead-letter events whose type no rule listens to (otherwise they are
+    /// acknowledged and counted as unrouted).
+    pub dead_letter_unrouted: bool,
+    /// Largest accepted message body, in bytes (at most the engine's event limit).
+    pub max_message_bytes: usize,
+    /// First wait before reconnecting; doubled after each failure …
+    pub reconnect_min_ms: u64,
+    /// … up to this.
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),
+            exchange: "steward.events".to_string(),
+            exchange_type: "topic".to_string(),
+            queue: "steward.events".to_string(),
+            routing_key: None,
+            routing_keys: Vec::new(),
+            prefetch: 512,
+            queue_type: QueueType::Classic,
+            delivery_limit: None,
+            dead_letter_exchange: Some("steward.dead".to_string()),
+            dead_letter_queue: Some("steward.dead".to_string()),
+            declare: true,
+            require_time: false,
+            dead_letter_unrouted: true,
+            max_message_bytes: MAX_EVENT_BYTES,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 10_000,
+        }
+    }
+}
+
+/// The kind of the consumed queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    Classic,
+    Quorum,
+}
+
+impl AmqpConfig {
+    /// The binding keys actually used.
+    fn bindings(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.routing_key.iter().cloned().collect();
+        keys.extend(self.routing_keys.iter().cloned());
+        if keys.is_empty() {
+            keys.push(match self.exchange_type.as_str() {
+                "topic" => "#".to_string(),
+                "direct" => self.queue.clone(),
+                _ => String::new(),
+            });
+        }
+        keys
+    }
+
+    /// The URL without its password, for messages.
+    pub fn display_url(&self) -> String {
+        match (self.url.find("://"), self.url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let userinfo = &self.url[scheme + 3..at];
+                let user = userinfo.split(':').next().unwrap_or_default();
+                format!("{}{user}:***{}", &self.url[..scheme + 3], &self.url[at..])
+            }
+            _ => self.url.clone(),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.queue.is_empty() {
+            bail!("[amqp] queue must not be empty");
+        }
+        if self.delivery_limit.is_some() && self.queue_type != QueueType::Quorum {
+            bail!("[amqp] delivery_limit needs queue_type = \"quorum\"");
+        }
+        if self.dead_letter_queue.is_some() && self.dead_letter_exchange.is_none() {
+            bail!("[amqp] dead_letter_queue needs a dead_letter_exchange to be bound to");
+        }
+        if self.prefetch == 0 {
+            bail!("[amqp] prefetch must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// One consumed message, decoded.
+pub struct Message {
+    /// Where it came from, for dead letters and messages: `amqp:QUEUE#TAG`.
+    pub origin: String,
+    /// The event, or why it is unusable (already shaped as the store's dead letter).
+    pub content: Result<Box<Event>, DeadLetter>,
+    delivery: lapin::message::Delivery,
+}
+
+/// What to do with a message once its batch is committed.
+pub enum Settle {
+    /// It took effect (or was a duplicate): acknowledge it.
+    Ack,
+    /// Unusable: republish it to the dead-letter exchange with this reason.
+    DeadLetter(String),
+}
+
+/// Messages consumed together, committed together, then settled.
+pub struct Batch {
+    messages: Vec<Message>,
+    /// A channel in confirm mode for dead-letter copies.
+    publisher: Channel,
+    dead_letter_exchange: Option<String>,
+}
+
+impl Batch {
+    /// The messages, in delivery order.
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    /// Acknowledges or dead-letters each message (call only after the commit). Errors
+    /// are reported, never fatal: an unacknowledged message is redelivered, and the
+    /// store drops it as a duplicate. Returns how many messages could not be settled.
+    pub async fn settle(self, outcomes: &[Settle]) -> usize {
+        let Batch {
+            messages,
+            publisher,
+            dead_letter_exchange,
+        } = self;
+        let mut unsettled = 0;
+        // All acknowledged: one `multiple` ack for the batch (its tags are on one
+        // channel, and earlier batches are settled before this one).
+        if outcomes.len() == messages.len() && outcomes.iter().all(|o| matches!(o, Settle::Ack)) {
+            if let Some(last) = messages.last()
+                && let Err(e) = last
+                    .delivery
+                    .acker
+                    .ack(BasicAckOptions { multiple: true })
+                    .await
+            {
+                eprintln!(
+                    "amqp: acknowledging up to {}: {e} (the messages will be redelivered)",
+                    last.origin
+                );
+                unsettled += messages.len();
+            }
+            return unsettled;
+        }
+        for (message, outcome) in messages.iter().zip(outcomes) {
+            let done = match outcome {
+                Settle::Ack => message
+                    .delivery
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from),
+                Settle::DeadLetter(reason) => {
+                    dead_letter(&publisher, dead_letter_exchange.as_deref(), message, reason).await
+                }
+            };
+            if let Err(e) = done {
+                eprintln!(
+                    "amqp: settling {}: {e} (it will be redelivered)",
+                    message.origin
+                );
+                unsettled += 1;
+            }
+        }
+        unsettled
+    }
+}
+
+/// Republishes a message to the dead-letter exchange with its reason, waits for the
+/// broker's confirm, then acknowledges the original; rejects it without requeue when
+/// there is no dead-letter exchange or the copy was not confirmed.
+async fn dead_letter(
+    publisher: &Channel,
+    exchange: Option<&str>,
+    message: &Message,
+    reason: &str,
+) -> Result<()> {
+    let delivery = &message.delivery;
+    let confirmed = match exchange {
+        Some(exchange) => {
+            let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+            headers.insert(
+                REASON_HEADER.into(),
+                AMQPValue::LongString(LongString::from(reason)),
+            );
+            headers.insert(
+                "x-steward-origin".into(),
+                AMQPValue::LongString(LongString::from(message.origin.as_str())),
+            );
+            headers.insert(
+                "x-original-exchange".into(),
+                AMQPValue::LongString(LongString::from(delivery.exchange.as_str())),
+            );
+            headers.insert(
+                "x-original-routing-key".into(),
+                AMQPValue::LongString(LongString::from(delivery.routing_key.as_str())),
+            );
+            let properties = delivery
+                .properties
+                .clone()
+                .with_headers(headers)
+                .with_delivery_mode(2);
+            let publish = publisher
+                .basic_publish(
+                    ShortString::from(exchange),
+                    delivery.routing_key.clone(),
+                    BasicPublishOptions::default(),
+                    &delivery.data,
+                    properties,
+                )
+                .await;
+            match publish {
+                Ok(confirm) => match confirm.await {
+                    Ok(Confirmation::Ack(_)) => true,
+                    Ok(other) => {
+                        eprintln!(
+                            "amqp: the dead-letter copy of {} was not confirmed ({other:?}); rejecting it",
+                            message.origin
+                        );
+                        false
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "amqp: publishing the dead-letter copy of {}: {e}; rejecting it",
+                            message.origin
+                        );
+                        false
+                    }
+                },
+                Err(e) => {
+                    eprintln!(
+                        "amqp: publishing the dead-letter copy of {}: {e}; rejecting it",
+                        message.origin
+                    );
+                    false
+                }
+            }
+        }
+        None => false,
+    };
+    if confirmed {
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+    } else {
+        delivery
+            .acker
+            .reject(BasicRejectOptions { requeue: false })
+            .await?;
+    }
+    Ok(())
+}
+
+/// What the engine loop asks of the source task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Run,
+    /// Stop consuming and hand over nothing more.
+    Stop,
+    /// Everything is settled: close the connection.
+    Close,
+}
+
+/// The running source: batches to apply, and how to stop it.
+pub struct Source {
+    rx: mpsc::Receiver<Batch>,
+    phase: watch::Sender<Phase>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Source {
+    /// Starts consuming in the background (connecting, declaring and reconnecting as
+    /// needed). Batches hold at most `batch` messages.
+    pub fn start(config: AmqpConfig, batch: usize) -> Result<Source> {
+        config.check()?;
+        if config.max_message_bytes > MAX_EVENT_BYTES {
+            bail!(
+                "[amqp] max_message_bytes is {}, above the engine's event limit of {MAX_EVENT_BYTES}",
+                config.max_message_bytes
+            );
+        }
+        let (tx, rx) = mpsc::channel(2);
+        let (phase, watcher) = watch::channel(Phase::Run);
+        let task = tokio::spawn(consume(config, batch.max(1), tx, watcher));
+        Ok(Source { rx, phase, task })
+    }
+
+    /// The next batch; `None` once the source stopped handing over messages.
+    pub async fn next(&mut self) -> Option<Batch> {
+        self.rx.recv().await
+    }
+
+    /// Stops consuming: messages not yet handed over stay unacknowledged and go back
+    /// to the queue when the connection closes. Batches already handed over are still
+    /// returned by [`Source::next`] until it returns `None`.
+    pub fn stop(&self) {
+        let _ = self.phase.send(Phase::Stop);
+    }
+
+    /// Closes the connection (after the last batch was settled) and waits for the task.
+    pub async fn close(self) {
+        let _ = self.phase.send(Phase::Close);
+        let Source { rx, task, .. } = self;
+        drop(rx);
+        if let Err(e) = task.await {
+            eprintln!("amqp: the consumer task failed: {e}");
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                eprintln!("amqp: cannot listen for SIGTERM ({e}); Ctrl-C stops");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// How a session ended.
+enum End {
+    /// Stopped on request (or the engine loop is gone): do not reconnect.
+    Stopped,
+}
+
+/// The task: sessions, with backoff between them, until stopped.
+async fn consume(
+    config: AmqpConfig,
+    batch: usize,
+    tx: mpsc::Sender<Batch>,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let mut tx = Some(tx);
+    let min = Duration::from_millis(config.reconnect_min_ms.max(1));
+    let max = Duration::from_millis(config.reconnect_max_ms.max(config.reconnect_min_ms.max(1)));
+    let mut backoff = min;
+    loop {
+        if *phase.borrow() != Phase::Run {
+            break;
+        }
+        match session(&config, batch, &mut tx, &mut phase, &mut backoff, min).await {
+            Ok(End::Stopped) => break,
+            Err(e) => {
+                eprintln!(
+                    "amqp: {}: {e:#}; reconnecting in {} ms",
+                    config.display_url(),
+                    backoff.as_millis()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = phase.wait_for(|p| *p != Phase::Run) => break,
+                }
+                backoff = (backoff * 2).min(max);
+            }
+        }
+    }
+    // Nothing more is handed over.
+    tx.take();
+}
+
+/// One connection: declare, consume, hand over batches; returns when stopped, or fails
+/// when the connection or channel is lost.
+async fn session(
+    config: &AmqpConfig,
+    batch: usize,
+    tx: &mut Option<mpsc::Sender<Batch>>,
+    phase: &mut watch::Receiver<Phase>,
+    backoff: &mut Duration,
+    min: Duration,
+) -> Result<End> {
+    let connection = Connection::connect(
+        &config.url,
+        ConnectionProperties::default().with_connection_name(LongString::from("steward run")),
+    )
+    .await
+    .context("connecting")?;
+    let channel = connection
+        .create_channel()
+        .await
+        .context("opening a channel")?;
+    declare(&channel, config).await?;
+    channel
+        .basic_qos(config.prefetch, BasicQosOptions::default())
+        .await
+        .context("setting the prefetch")?;
+    let publisher = connection
+        .create_channel()
+        .await
+        .context("opening the dead-letter channel")?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .context("enabling publisher confirms")?;
+    let tag = format!("steward-{}", std::process::id());
+    let mut consumer = channel
+        .basic_consume(
+            ShortString::from(config.queue.as_str()),
+            ShortString::from(tag.as_str()),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("consuming from queue `{}`", config.queue))?;
+    eprintln!(
+        "amqp: consuming from queue `{}` on {} (prefetch {})",
+        config.queue,
+        config.display_url(),
+        config.prefetch
+    );
+    *backoff = min;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = phase.wait_for(|p| *p != Phase::Run) => None,
+            delivery = consumer.next() => Some(delivery),
+        };
+        let Some(delivery) = next else {
+            if let Err(e) = channel
+                .basic_cancel(
+                    ShortString::from(tag.as_str()),
+                    BasicCancelOptions::default(),
+                )
+                .await
+            {
+                eprintln!("amqp: cancelling the consumer: {e}");
+            }
+            // The engine loop drains what it was handed, settles it, then asks to
+            // close; deliveries never handed over are requeued by the broker.
+            tx.take();
+            let _ = phase.wait_for(|p| *p == Phase::Close).await;
+            if let Err(e) = connection
+                .close(200, ShortString::from("steward stopping"))
+                .await
+            {
+                eprintln!("amqp: closing the connection: {e}");
+            }
+            return Ok(End::Stopped);
+        };
+        let delivery = match delivery {
+            None => bail!("the broker cancelled the consumer"),
+            Some(d) => d.context("receiving")?,
+        };
+        let mut messages = vec![decode(config, delivery)];
+        let mut lost = None;
+        // Whatever else has already arrived joins the batch, without waiting.
+        while messages.len() < batch {
+            match tokio::time::timeout(Duration::ZERO, consumer.next()).await {
+                Ok(Some(Ok(d))) => messages.push(decode(config, d)),
+                Ok(Some(Err(e))) => {
+                    lost = Some(anyhow!(e).context("receiving"));
+                    break;
+                }
+                Ok(None) => {
+                    lost = Some(anyhow!("the broker cancelled the consumer"));
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(sender) = tx.as_ref() else {
+            return Ok(End::Stopped);
+        };
+        let handed = Batch {
+            messages,
+            publisher: publisher.clone(),
+            dead_letter_exchange: config.dead_letter_exchange.clone(),
+        };
+        if sender.send(handed).await.is_err() {
+            return Ok(End::Stopped);
+        }
+        if let Some(e) = lost {
+            return Err(e);
+        }
+    }
+}
+
+fn exchange_kind(name: &str) -> ExchangeKind {
+    match name {
+        "direct" => ExchangeKind::Direct,
+        "fanout" => ExchangeKind::Fanout,
+        "topic" => ExchangeKind::Topic,
+        "headers" => ExchangeKind::Headers,
+        other => ExchangeKind::Custom(other.to_string()),
+    }
+}
+
+/// Declares (or, with `declare = false`, checks) the exchange, queue, bindings and the
+/// dead-letter exchange and queue.
+async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<()> {
+    let passive = !config.declare;
+    let exchange_options = ExchangeDeclareOptions {
+        passive,
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    let queue_options = QueueDeclareOptions {
+        passive,
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let queue_type = match config.queue_type {
+        QueueType::Classic => "classic",
+        QueueType::Quorum => "quorum",
+    };
+    if let Some(dlx) = &config.dead_letter_exchange {
+        channel
+            .exchange_declare(
+                ShortString::from(dlx.as_str()),
+                ExchangeKind::Fanout,
+                exchange_options,
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("declaring the dead-letter exchange `{dlx}`"))?;
+        if let Some(dlq) = &config.dead_letter_queue {
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString(LongString::from(queue_type)),
+            );
+            channel
+                .queue_declare(ShortString::from(dlq.as_str()), queue_options, args)
+                .await
+                .with_context(|| format!("declaring the dead-letter queue `{dlq}`"))?;
+            channel
+                .queue_bind(
+                    ShortString::from(dlq.as_str()),
+                    ShortString::from(dlx.as_str()),
+                    ShortString::from(""),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| format!("binding `{dlq}` to `{dlx}`"))?;
+        }
+    }
+    if !config.exchange.is_empty() {
+        channel
+            .exchange_declare(
+                ShortString::from(config.exchange.as_str()),
+                exchange_kind(&config.exchange_type),
+                exchange_options,
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("declaring the exchange `{}`", config.exchange))?;
+    }
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from(queue_type)),
+    );
+    if let Some(dlx) = &config.dead_letter_exchange {
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(LongString::from(dlx.as_str())),
+        );
+    }
+    if let Some(limit) = config.delivery_limit {
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(i64::from(limit)),
+        );
+    }
+    channel
+        .queue_declare(
+            ShortString::from(config.queue.as_str()),
+            queue_options,
+            args,
+        )
+        .await
+        .with_context(|| format!("declaring the queue `{}`", config.queue))?;
+    if !config.exchange.is_empty() && config.declare {
+        for key in config.bindings() {
+            channel
+                .queue_bind(
+                    ShortString::from(config.queue.as_str()),
+                    ShortString::from(config.exchange.as_str()),
+                    ShortString::from(key.as_str()),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| {
+                    format!(
+                        "binding `{}` to `{}` with `{key}`",
+                        config.queue, config.exchange
+                    )
+                })?;
+        }
+    }
+    Ok(())
+}
+
+/// The prefixes of CloudEvents attributes in binary mode's application properties.
+const PREFIXES: [&str; 3] = ["cloudEvents_", "cloudEvents:", "cloud_events_"];
+
+fn decode(config: &AmqpConfig, delivery: lapin::message::Delivery) -> Message {
+    let origin = format!("amqp:{}#{}", config.queue, delivery.delivery_tag);
+    let content = decode_event(
+        delivery
+            .properties
+            .content_type()
+            .as_ref()
+            .map(ShortString::as_str),
+        delivery.properties.headers().as_ref(),
+        &delivery.data,
+        config.max_message_bytes,
+        config.require_time,
+    )
+    .map(Box::new)
+    .map_err(|reason| DeadLetter {
+        received_at: Utc::now(),
+        origin: origin.clone(),
+        reason,
+        body: stored_body(&delivery.data),
+    });
+    Message {
+        origin,
+        content,
+        delivery,
+    }
+}
+
+/// The body kept in the store's dead letter: text as it is, up to 64 KiB (the
+/// dead-letter queue keeps the whole message).
+fn stored_body(data: &[u8]) -> String {
+    const KEEP: usize = 64 * 1024;
+    if data.len() <= KEEP {
+        return String::from_utf8_lossy(data).into_owned();
+    }
+    format!(
+        "{}… ({} bytes in all)",
+        String::from_utf8_lossy(&data[..KEEP]),
+        data.len()
+    )
+}
+
+/// Decodes one message by the CloudEvents AMQP binding: structured mode when the
+/// content type is `application/cloudevents+json`, binary mode when attributes are in
+/// prefixed application properties, and (leniently) a plain JSON body that is itself
+/// an event. The error is the reason for dead-lettering it.
+pub fn decode_event(
+    content_type: Option<&str>,
+    headers: Option<&FieldTable>,
+    body: &[u8],
+    max_bytes: usize,
+    require_time: bool,
+) -> std::result::Result<Event, String> {
+    if body.len() > max_bytes {
+        return Err(format!(
+            "message of {} bytes is larger than the limit of {max_bytes} bytes",
+            body.len()
+        ));
+    }
+    let media = content_type
+        .map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|c| !c.is_empty());
+    let attributes: Vec<(&str, &AMQPValue)> = headers
+        .map(|h| {
+            h.inner()
+                .iter()
+                .filter_map(|(k, v)| {
+                    PREFIXES
+                        .iter()
+                        .find_map(|p| k.as_str().strip_prefix(p))
+                        .map(|name| (name, v))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let event = match media.as_deref() {
+        Some(m) if m.starts_with("application/cloudevents-batch") => {
+            return Err("batch mode is not part of the CloudEvents AMQP binding".to_string());
+        }
+        Some(m) if m.starts_with("application/cloudevents") => {
+            if m != "application/cloudevents+json" {
+                return Err(format!("unsupported event format `{m}` (only JSON is read)"));
+            }
+            structured(body)?
+        }
+        _ if !attributes.is_empty() => binary(content_type, media.as_deref(), &attributes, body)?,
+        None | Some("application/json") => structured(body).map_err(|e| {
+            format!("not a CloudEvent: no cloudevents content type nor `cloudEvents_` properties, and the body is not an event ({e})")
+        })?,
+        Some(m) => {
+            return Err(format!(
+                "not a CloudEvent: content type `{m}` without `cloudEvents_` properties"
+            ));
+        }
+    };
+    if require_time && event.time.is_none() {
+        return Err(format!("event `{}`: missing `time`", event.id));
+    }
+    Ok(event)
+}
+
+fn structured(body: &[u8]) -> std::result::Result<Event, String> {
+    let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8: {e}"))?;
+    Event::from_json_str(text).map_err(|e| e.to_string())
+}
+
+fn binary(
+    content_type: Option<&str>,
+    media: Option<&str>,
+    attributes: &[(&str, &AMQPValue)],
+    body: &[u8],
+) -> std::result::Result<Event, String> {
+    let mut object = Map::new();
+    for (name, value) in attributes {
+        if *name == "data" || *name == "datacontenttype" {
+            return Err(format!(
+                "binary mode: `{name}` must not be an application property"
+            ));
+        }
+        if let Some(json) = attribute_json(name, value)? {
+            object.insert((*name).to_string(), json);
+        }
+    }
+    if let Some(ct) = content_type {
+        object.insert("datacontenttype".to_string(), Json::String(ct.to_string()));
+    }
+    if !body.is_empty() {
+        let json_like = media
+            .is_none_or(|m| m == "application/json" || m == "text/json" || m.ends_with("+json"));
+        let text_like = media.is_some_and(|m| m.starts_with("text/"));
+        if json_like {
+            match serde_json::from_slice::<Json>(body) {
+                Ok(data) => {
+                    object.insert("data".to_string(), data);
+                }
+                Err(e) if media.is_some() => {
+                    return Err(format!(
+                        "binary mode: the body is not the JSON its content type says: {e}"
+                    ));
+                }
+                Err(_) => {
+                    object.insert(
+                        "data_base64".to_string(),
+                        Json::String(base64::engine::general_purpose::STANDARD.encode(body)),
+                    );
+                }
+            }
+        } else if text_like {
+            let text = std::str::from_utf8(body)
+                .map_err(|e| format!("binary mode: the text body is not UTF-8: {e}"))?;
+            object.insert("data".to_string(), Json::String(text.to_string()));
+        } else {
+            object.insert(
+                "data_base64".to_string(),
+                Json::String(base64::engine::general_purpose::STANDARD.encode(body)),
+            );
+        }
+    }
+    Event::from_json(Json::Object(object)).map_err(|e| format!("binary mode: {e}"))
+}
+
+/// An application property as the JSON value of its attribute (canonical string
+/// forms and native AMQP types are both accepted); `None` for a void value.
+fn attribute_json(name: &str, value: &AMQPValue) -> std::result::Result<Option<Json>, String> {
+    Ok(Some(match value {
+        AMQPValue::Void => return Ok(None),
+        AMQPValue::Boolean(b) => Json::Bool(*b),
+        AMQPValue::ShortShortInt(n) => Json::from(*n),
+        AMQPValue::ShortShortUInt(n) => Json::from(*n),
+        AMQPValue::ShortInt(n) => Json::from(*n),
+        AMQPValue::ShortUInt(n) => Json::from(*n),
+        AMQPValue::LongInt(n) => Json::from(*n),
+        AMQPValue::LongUInt(n) => Json::from(*n),
+        AMQPValue::LongLongInt(n) => Json::from(*n),
+        AMQPValue::Float(f) => Json::from(f64::from(*f)),
+        AMQPValue::Double(f) => Json::from(*f),
+        AMQPValue::ShortString(s) => Json::String(s.as_str().to_string()),
+        AMQPValue::LongString(s) => Json::String(
+            std::str::from_utf8(s.as_bytes())
+                .map_err(|_| format!("binary mode: property `{name}` is not UTF-8"))?
+                .to_string(),
+        ),
+        AMQPValue::ByteArray(bytes) => {
+            Json::String(base64::engine::general_purpose::STANDARD.encode(bytes.as_slice()))
+        }
+        // AMQP 0-9-1 timestamps are seconds since the epoch.
+        AMQPValue::Timestamp(seconds) => {
+            let time = i64::try_from(*seconds)
+                .ok()
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                .ok_or_else(|| format!("binary mode: property `{name}` is out of range"))?;
+            Json::String(format_time(time))
+        }
+        AMQPValue::DecimalValue(_) | AMQPValue::FieldArray(_) | AMQPValue::FieldTable(_) => {
+            return Err(format!(
+                "binary mode: property `{name}` has an AMQP type no attribute can have"
+            ));
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> FieldTable {
+        let mut t = FieldTable::default();
+        for (k, v) in pairs {
+            t.insert((*k).into(), AMQPValue::LongString(LongString::from(*v)));
+        }
+        t
+    }
+
+    #[test]
+    fn binary_mode_reads_both_separators_and_json_data() {
+        for prefix in PREFIXES {
+            let h = headers(&[
+                (&format!("{prefix}specversion"), "1.0"),
+                (&format!("{prefix}id"), "a-1"),
+                (&format!("{prefix}source"), "urn:test"),
+                (&format!("{prefix}type"), "t.x"),
+                (&format!("{prefix}time"), "2026-03-02T09:00:00Z"),
+            ]);
+            let e = decode_event(
+                Some("application/json"),
+                Some(&h),
+                br#"{"k": 1}"#,
+                1024,
+                true,
+            )
+            .unwrap();
+            assert_eq!((e.id.as_str(), e.event_type.as_str()), ("a-1", "t.x"));
+            assert_eq!(e.data, Some(serde_json::json!({"k": 1})));
+            assert_eq!(e.datacontenttype.as_deref(), Some("application/json"));
+        }
+    }
+
+    #[test]
+    fn unusable_messages_have_reasons() {
+        let too_big = decode_event(None, None, &[b' '; 2048], 1024, false).unwrap_err();
+        assert!(too_big.contains("larger than the limit"), "{too_big}");
+        let not_json = decode_event(
+            Some("application/cloudevents+json"),
+            None,
+            b"{nope",
+            1024,
+            false,
+        )
+        .unwrap_err();
+        assert!(!not_json.is_empty());
+        let no_time = decode_event(
+            Some("application/cloudevents+json"),
+            None,
+            br#"{"specversion":"1.0","id":"1","source":"s","type":"t"}"#,
+            1024,
+            true,
+        )
+        .unwrap_err();
+        assert!(no_time.contains("missing `time`"), "{no_time}");
+        let text = decode_event(Some("text/plain"), None, b"hello", 1024, false).unwrap_err();
+        assert!(text.contains("not a CloudEvent"), "{text}");
+    }
+
+    #[test]
+    fn the_url_is_shown_without_its_password() {
+        let c = AmqpConfig {
+            url: "amqp://guest:secret@127.0.0.1:5672/%2f".to_string(),
+            ..AmqpConfig::default()
+        };
+        assert_eq!(c.display_url(), "amqp://guest:***@127.0.0.1:5672/%2f");
+    }
+}
