@@ -416,8 +416,8 @@ impl Runner {
     /// neither is kept without the other.
     async fn finished(&mut self, finished: Finished) -> Result<()> {
         let (id, attempt) = (&finished.settlement.action_id, finished.settlement.attempt);
-        if !self.settled.iter().any(|s| s.action_id == *id)
-            && !self.store.claim_holds(id, attempt).await?
+        if self.settled.iter().any(|s| s.action_id == *id)
+            || !self.store.claim_holds(id, attempt).await?
         {
             // Its lease ran out before this outcome arrived and the action was claimed
             // again: the newer claim reports the outcome.
