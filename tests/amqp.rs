@@ -228,6 +228,10 @@ impl Broker {
     }
 
     fn config(&self, dir: &Path, prefetch: u16) -> PathBuf {
+        self.config_with(dir, prefetch, 64, "classic")
+    }
+
+    fn config_with(&self, dir: &Path, prefetch: u16, batch: usize, queue_type: &str) -> PathBuf {
         let path = dir.join("steward.toml");
         std::fs::write(
             &path,
@@ -236,7 +240,7 @@ impl Broker {
 path = "{db}"
 
 [engine]
-batch = 64
+batch = {batch}
 
 [amqp]
 url = "{URL}"
@@ -245,7 +249,7 @@ exchange_type = "topic"
 queue = "{q}"
 routing_keys = ["events.#"]
 prefetch = {prefetch}
-queue_type = "classic"
+queue_type = "{queue_type}"
 dead_letter_exchange = "{dlx}"
 dead_letter_queue = "{dlq}"
 reconnect_min_ms = 50
@@ -699,4 +703,83 @@ fn a_sigkill_mid_stream_and_a_restart_apply_every_event_exactly_once() {
     assert_eq!(snap.open, file_snap.open);
     assert_eq!(broker.count(&broker.queue), 0);
     assert!(snap.dead_letters.is_empty(), "{:?}", snap.dead_letters);
+}
+
+/// The broker's id of the connection named after `queue`; `None` when `rabbitmqctl`
+/// is not usable here.
+fn connection_of(queue: &str) -> Option<String> {
+    let list = Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "pid", "client_properties"])
+        .output()
+        .ok()?;
+    if !list.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&list.stdout);
+    let pid = text
+        .lines()
+        .find(|l| l.contains(queue))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no connection for {queue} in:\n{text}"));
+    Some(pid.to_string())
+}
+
+/// Closes a connection from the broker's side.
+fn close_connection(pid: &str) {
+    let status = Command::new("rabbitmqctl")
+        .args(["-q", "close_connection", pid, "closed by the steward test"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "rabbitmqctl close_connection failed");
+}
+
+#[test]
+fn a_connection_closed_by_the_broker_is_reopened_and_nothing_is_lost() {
+    let Some(broker) = broker("reconnect") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lines = many_events(120);
+    let events = dir.path().join("events.jsonl");
+    write_lines(&events, &lines);
+    let (expected, file_snap) = file_run(&events, dir.path());
+
+    // A quorum queue, and small batches so the stream is still flowing at the cut.
+    let config = broker.config_with(dir.path(), 4, 1, "quorum");
+    let mut engine = Engine::spawn(&iso(), &config);
+    let Some(connection) = connection_of(&broker.queue) else {
+        eprintln!("SKIPPED a_connection_closed_by_the_broker_…: rabbitmqctl is not usable here");
+        return;
+    };
+    let messages: Vec<Out> = lines.iter().map(|l| structured(l)).collect();
+    broker.publish(&messages);
+    engine.wait_until("some decisions", |e| e.decisions.len() >= 50);
+    close_connection(&connection);
+    engine.wait_until("the reconnection", |e| {
+        e.log.matches("amqp: consuming from queue").count() >= 2
+    });
+    assert!(
+        engine.decisions.len() < expected.len(),
+        "the cut came too late"
+    );
+    let db = dir.path().join("steward.db");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        engine.pump();
+        let snap = snapshot(&db, &iso());
+        if (snap.seen.len() == file_snap.seen.len() && broker.count(&broker.queue) == 0)
+            || Instant::now() > deadline
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (decisions, log) = engine.terminate();
+    assert!(log.contains("reconnecting in"), "{log}");
+    let snap = snapshot(&db, &iso());
+    assert_eq!(snap.seen, file_snap.seen, "{log}");
+    assert_eq!(snap.evidence.len(), file_snap.evidence.len(), "{log}");
+    // Each decision printed once: nothing was applied twice across the reconnection.
+    assert_eq!(decisions.len(), expected.len(), "{log}");
+    assert_eq!(broker.count(&broker.queue), 0);
 }

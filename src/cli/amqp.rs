@@ -465,7 +465,8 @@ async fn session(
 ) -> Result<End> {
     let connection = Connection::connect(
         &config.url,
-        ConnectionProperties::default().with_connection_name(LongString::from("steward run")),
+        ConnectionProperties::default()
+            .with_connection_name(LongString::from(format!("steward run: {}", config.queue))),
     )
     .await
     .context("connecting")?;
