@@ -15,11 +15,11 @@ use steward_dsl::cel::{Activation, Program, Value};
 
 use crate::decision::{ChainHead, Decision, EvidenceRecord, Kind};
 use crate::event::{Event, EventIdentity, format_time};
-use crate::seen::SeenSet;
 use crate::ruleset::{
     APPROVAL_EVENT, Action, ArgValue, Control, Quorum, Ruleset, Targets, TemplatePart, TimeSpec,
     Transition, Trigger, Window,
 };
+use crate::seen::SeenSet;
 use crate::time::{period_id, period_unit};
 
 pub mod outcome;
