@@ -38,6 +38,9 @@ use steward_engine::event::{Event, MAX_EVENT_BYTES, format_time};
 use steward_engine::store::DeadLetter;
 use tokio::sync::{mpsc, watch};
 
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The header that carries the reason of a dead-lettered message.
 pub const REASON_HEADER: &str = "x-steward-reason";
 
@@ -148,6 +151,9 @@ impl AmqpConfig {
     }
 
     fn check(&self) -> Result<()> {
+        if let Err(e) = self.url.parse::<lapin::uri::AMQPUri>() {
+            bail!("[amqp] url `{}` is not an AMQP URI: {e}", self.display_url());
+        }
         if self.queue.is_empty() {
             bail!("[amqp] queue must not be empty");
         }
@@ -463,12 +469,16 @@ async fn session(
     backoff: &mut Duration,
     min: Duration,
 ) -> Result<End> {
-    let connection = Connection::connect(
-        &config.url,
-        ConnectionProperties::default()
-            .with_connection_name(LongString::from(format!("steward run: {}", config.queue))),
+    // Bounded, so a stop is noticed even while a broker does not answer.
+    let properties = ConnectionProperties::default()
+        .with_connection_name(LongString::from(format!("steward run: {}", config.queue)));
+    let connection = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        Connection::connect(&config.url, properties),
     )
     .await
+    .map_err(|_| anyhow!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))
+    .and_then(|c| c.map_err(anyhow::Error::from))
     .context("connecting")?;
     let channel = connection
         .create_channel()
