@@ -152,7 +152,10 @@ impl AmqpConfig {
 
     fn check(&self) -> Result<()> {
         if let Err(e) = self.url.parse::<lapin::uri::AMQPUri>() {
-            bail!("[amqp] url `{}` is not an AMQP URI: {e}", self.display_url());
+            bail!(
+                "[amqp] url `{}` is not an AMQP URI: {e}",
+                self.display_url()
+            );
         }
         if self.queue.is_empty() {
             bail!("[amqp] queue must not be empty");
