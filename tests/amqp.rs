@@ -783,3 +783,119 @@ fn a_connection_closed_by_the_broker_is_reopened_and_nothing_is_lost() {
     assert_eq!(decisions.len(), expected.len(), "{log}");
     assert_eq!(broker.count(&broker.queue), 0);
 }
+
+/// Rates, not a check: `cargo test --release --test amqp -- --ignored --nocapture
+/// throughput`. The raw lapin consume-and-ack rate on a plain queue (the ceiling)
+/// beside `steward run` end to end with SQLite, for the same messages.
+#[test]
+#[ignore = "a measurement; run it explicitly"]
+fn throughput() {
+    use futures_lite::StreamExt;
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions};
+    let Some(broker) = broker("rate") else { return };
+    let copies: usize = std::env::var("STEWARD_AMQP_COPIES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(700);
+    let lines = many_events(copies);
+    let n = lines.len();
+    let messages: Vec<Out> = lines.iter().map(|l| structured(l)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let config = broker.config_with(dir.path(), 512, 256, "classic");
+
+    // The ceiling: a plain queue bound to the same exchange, drained by lapin alone.
+    let raw = format!("{}.raw", broker.queue);
+    let ch = broker.channel.clone();
+    let (x, r) = (broker.exchange.clone(), raw.clone());
+    broker.rt.block_on(async {
+        ch.exchange_declare(
+            x.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_declare(
+            r.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            r.as_str().into(),
+            x.as_str().into(),
+            "events.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    });
+    broker.publish(&messages);
+    let raw_rate = broker.rt.block_on(async {
+        let conn = Connection::connect(URL, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let c = conn.create_channel().await.unwrap();
+        c.basic_qos(512, BasicQosOptions::default()).await.unwrap();
+        let mut consumer = c
+            .basic_consume(
+                r.as_str().into(),
+                "raw".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let mut got = 0;
+        while let Some(d) = consumer.next().await {
+            let d = d.unwrap();
+            got += 1;
+            if got % 256 == 0 || got == n {
+                d.acker
+                    .ack(BasicAckOptions { multiple: true })
+                    .await
+                    .unwrap();
+            }
+            if got == n {
+                break;
+            }
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        let _ = c
+            .queue_delete(r.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        rate
+    });
+
+    // Steward: the topology declared by a first start, the messages published, then
+    // timed from the start of the engine to its exit after the queue is drained.
+    let engine = Engine::spawn(&iso(), &config);
+    engine.terminate();
+    broker.publish(&messages);
+    let start = Instant::now();
+    let mut engine = Engine::spawn(&iso(), &config);
+    while broker.count(&broker.queue) > 0 {
+        engine.pump();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (_, log) = engine.terminate();
+    let elapsed = start.elapsed().as_secs_f64();
+    let applied =
+        summary_count(&log, "applied").unwrap() + summary_count(&log, "duplicates").unwrap();
+    assert_eq!(applied as usize, n, "{log}");
+    let steward_rate = n as f64 / elapsed;
+    eprintln!(
+        "AMQP throughput, {n} events: raw lapin consume+ack {raw_rate:.0}/s; steward run (SQLite) {steward_rate:.0}/s ({:.0} % of the ceiling)",
+        100.0 * steward_rate / raw_rate
+    );
+}
