@@ -538,7 +538,8 @@ impl Engine {
         };
         for &r in &targets.rules {
             let rule = &rules.rules[r];
-            if self.condition(&rule.trigger, Owner::Rule(r), &step, &[], out) {
+            // A rule's only trigger is what the route was indexed by: its pattern holds.
+            if self.condition_holds(&rule.trigger, Owner::Rule(r), &step, &[], out) {
                 self.run(&rule.actions, Owner::Rule(r), &mut step, &[], out);
             }
         }
@@ -619,6 +620,21 @@ impl Engine {
             return false;
         };
         if !trigger.pattern.matches(&event.event_type) {
+            return false;
+        }
+        self.condition_holds(trigger, owner, step, extra, out)
+    }
+
+    /// Whether a trigger's condition holds, its pattern known to match.
+    fn condition_holds(
+        &mut self,
+        trigger: &Trigger,
+        owner: Owner<'_>,
+        step: &Step<'_>,
+        extra: &[(&'static str, Value)],
+        out: &mut Vec<Decision>,
+    ) -> bool {
+        if step.event.is_none() {
             return false;
         }
         let Some(cond) = &trigger.condition else {
