@@ -17,7 +17,7 @@ use steward_connectors::{
 
 /// `connectors/dist/NAME.wasm`; the test fails (it does not skip) when it is missing.
 pub fn component(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let path = super::host_dir()
         .join("../dist")
         .join(format!("{name}.wasm"));
     assert!(

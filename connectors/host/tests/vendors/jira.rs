@@ -18,7 +18,9 @@
 //! Workflow: `To Do` → (`Start Progress`) → `In Progress` → (`Done`) → `Done`
 //! → (`Reopen`) → `To Do`; `Done` is also reachable from `To Do`, and `Stop Progress`
 //! leads back from `In Progress`. Transition ids: 11 Start Progress, 21 Stop Progress,
-//! 31 Done, 41 Reopen.
+//! 31 Done, 41 Reopen. Changes (as in examples/iso20000) follow `Submitted` →
+//! (`Assess`) → `Assessing` → (`Reject`) → `Rejected`, and `Reject` is also available
+//! from `Submitted`: ids 51 Assess, 61 Reject.
 
 use serde_json::{Map, Value, json};
 
@@ -36,8 +38,8 @@ pub struct Status {
     pub category: (u32, &'static str, &'static str, &'static str),
 }
 
-/// `To Do`, `In Progress`, `Done`.
-pub const STATUSES: [Status; 3] = [
+/// `To Do`, `In Progress`, `Done`; `Submitted`, `Assessing`, `Rejected`.
+pub const STATUSES: [Status; 6] = [
     Status {
         id: "10000",
         name: "To Do",
@@ -53,15 +55,33 @@ pub const STATUSES: [Status; 3] = [
         name: "Done",
         category: (3, "done", "Done", "green"),
     },
+    Status {
+        id: "10003",
+        name: "Submitted",
+        category: (2, "new", "To Do", "blue-gray"),
+    },
+    Status {
+        id: "10004",
+        name: "Assessing",
+        category: (4, "indeterminate", "In Progress", "yellow"),
+    },
+    Status {
+        id: "10005",
+        name: "Rejected",
+        category: (3, "done", "Done", "green"),
+    },
 ];
 
 /// (from status, transition id, transition name, to status).
-pub const TRANSITIONS: [(&str, &str, &str, &str); 5] = [
+pub const TRANSITIONS: [(&str, &str, &str, &str); 8] = [
     ("To Do", "11", "Start Progress", "In Progress"),
     ("To Do", "31", "Done", "Done"),
     ("In Progress", "21", "Stop Progress", "To Do"),
     ("In Progress", "31", "Done", "Done"),
     ("Done", "41", "Reopen", "To Do"),
+    ("Submitted", "51", "Assess", "Assessing"),
+    ("Submitted", "61", "Reject", "Rejected"),
+    ("Assessing", "61", "Reject", "Rejected"),
 ];
 
 /// Comments per page of `GET …/comment` when `maxResults` is not given (the spec's

@@ -14,3 +14,10 @@ pub mod server;
 pub mod servicenow;
 pub mod slack;
 pub mod webhook;
+
+/// connectors/host, from which the modules find the oracles and the built components.
+/// A test of another package that includes these modules (by `#[path]`, inside a module
+/// of its own) defines its own `host_dir` beside them.
+pub fn host_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}

@@ -20,10 +20,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Map, Value, json};
 
-/// Where the spec lives, from the crate (connectors/host) via the repo root.
+/// Where the spec lives, from the crate (connectors/host, [`super::host_dir`]) via the
+/// repo root.
 pub fn jira_spec_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/oracles/jira/openapi/jira-platform-swagger-v3.v3.json")
+    super::host_dir().join("../../../shared/oracles/jira/openapi/jira-platform-swagger-v3.v3.json")
 }
 
 /// The Jira platform spec, loaded once per test binary.

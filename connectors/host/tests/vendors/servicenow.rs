@@ -117,7 +117,7 @@ pub struct ServiceNow {
 
 /// The recorded `GET /api/now/table/incident` response's records.
 pub fn recorded_incidents() -> Vec<Map<String, Value>> {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(
+    let path = super::host_dir().join(
         "../../../shared/oracles/servicenow/table-api/jupiterone-recorded/incident_incident_2.json",
     );
     let text = std::fs::read_to_string(&path)
