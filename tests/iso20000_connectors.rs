@@ -87,8 +87,8 @@ fn jira() -> Server<Timed<Jira>> {
     })
 }
 
-/// `steward.toml` in `dir`: the state in SQLite there, the three connectors pointing at
-/// the loopback vendors (secrets from the environment, see [`secrets`]). The dispatcher
+/// `steward.toml` in `dir`: the state in SQLite there, compiled components in
+/// [`cache_dir`], the three connectors pointing at the loopback vendors (secrets from the environment, see [`secrets`]). The dispatcher
 /// makes one call at a time, so the example's successive transitions of one change
 /// reach Jira in the order they were decided.
 fn config(dir: &Path, jira: &str, pagerduty: &str) -> std::path::PathBuf {
@@ -96,7 +96,7 @@ fn config(dir: &Path, jira: &str, pagerduty: &str) -> std::path::PathBuf {
     let mut text = format!(
         "[store]\npath = {:?}\n\n[dispatch]\nconcurrency = 1\nbase_ms = 100\npoll_ms = 20\ncache_dir = {:?}\n",
         dir.join("steward.db").display().to_string(),
-        dir.join("cache").display().to_string()
+        cache_dir().display().to_string()
     );
     for (name, extra) in [
         (
@@ -126,6 +126,12 @@ fn config(dir: &Path, jira: &str, pagerduty: &str) -> std::path::PathBuf {
     let path = dir.join("steward.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// Compiled components, kept across runs and tests (the cache is safe to share: keyed
+/// by the component's hash, written through a rename).
+fn cache_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("iso20000-connectors-cache")
 }
 
 /// The connectors' secrets, as environment variables of the `steward` process.
