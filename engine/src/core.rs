@@ -205,7 +205,8 @@ pub struct Stats {
 pub struct Engine {
     rules: Arc<Ruleset>,
     world: World,
-    routes: FastMap<String, Arc<Targets>>,
+    /// Targets by event type, filled as types are first seen.
+    routes: FastMap<Box<str>, Targets>,
     dirty: FastSet<InstanceKey>,
     changes: Changes,
     record_changes: bool,
@@ -504,13 +505,15 @@ impl Engine {
         result
     }
 
-    fn route(&mut self, event_type: &str) -> Arc<Targets> {
+    /// The targets of an event type (a copy: inline, so no allocation for the usual
+    /// handful of listeners).
+    fn route(&mut self, event_type: &str) -> Targets {
         if let Some(t) = self.routes.get(event_type) {
             return t.clone();
         }
-        let targets = Arc::new(self.rules.targets(event_type));
+        let targets = self.rules.targets(event_type);
         if self.routes.len() < 100_000 {
-            self.routes.insert(event_type.to_string(), targets.clone());
+            self.routes.insert(Box::from(event_type), targets.clone());
         }
         targets
     }
@@ -536,21 +539,22 @@ impl Engine {
             emitted: Vec::new(),
             transitions: 0,
         };
-        for &r in &targets.rules {
+        for &r in targets.rules() {
+            let r = r as usize;
             let rule = &rules.rules[r];
             // A rule's only trigger is what the route was indexed by: its pattern holds.
             if self.condition_holds(&rule.trigger, Owner::Rule(r), &step, &[], out) {
                 self.run(&rule.actions, Owner::Rule(r), &mut step, &[], out);
             }
         }
-        for &w in &targets.workflows {
-            self.workflow_event(w, &mut step, out);
+        for &w in targets.workflows() {
+            self.workflow_event(w as usize, &mut step, out);
         }
-        for &c in &targets.expects {
-            self.expect_event(c, &step, out);
+        for &c in targets.expects() {
+            self.expect_event(c as usize, &step, out);
         }
-        for &c in &targets.counters {
-            self.counter_event(c, &mut step, out);
+        for &c in targets.counters() {
+            self.counter_event(c as usize, &mut step, out);
         }
         if depth < MAX_EMIT_DEPTH {
             for e in step.emitted.drain(..) {

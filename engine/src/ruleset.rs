@@ -11,6 +11,7 @@ use std::sync::Arc;
 use chrono::{NaiveDate, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
 use steward_dsl::ast::{self, CalendarUnit};
 use steward_dsl::cel::{Expr, Program, Value};
 
@@ -221,17 +222,71 @@ pub struct Counter {
     pub policy: Option<Arc<str>>,
 }
 
-/// Where events of one type go.
+/// Where events of one type go: rule, workflow, cadence-expectation and counter
+/// indices, each group in declaration order.
+///
+/// Compact, because it is read for every event: the indices of the four groups sit
+/// back to back, inline for the usual handful, so a route costs the engine one cache
+/// line rather than a pointer chase per group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Targets {
-    pub rules: Vec<usize>,
-    pub workflows: Vec<usize>,
-    pub expects: Vec<usize>,
-    pub counters: Vec<usize>,
+    items: SmallVec<[u32; 8]>,
+    /// Where each group ends in `items`.
+    ends: [u32; 4],
 }
 
 impl Targets {
-    fn extend(&mut self, other: &Targets) {
+    fn group(&self, g: usize) -> &[u32] {
+        let start = if g == 0 { 0 } else { self.ends[g - 1] as usize };
+        &self.items[start..self.ends[g] as usize]
+    }
+
+    pub fn rules(&self) -> &[u32] {
+        self.group(0)
+    }
+
+    pub fn workflows(&self) -> &[u32] {
+        self.group(1)
+    }
+
+    pub fn expects(&self) -> &[u32] {
+        self.group(2)
+    }
+
+    pub fn counters(&self) -> &[u32] {
+        self.group(3)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// [`Targets`] while the index is built.
+#[derive(Debug, Clone, Default)]
+struct TargetLists {
+    rules: Vec<usize>,
+    workflows: Vec<usize>,
+    expects: Vec<usize>,
+    counters: Vec<usize>,
+}
+
+impl TargetLists {
+    fn compact(&self) -> Targets {
+        let mut items = SmallVec::new();
+        let mut ends = [0u32; 4];
+        for (g, list) in [&self.rules, &self.workflows, &self.expects, &self.counters]
+            .into_iter()
+            .enumerate()
+        {
+            // Indices of rules, workflows, cadences and counters: far below 2^32.
+            items.extend(list.iter().map(|&i| i as u32));
+            ends[g] = items.len() as u32;
+        }
+        Targets { items, ends }
+    }
+
+    fn extend(&mut self, other: &TargetLists) {
         self.rules.extend(&other.rules);
         self.workflows.extend(&other.workflows);
         self.expects.extend(&other.expects);
@@ -245,13 +300,6 @@ impl Targets {
             list.sort_unstable();
             list.dedup();
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-            && self.workflows.is_empty()
-            && self.expects.is_empty()
-            && self.counters.is_empty()
     }
 }
 
@@ -269,8 +317,8 @@ pub struct Ruleset {
     pub policy_versions: BTreeMap<String, String>,
     /// The first 8 bytes of the SHA-256 of the sources, in hex: the rules' version.
     pub version: String,
-    exact: HashMap<String, Targets>,
-    prefixes: Vec<(String, Targets)>,
+    exact: HashMap<String, TargetLists>,
+    prefixes: Vec<(String, TargetLists)>,
 }
 
 /// Approval decisions arrive as events of this type (see docs/language.md).
@@ -360,7 +408,7 @@ impl Ruleset {
         for (i, c) in self.counters.iter().enumerate() {
             entries.push((c.trigger.pattern.clone(), i, 3));
         }
-        let mut prefixes: BTreeMap<String, Targets> = BTreeMap::new();
+        let mut prefixes: BTreeMap<String, TargetLists> = BTreeMap::new();
         for (pattern, index, kind) in entries {
             let targets = match pattern {
                 Pattern::Exact(t) => self.exact.entry(t).or_default(),
@@ -381,13 +429,23 @@ impl Ruleset {
 
     /// Everything interested in events of `event_type`, each list in declaration order.
     pub fn targets(&self, event_type: &str) -> Targets {
-        let mut out = self.exact.get(event_type).cloned().unwrap_or_default();
-        for (prefix, targets) in &self.prefixes {
-            if event_type.starts_with(prefix.as_str()) {
-                out.extend(targets);
+        let exact = self.exact.get(event_type);
+        let mut prefixed = self
+            .prefixes
+            .iter()
+            .filter(|(prefix, _)| event_type.starts_with(prefix.as_str()))
+            .peekable();
+        match (exact, prefixed.peek()) {
+            (Some(lists), None) => lists.compact(),
+            (None, None) => Targets::default(),
+            _ => {
+                let mut out = exact.cloned().unwrap_or_default();
+                for (_, lists) in prefixed {
+                    out.extend(lists);
+                }
+                out.compact()
             }
         }
-        out
     }
 
     pub fn has_prefix_patterns(&self) -> bool {
