@@ -88,13 +88,14 @@ fn jira() -> Server<Timed<Jira>> {
 }
 
 /// `steward.toml` in `dir`: the state in SQLite there, compiled components in
-/// [`cache_dir`], the three connectors pointing at the loopback vendors (secrets from the environment, see [`secrets`]). The dispatcher
-/// makes one call at a time, so the example's successive transitions of one change
-/// reach Jira in the order they were decided.
+/// [`cache_dir`], the three connectors pointing at the loopback vendors (secrets from the
+/// environment, see [`secrets`]). The dispatcher runs with its default concurrency: the
+/// successive transitions of one change still reach Jira in the order they were
+/// decided (one action of an instance at a time), or the strict fake workflow refuses.
 fn config(dir: &Path, jira: &str, pagerduty: &str) -> std::path::PathBuf {
     let dist = root().join("connectors/dist");
     let mut text = format!(
-        "[store]\npath = {:?}\n\n[dispatch]\nconcurrency = 1\nbase_ms = 100\npoll_ms = 20\ncache_dir = {:?}\n",
+        "[store]\npath = {:?}\n\n[dispatch]\nbase_ms = 100\npoll_ms = 20\ncache_dir = {:?}\n",
         dir.join("steward.db").display().to_string(),
         cache_dir().display().to_string()
     );

@@ -560,11 +560,12 @@ async fn large_commit<P: Place>(place: P, backend: &str) {
 
 /// A batch deciding `calls` (action id, connector) for instance `change`/`key`, with their
 /// action evidence, as the core hands it to a store.
-fn decided(calls: &[(&str, &str)], key: &str, chain: &mut ChainHead) -> Changes {
+/// Actions (id, connector, instance key) decided in this order by workflow `change`.
+fn decided_each(calls: &[(&str, &str, &str)], chain: &mut ChainHead) -> Changes {
     let at = time("2026-03-01T10:00:00Z");
     let mut changes = Changes::default();
-    for (id, connector) in calls {
-        let op = if *connector == "steward" {
+    for &(id, connector, key) in calls {
+        let op = if connector == "steward" {
             "emit"
         } else {
             "send"
@@ -600,14 +601,14 @@ async fn outbox_lifecycle<P: Place>(place: P) {
     let rules = example_rules();
     let store = place.open().await;
     let mut chain = ChainHead::default();
-    let changes = decided(
+    // Three instances, so order within an instance does not hold any of them back.
+    let changes = decided_each(
         &[
-            ("a", "webhook"),
-            ("b", "webhook"),
-            ("c", "slack"),
-            ("e", "steward"),
+            ("a", "webhook", "CHG/1"),
+            ("b", "webhook", "CHG/2"),
+            ("c", "slack", "CHG/3"),
+            ("e", "steward", "CHG/1"),
         ],
-        "CHG/1",
         &mut chain,
     );
     let meta = Meta {
@@ -781,6 +782,84 @@ async fn outbox_lifecycle<P: Place>(place: P) {
 }
 
 /// Dispatchers claiming at the same time never get the same row.
+/// An instance's actions are executed one at a time, in the order they were decided:
+/// a later one is not claimed while an earlier one is pending, in flight or waiting
+/// for a retry; other instances are not held back.
+async fn outbox_orders_each_instance<P: Place>(place: P) {
+    let rules = example_rules();
+    let store = place.open().await;
+    let mut chain = ChainHead::default();
+    // Decided in this order; the ids sort the other way round on purpose.
+    let changes = decided_each(
+        &[
+            ("z-first", "webhook", "CHG/1"),
+            ("b-other", "webhook", "CHG/2"),
+            ("a-second", "webhook", "CHG/1"),
+            ("m-third", "slack", "CHG/1"),
+        ],
+        &mut chain,
+    );
+    let meta = Meta {
+        chain: chain.clone(),
+        ..Meta::default()
+    };
+    store.commit(&rules, &changes, &meta).await.unwrap();
+    let t0: i64 = 1_000_000;
+    let first = store.claim_due(t0, t0 + 500, 10).await.unwrap();
+    assert_eq!(ids(&first), [("b-other", 1), ("z-first", 1)]);
+    let settle = |id: &str, attempt: u32| Settlement {
+        action_id: id.into(),
+        attempt,
+        end: SettledAs::Done {
+            result: "{}".into(),
+        },
+    };
+    store
+        .commit_settled(&rules, &Changes::default(), &meta, &[settle("b-other", 1)])
+        .await
+        .unwrap();
+    // z-first fails and waits for its retry: CHG/1's later actions wait with it.
+    assert!(
+        store
+            .schedule_retry("z-first", 1, t0 + 1000, "HTTP 503")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_due(t0 + 1, t0 + 501, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retry = store.claim_due(t0 + 1000, t0 + 1500, 10).await.unwrap();
+    assert_eq!(ids(&retry), [("z-first", 2)]);
+    store
+        .commit_settled(&rules, &Changes::default(), &meta, &[settle("z-first", 2)])
+        .await
+        .unwrap();
+    let next = store.claim_due(t0 + 1001, t0 + 1501, 10).await.unwrap();
+    assert_eq!(ids(&next), [("a-second", 1)]);
+    // Dead-lettered counts as settled: the instance moves on.
+    store
+        .commit_settled(
+            &rules,
+            &Changes::default(),
+            &meta,
+            &[Settlement {
+                action_id: "a-second".into(),
+                attempt: 1,
+                end: SettledAs::Dead {
+                    reason: "HTTP 400".into(),
+                },
+            }],
+        )
+        .await
+        .unwrap();
+    let last = store.claim_due(t0 + 1002, t0 + 1502, 10).await.unwrap();
+    assert_eq!(ids(&last), [("m-third", 1)]);
+}
+
 async fn concurrent_claims_are_disjoint<P: Place>(place: P)
 where
     P::S: Clone + Send + Sync + 'static,
@@ -790,8 +869,12 @@ where
     let store = place.open().await;
     let mut chain = ChainHead::default();
     let names: Vec<String> = (0..N).map(|i| format!("x{i:04}")).collect();
-    let calls: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "webhook")).collect();
-    let changes = decided(&calls, "K", &mut chain);
+    // One instance each: an instance's own actions are claimed one at a time.
+    let calls: Vec<(&str, &str, &str)> = names
+        .iter()
+        .map(|n| (n.as_str(), "webhook", n.as_str()))
+        .collect();
+    let changes = decided_each(&calls, &mut chain);
     let meta = Meta {
         chain,
         ..Meta::default()
@@ -849,6 +932,11 @@ async fn sqlite_outbox_lifecycle() {
     outbox_lifecycle(sqlite("lifecycle")).await;
 }
 
+#[tokio::test]
+async fn sqlite_outbox_orders_each_instance() {
+    outbox_orders_each_instance(sqlite("order")).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_concurrent_claims_are_disjoint() {
     concurrent_claims_are_disjoint(sqlite("claims")).await;
@@ -890,6 +978,12 @@ async fn postgres_keeps_dead_letters_and_outbox() {
 async fn postgres_outbox_lifecycle() {
     let Some(url) = postgres().await else { return };
     outbox_lifecycle(Schema::new(&url, "lifecycle")).await;
+}
+
+#[tokio::test]
+async fn postgres_outbox_orders_each_instance() {
+    let Some(url) = postgres().await else { return };
+    outbox_orders_each_instance(Schema::new(&url, "order")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -193,9 +193,10 @@ impl Store for PostgresStore {
             .fetch_all(&mut *tx)
             .await?
         {
-            world
-                .seen
-                .insert(row.try_get::<&str, _>("source")?, row.try_get::<&str, _>("id")?);
+            world.seen.insert(
+                row.try_get::<&str, _>("source")?,
+                row.try_get::<&str, _>("id")?,
+            );
         }
         for row in sqlx::query("SELECT counter, key, body FROM counters")
             .fetch_all(&mut *tx)
@@ -460,9 +461,11 @@ impl Store for PostgresStore {
                 });
             }
             sqlx::query(
+                // In decision order, so `seq` (per-instance dispatch order) follows it.
                 "INSERT INTO outbox (action_id, at, at_ns, connector, op, args, workflow, key, status) \
-                 SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::int2[], $4::text[], $5::text[], \
-                 $6::text[], $7::text[], $8::text[], $9::text[]) \
+                 SELECT a, t, n, c, o, g, w, k, s FROM UNNEST($1::text[], $2::timestamptz[], \
+                 $3::int2[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) \
+                 WITH ORDINALITY AS u(a, t, n, c, o, g, w, k, s, i) ORDER BY i \
                  ON CONFLICT DO NOTHING",
             )
             .bind(&ids)
@@ -593,12 +596,18 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<Vec<Claimed>, StoreError> {
         // Rows another dispatcher is claiming right now are skipped, not waited for.
+        // An instance's actions go one at a time, in decision order (`seq`): a row
+        // waits while an earlier one of its instance is unsettled (a row another
+        // dispatcher is claiming is still `pending` to this snapshot, so it blocks too).
         let rows = sqlx::query(
             "UPDATE outbox o SET status = 'in_flight', attempts = o.attempts + 1, lease_ms = $1 \
-             FROM (SELECT action_id FROM outbox \
-                   WHERE (status IN ('pending', 'retry') AND due_ms <= $2) \
-                      OR (status = 'in_flight' AND lease_ms <= $2) \
-                   ORDER BY due_ms, at, at_ns, action_id LIMIT $3 \
+             FROM (SELECT q.action_id FROM outbox q \
+                   WHERE ((q.status IN ('pending', 'retry') AND q.due_ms <= $2) \
+                      OR (q.status = 'in_flight' AND q.lease_ms <= $2)) \
+                     AND (q.workflow IS NULL OR NOT EXISTS (SELECT 1 FROM outbox p \
+                       WHERE p.workflow = q.workflow AND p.key = q.key \
+                         AND p.status IN ('pending', 'retry', 'in_flight') AND p.seq < q.seq)) \
+                   ORDER BY q.due_ms, q.at, q.at_ns, q.action_id LIMIT $3 \
                    FOR UPDATE SKIP LOCKED) c \
              WHERE o.action_id = c.action_id \
              RETURNING o.action_id, o.workflow, o.key, o.connector, o.op, o.args, o.attempts, \

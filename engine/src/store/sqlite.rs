@@ -477,12 +477,17 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Claimed>, StoreError> {
         // One statement: SQLite runs it alone (one writer), so no row is claimed twice.
+        // An instance's actions go one at a time, in decision order (rowid): a row
+        // waits while an earlier one of its instance is unsettled.
         let rows = sqlx::query(
             "UPDATE outbox SET status = 'in_flight', attempts = attempts + 1, lease_ms = ?1 \
-             WHERE action_id IN (SELECT action_id FROM outbox \
-               WHERE (status IN ('pending', 'retry') AND due_ms <= ?2) \
-                  OR (status = 'in_flight' AND lease_ms <= ?2) \
-               ORDER BY due_ms, at, action_id LIMIT ?3) \
+             WHERE action_id IN (SELECT o.action_id FROM outbox o \
+               WHERE ((o.status IN ('pending', 'retry') AND o.due_ms <= ?2) \
+                  OR (o.status = 'in_flight' AND o.lease_ms <= ?2)) \
+                 AND (o.workflow IS NULL OR NOT EXISTS (SELECT 1 FROM outbox p \
+                   WHERE p.workflow = o.workflow AND p.key = o.key \
+                     AND p.status IN ('pending', 'retry', 'in_flight') AND p.rowid < o.rowid)) \
+               ORDER BY o.due_ms, o.at, o.action_id LIMIT ?3) \
              RETURNING action_id, workflow, key, connector, op, args, attempts, due_ms, at",
         )
         .bind(lease_until_ms)
