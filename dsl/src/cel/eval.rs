@@ -77,7 +77,10 @@ enum Node {
     /// `a.b.c` rooted at a free name: tries `a`, then `a.b`, then `a.b.c` in the
     /// activation and selects the remaining fields from the first one bound.
     Path {
-        dotted: Box<[Arc<str>]>,
+        /// `a.b.c`: the longest name, tried first where qualified names are answered.
+        full: Arc<str>,
+        /// Where each shorter name ends in `full` (`a`, `a.b`; then `full` itself).
+        ends: Box<[u32]>,
         fields: Box<[Arc<str>]>,
         root: bool,
     },
@@ -365,17 +368,19 @@ impl Compiler<'_> {
         {
             first.remove(0);
         }
-        let mut dotted = Vec::with_capacity(segments.len());
+        let mut ends = Vec::with_capacity(segments.len());
         let mut acc = String::new();
         for s in &segments {
             if !acc.is_empty() {
                 acc.push('.');
             }
             acc.push_str(s);
-            dotted.push(Arc::from(acc.as_str()));
+            // Expressions are far shorter than 4 GiB.
+            ends.push(u32::try_from(acc.len()).unwrap_or(u32::MAX));
         }
         Node::Path {
-            dotted: dotted.into(),
+            full: Arc::from(acc.as_str()),
+            ends: ends.into(),
             fields: segments.iter().map(|s| Arc::from(s.as_str())).collect(),
             root,
         }
@@ -547,7 +552,8 @@ impl Ctx<'_> {
             Node::Const(v) => Ok(v.clone()),
             Node::Local(slot) => Ok(self.locals.get(*slot).cloned().unwrap_or(Value::Null)),
             Node::Path {
-                dotted,
+                full,
+                ends,
                 fields,
                 root,
             } => {
@@ -558,17 +564,17 @@ impl Ctx<'_> {
                         self.vars.resolve(name)
                     }
                 };
+                let name = |i: usize| full.get(..ends[i] as usize).unwrap_or(full);
+                let last = ends.len().saturating_sub(1);
                 let found = if self.vars.qualified_names() {
-                    dotted
-                        .iter()
-                        .enumerate()
-                        .rev()
-                        .find_map(|(i, name)| Some((i, lookup(name)?)))
+                    // The whole path first: usually it is answered at once.
+                    lookup(full).map(|v| (last, v)).or_else(|| {
+                        (0..last)
+                            .rev()
+                            .find_map(|i| Some((i, lookup(name(i))?)))
+                    })
                 } else {
-                    dotted
-                        .iter()
-                        .enumerate()
-                        .find_map(|(i, name)| Some((i, lookup(name)?)))
+                    (0..ends.len()).find_map(|i| Some((i, lookup(name(i))?)))
                 };
                 if let Some((i, mut v)) = found {
                     for f in fields.iter().skip(i + 1) {
@@ -576,7 +582,7 @@ impl Ctx<'_> {
                     }
                     return Ok(v);
                 }
-                if let Some(t) = dotted.last().and_then(|n| type_denotation(n)) {
+                if let Some(t) = type_denotation(full) {
                     return Ok(t);
                 }
                 let root = fields.first().map_or("", |f| &**f);
