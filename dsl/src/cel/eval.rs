@@ -568,11 +568,9 @@ impl Ctx<'_> {
                 let last = ends.len().saturating_sub(1);
                 let found = if self.vars.qualified_names() {
                     // The whole path first: usually it is answered at once.
-                    lookup(full).map(|v| (last, v)).or_else(|| {
-                        (0..last)
-                            .rev()
-                            .find_map(|i| Some((i, lookup(name(i))?)))
-                    })
+                    lookup(full)
+                        .map(|v| (last, v))
+                        .or_else(|| (0..last).rev().find_map(|i| Some((i, lookup(name(i))?))))
                 } else {
                     (0..ends.len()).find_map(|i| Some((i, lookup(name(i))?)))
                 };
