@@ -86,8 +86,7 @@ impl SeenSet {
                     && slot.source_len == source_len
                     && slot.id_len == id_len
                     && &arena[slot.start..slot.start + source.len()] == source
-                    && &arena[slot.start + source.len()..slot.start + source.len() + id.len()]
-                        == id
+                    && &arena[slot.start + source.len()..slot.start + source.len() + id.len()] == id
             },
             |slot| slot.hash,
         );
@@ -181,7 +180,12 @@ mod tests {
         all.sort();
         assert_eq!(
             all,
-            [("jir", "a1"), ("jira", "1"), ("jira1", ""), ("servicenow", "1")]
+            [
+                ("jir", "a1"),
+                ("jira", "1"),
+                ("jira1", ""),
+                ("servicenow", "1")
+            ]
         );
     }
 
