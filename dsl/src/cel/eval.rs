@@ -60,7 +60,9 @@ impl<F: Fn(&str) -> Option<Value>> Activation for F {
 /// A compiled expression: evaluate it any number of times, from any thread.
 #[derive(Clone)]
 pub struct Program {
-    root: Arc<Node>,
+    /// Held inline (not behind a pointer), so evaluating a rule's condition starts in
+    /// the rule's own memory.
+    root: Node,
     slots: usize,
 }
 
@@ -70,6 +72,7 @@ impl std::fmt::Debug for Program {
     }
 }
 
+#[derive(Clone)]
 enum Node {
     Const(Value),
     /// A macro variable.
@@ -137,10 +140,10 @@ impl Program {
         match Program::compile_with(expr, functions, true) {
             Ok(p) => p,
             Err(d) => Program {
-                root: Arc::new(Node::Fail(EvalError::new(
+                root: Node::Fail(EvalError::new(
                     d.first()
                         .map_or("invalid expression".to_string(), |d| d.message.clone()),
-                ))),
+                )),
                 slots: 0,
             },
         }
@@ -163,7 +166,7 @@ impl Program {
             return Err(c.diags);
         }
         Ok(Program {
-            root: Arc::new(root),
+            root,
             slots: c.slots,
         })
     }
@@ -181,7 +184,7 @@ impl Program {
 
     /// The constant value, when the whole expression folded to one.
     pub fn constant(&self) -> Option<&Value> {
-        match &*self.root {
+        match &self.root {
             Node::Const(v) => Some(v),
             _ => None,
         }
