@@ -201,12 +201,67 @@ pub struct Stats {
     pub decisions: u64,
 }
 
+/// An event type as a route key. Types are short (`jira:issue_updated`), so most are
+/// held inline: confirming a lookup compares bytes in the table's own slot instead of
+/// following a pointer to the key.
+#[derive(Clone)]
+enum TypeKey {
+    Inline { len: u8, bytes: [u8; 30] },
+    Heap(Box<str>),
+}
+
+impl TypeKey {
+    fn new(event_type: &str) -> TypeKey {
+        let mut bytes = [0u8; 30];
+        match bytes.get_mut(..event_type.len()) {
+            Some(prefix) => {
+                prefix.copy_from_slice(event_type.as_bytes());
+                TypeKey::Inline {
+                    len: event_type.len() as u8,
+                    bytes,
+                }
+            }
+            None => TypeKey::Heap(Box::from(event_type)),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Whole UTF-8 strings copied in `new`: the check cannot fail.
+            TypeKey::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
+            }
+            TypeKey::Heap(s) => s,
+        }
+    }
+}
+
+impl std::borrow::Borrow<str> for TypeKey {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for TypeKey {
+    fn eq(&self, other: &TypeKey) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for TypeKey {}
+
+impl std::hash::Hash for TypeKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
 /// The deterministic engine core.
 pub struct Engine {
     rules: Arc<Ruleset>,
     world: World,
     /// Targets by event type, filled as types are first seen.
-    routes: FastMap<Box<str>, Targets>,
+    routes: FastMap<TypeKey, Targets>,
     dirty: FastSet<InstanceKey>,
     changes: Changes,
     record_changes: bool,
@@ -513,7 +568,8 @@ impl Engine {
         }
         let targets = self.rules.targets(event_type);
         if self.routes.len() < 100_000 {
-            self.routes.insert(Box::from(event_type), targets.clone());
+            self.routes
+                .insert(TypeKey::new(event_type), targets.clone());
         }
         targets
     }

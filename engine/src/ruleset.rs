@@ -13,7 +13,7 @@ use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 use smallvec::SmallVec;
 use steward_dsl::ast::{self, CalendarUnit};
-use steward_dsl::cel::{Expr, Program, Value};
+use steward_dsl::cel::{Expr, Program, SharedNames, Value};
 
 use crate::time::{BusinessCalendar, Schedule, resolve_local, weekday};
 
@@ -462,14 +462,18 @@ struct Compiler {
     calendars: HashMap<String, Arc<BusinessCalendar>>,
     /// Policies read by the item being compiled.
     used: std::cell::RefCell<std::collections::BTreeSet<String>>,
+    /// Path names shared by all the ruleset's expressions.
+    names: std::cell::RefCell<SharedNames>,
 }
 
 fn compile_expr(expr: &Expr) -> Result<Program, CompileError> {
-    Program::compile(expr, steward_dsl::stdlib::functions()).map_err(|diags| {
-        err(diags
-            .first()
-            .map_or_else(|| "invalid expression".to_string(), |d| d.message.clone()))
-    })
+    Program::compile(expr, steward_dsl::stdlib::functions()).map_err(|diags| compile_error(&diags))
+}
+
+fn compile_error(diags: &[steward_dsl::diagnostic::Diagnostic]) -> CompileError {
+    err(diags
+        .first()
+        .map_or_else(|| "invalid expression".to_string(), |d| d.message.clone()))
 }
 
 fn controls(list: &[ast::Control]) -> Vec<Control> {
@@ -497,7 +501,9 @@ impl Compiler {
                 self.used.borrow_mut().insert(root.clone());
             }
         }
-        compile_expr(expr)
+        let mut names = self.names.borrow_mut();
+        Program::compile_shared(expr, steward_dsl::stdlib::functions(), &mut names)
+            .map_err(|diags| compile_error(&diags))
     }
 
     fn trigger(&self, t: &ast::Trigger) -> Result<Trigger, CompileError> {

@@ -118,8 +118,28 @@ enum Node {
     Fail(EvalError),
 }
 
+/// The names of free paths (`event.data.priority`) shared by the programs compiled
+/// with it: rules reading the same field hold one string, which stays in cache
+/// however many rules there are.
+#[derive(Debug, Default)]
+pub struct SharedNames {
+    names: std::collections::HashSet<Arc<str>>,
+}
+
+impl SharedNames {
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.names.get(name) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.names.insert(shared.clone());
+        shared
+    }
+}
+
 struct Compiler<'f> {
     functions: &'f Functions,
+    names: Option<&'f mut SharedNames>,
     scopes: Vec<(String, usize)>,
     slots: usize,
     diags: Vec<Diagnostic>,
@@ -130,14 +150,24 @@ impl Program {
     /// Resolves function names and arities (E0101, E0102), precompiles constant
     /// regexes for `matches` (E0103) and folds constants.
     pub fn compile(expr: &Expr, functions: &Functions) -> Result<Program, Vec<Diagnostic>> {
-        Program::compile_with(expr, functions, false)
+        Program::compile_with(expr, functions, false, None)
+    }
+
+    /// Like [`Program::compile`], sharing path names with the other programs compiled
+    /// with `names` (a ruleset's conditions).
+    pub fn compile_shared(
+        expr: &Expr,
+        functions: &Functions,
+        names: &mut SharedNames,
+    ) -> Result<Program, Vec<Diagnostic>> {
+        Program::compile_with(expr, functions, false, Some(names))
     }
 
     /// Like [`Program::compile`], but unknown functions, wrong arities and bad
     /// regexes become evaluation errors instead of diagnostics (for expressions
     /// that were not checked, as in some conformance tests).
     pub fn compile_lenient(expr: &Expr, functions: &Functions) -> Program {
-        match Program::compile_with(expr, functions, true) {
+        match Program::compile_with(expr, functions, true, None) {
             Ok(p) => p,
             Err(d) => Program {
                 root: Node::Fail(EvalError::new(
@@ -149,13 +179,15 @@ impl Program {
         }
     }
 
-    fn compile_with(
+    fn compile_with<'f>(
         expr: &Expr,
-        functions: &Functions,
+        functions: &'f Functions,
         lenient: bool,
+        names: Option<&'f mut SharedNames>,
     ) -> Result<Program, Vec<Diagnostic>> {
         let mut c = Compiler {
             functions,
+            names,
             scopes: Vec::new(),
             slots: 0,
             diags: Vec::new(),
@@ -381,8 +413,12 @@ impl Compiler<'_> {
             // Expressions are far shorter than 4 GiB.
             ends.push(u32::try_from(acc.len()).unwrap_or(u32::MAX));
         }
+        let full = match self.names.as_deref_mut() {
+            Some(names) => names.get(&acc),
+            None => Arc::from(acc.as_str()),
+        };
         Node::Path {
-            full: Arc::from(acc.as_str()),
+            full,
             ends: ends.into(),
             fields: segments.iter().map(|s| Arc::from(s.as_str())).collect(),
             root,

@@ -19,7 +19,7 @@ mod value;
 
 use crate::span::Span;
 
-pub use eval::{Activation, Program};
+pub use eval::{Activation, Program, SharedNames};
 pub use functions::{Function, Functions};
 pub use parse::{MAX_DEPTH, build, parse};
 pub use value::{EvalError, Key, MapValue, Value};
