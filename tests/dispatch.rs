@@ -275,23 +275,6 @@ fn run_engine_with(
         .unwrap()
 }
 
-fn finish(child: std::process::Child, within: Duration) -> std::process::Output {
-    let began = Instant::now();
-    let pid = child.id();
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    while !waiter.is_finished() {
-        if began.elapsed() > within {
-            let _ = std::process::Command::new("kill")
-                .arg("-9")
-                .arg(pid.to_string())
-                .status();
-            panic!("steward run did not finish within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    waiter.join().unwrap()
-}
-
 fn of_kind<'a>(decisions: &'a [Value], kind: &str, connector: &str) -> Vec<&'a Value> {
     decisions
         .iter()

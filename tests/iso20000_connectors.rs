@@ -166,20 +166,7 @@ fn run_to_end(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let began = Instant::now();
-    let pid = child.id();
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    while !waiter.is_finished() {
-        if began.elapsed() > within {
-            let _ = std::process::Command::new("kill")
-                .arg("-9")
-                .arg(pid.to_string())
-                .status();
-            panic!("steward run did not finish within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    waiter.join().unwrap()
+    finish(child, within)
 }
 
 /// The outbox at `db`, read through the engine's store.

@@ -15,7 +15,6 @@ use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
 use crate::core::Hashing;
-use crate::event::EventIdentity;
 
 /// One identity's place in the arena.
 #[derive(Clone, Copy)]
@@ -24,6 +23,24 @@ struct Slot {
     start: usize,
     source_len: u32,
     id_len: u32,
+}
+
+impl Slot {
+    fn parts(self, arena: &str) -> Seen<'_> {
+        let id_start = self.start + self.source_len as usize;
+        Seen {
+            source: &arena[self.start..id_start],
+            id: &arena[id_start..id_start + self.id_len as usize],
+        }
+    }
+
+    /// Whether this slot holds (`source`, `id`), whose hash is `hash`.
+    fn holds(self, arena: &str, hash: u64, source: &str, id: &str) -> bool {
+        self.hash == hash && {
+            let seen = self.parts(arena);
+            seen.source == source && seen.id == id
+        }
+    }
 }
 
 /// An exact set of event identities.
@@ -62,11 +79,7 @@ impl SeenSet {
     }
 
     fn parts(&self, slot: &Slot) -> Seen<'_> {
-        let id_start = slot.start + slot.source_len as usize;
-        Seen {
-            source: &self.arena[slot.start..id_start],
-            id: &self.arena[id_start..id_start + slot.id_len as usize],
-        }
+        slot.parts(&self.arena)
     }
 
     /// Adds an identity; `false` when it was already there.
@@ -81,13 +94,7 @@ impl SeenSet {
         let SeenSet { arena, table, .. } = self;
         let entry = table.entry(
             hash,
-            |slot| {
-                slot.hash == hash
-                    && slot.source_len == source_len
-                    && slot.id_len == id_len
-                    && &arena[slot.start..slot.start + source.len()] == source
-                    && &arena[slot.start + source.len()..slot.start + source.len() + id.len()] == id
-            },
+            |slot| slot.holds(arena, hash, source, id),
             |slot| slot.hash,
         );
         match entry {
@@ -107,31 +114,16 @@ impl SeenSet {
         }
     }
 
-    /// Adds an identity given as an [`EventIdentity`] (as stores load them).
-    pub fn insert_identity(&mut self, identity: &EventIdentity) -> bool {
-        self.insert(&identity.source, &identity.id)
-    }
-
     pub fn contains(&self, source: &str, id: &str) -> bool {
         let hash = self.hash(source, id);
         self.table
-            .find(hash, |slot| {
-                slot.hash == hash && {
-                    let seen = self.parts(slot);
-                    seen.source == source && seen.id == id
-                }
-            })
+            .find(hash, |slot| slot.holds(&self.arena, hash, source, id))
             .is_some()
     }
 
     /// Every identity, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = Seen<'_>> + '_ {
         self.table.iter().map(|slot| self.parts(slot))
-    }
-
-    /// Bytes held: arena and table (for memory reports).
-    pub fn heap_bytes(&self) -> usize {
-        self.arena.capacity() + self.table.capacity() * (std::mem::size_of::<Slot>() + 1)
     }
 }
 
@@ -151,14 +143,6 @@ impl PartialEq for SeenSet {
 }
 
 impl Eq for SeenSet {}
-
-impl<'a> Extend<Seen<'a>> for SeenSet {
-    fn extend<T: IntoIterator<Item = Seen<'a>>>(&mut self, iter: T) {
-        for seen in iter {
-            self.insert(seen.source, seen.id);
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -2,38 +2,14 @@
 //! `on action succeeded|failed` transitions of the instance that decided the action.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
+mod common;
 
-use chrono::{DateTime, Utc};
+use common::{rules, t};
 use serde_json::json;
-use steward_dsl::Source;
 use steward_engine::core::Engine;
 use steward_engine::core::outcome::Outcome;
 use steward_engine::decision::{Decision, Kind, verify_chain};
 use steward_engine::event::Event;
-use steward_engine::ruleset::Ruleset;
-
-fn rules(text: &str) -> Arc<Ruleset> {
-    let sources = [Source {
-        path: "test.stw".into(),
-        text: text.into(),
-    }];
-    let checked = steward_dsl::check(&sources);
-    assert!(
-        checked.is_ok(),
-        "{}",
-        checked
-            .diagnostics
-            .iter()
-            .map(|(_, d)| steward_dsl::render(d, "test.stw", text))
-            .collect::<String>()
-    );
-    Arc::new(Ruleset::compile(&checked.files, &[text]).unwrap())
-}
-
-fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
 
 fn created(key: &str) -> Event {
     Event::from_json(json!({

@@ -199,3 +199,21 @@ pub fn event_identities(lines: &[String]) -> Vec<(String, String)> {
     ids.dedup();
     ids
 }
+
+/// Waits for a `steward` child process, killing it (and failing) after `within`.
+pub fn finish(child: std::process::Child, within: std::time::Duration) -> Output {
+    let began = std::time::Instant::now();
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    while !waiter.is_finished() {
+        if began.elapsed() > within {
+            let _ = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .status();
+            panic!("steward run did not finish within {within:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    waiter.join().unwrap()
+}
