@@ -291,7 +291,8 @@ impl<S: Store + Clone + Send + Sync + 'static> Dispatcher<S> {
             tokio::select! {
                 Some(_) = running.join_next(), if !running.is_empty() => {}
                 _ = tokio::time::sleep(poll) => {}
-                _ = stop.changed() => {}
+                // The engine loop dropped its end: stop as if told to.
+                changed = stop.changed() => if changed.is_err() { break },
             }
         }
         if !running.is_empty() {

@@ -89,6 +89,9 @@ pub struct AmqpConfig {
     pub reconnect_min_ms: u64,
     /// … up to this.
     pub reconnect_max_ms: u64,
+    /// Declare the queue with `x-single-active-consumer`: of several consumers, the
+    /// broker delivers to one at a time (partition queues of `[cluster]` always are).
+    pub single_active_consumer: bool,
 }
 
 impl Default for AmqpConfig {
@@ -111,6 +114,7 @@ impl Default for AmqpConfig {
             max_message_bytes: MAX_EVENT_BYTES,
             reconnect_min_ms: 100,
             reconnect_max_ms: 10_000,
+            single_active_consumer: false,
         }
     }
 }
@@ -652,7 +656,13 @@ async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<()> {
                 FieldTable::default(),
             )
             .await
-            .with_context(|| format!("declaring the exchange `{}`", config.exchange))?;
+            .with_context(|| match config.exchange_type.as_str() {
+            "x-consistent-hash" => format!(
+                "declaring the exchange `{}` (type x-consistent-hash needs the broker plugin: `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange`)",
+                config.exchange
+            ),
+            _ => format!("declaring the exchange `{}`", config.exchange),
+        })?;
     }
     let mut args = FieldTable::default();
     args.insert(
@@ -664,6 +674,9 @@ async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<()> {
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(LongString::from(dlx.as_str())),
         );
+    }
+    if config.single_active_consumer {
+        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
     }
     if let Some(limit) = config.delivery_limit {
         args.insert(

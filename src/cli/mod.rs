@@ -2,6 +2,7 @@
 
 pub mod amqp;
 pub mod check;
+pub mod cluster;
 pub mod connector;
 pub mod eval;
 pub mod replay;

@@ -69,6 +69,9 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     /// `[amqp]`: consume events from RabbitMQ instead of a file (see `cli::amqp`).
     pub amqp: Option<super::amqp::AmqpConfig>,
+    /// `[cluster]`: several processes share partitioned queues and one PostgreSQL
+    /// database (see `cli::cluster`); off unless `partitions` is set.
+    pub cluster: super::cluster::ClusterConfig,
 }
 
 /// `[webhook]`: the inbound HTTP endpoint. Secrets are never in the file: the
@@ -177,6 +180,13 @@ pub fn run(opts: Options) -> Result<ExitCode> {
     };
     let rules = super::load_rules(&opts.files)?;
     let host = load_connectors(&config)?;
+    if config.cluster.partitions > 0 {
+        anyhow::ensure!(
+            hooks.is_none(),
+            "[webhook] listen is not available with [cluster]: publish webhook events to the exchange instead"
+        );
+        return super::cluster::run(config, rules, host);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -192,32 +202,8 @@ pub fn run(opts: Options) -> Result<ExitCode> {
             _ => None,
         };
         let listening = webhooks.is_some();
-        let dispatch = host.map(|(invoker, longest)| {
-            let (tx, rx) = mpsc::channel(64);
-            let (stop, stopped) = watch::channel(false);
-            let dispatcher =
-                Dispatcher::new(store.clone(), invoker, config.dispatch.clone(), longest, tx);
-            let task = tokio::spawn(dispatcher.run(stopped));
-            (Dispatch { stop, task }, rx)
-        });
-        let (dispatch, finished) = match dispatch {
-            Some((d, rx)) => (Some(d), Some(rx)),
-            None => (None, None),
-        };
-        let mut runner = Runner {
-            engine,
-            store,
-            batch: config.engine.batch.max(1),
-            pending: 0,
-            out: Vec::new(),
-            dead: 0,
-            webhooks,
-            finished,
-            settled: Vec::new(),
-            dispatch,
-            executed: 0,
-            failed: 0,
-        };
+        let mut runner = Runner::new(engine, store, &config, host);
+        runner.webhooks = webhooks;
         runner.tick().await?;
         let interrupted = match (&config.source.events, &config.source.watch) {
             _ if config.amqp.is_some() => runner.amqp(&config).await?,
@@ -275,8 +261,8 @@ pub fn run(opts: Options) -> Result<ExitCode> {
     result
 }
 
-struct Runner {
-    engine: Engine,
+pub(super) struct Runner {
+    pub(super) engine: Engine,
     store: AnyStore,
     batch: usize,
     pending: usize,
@@ -296,7 +282,15 @@ struct Runner {
 /// The running dispatcher: how to stop it, and its task.
 struct Dispatch {
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Dispatch {
+    /// A runner dropped without [`Runner::stop_dispatch`] (its partition was taken
+    /// away) stops its dispatcher too.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
 }
 
 /// Waits for the next webhook delivery; never, when not listening.
@@ -385,6 +379,42 @@ fn load_connectors(config: &Config) -> Result<Option<(Arc<dyn Invoker>, u64)>> {
 }
 
 impl Runner {
+    /// A runner over `engine` and its `store`, with a dispatcher for the outbox when
+    /// there are connectors (`host`).
+    pub(super) fn new(
+        engine: Engine,
+        store: AnyStore,
+        config: &Config,
+        host: Option<(Arc<dyn Invoker>, u64)>,
+    ) -> Runner {
+        let dispatch = host.map(|(invoker, longest)| {
+            let (tx, rx) = mpsc::channel(64);
+            let (stop, stopped) = watch::channel(false);
+            let dispatcher =
+                Dispatcher::new(store.clone(), invoker, config.dispatch.clone(), longest, tx);
+            let task = Some(tokio::spawn(dispatcher.run(stopped)));
+            (Dispatch { stop, task }, rx)
+        });
+        let (dispatch, finished) = match dispatch {
+            Some((d, rx)) => (Some(d), Some(rx)),
+            None => (None, None),
+        };
+        Runner {
+            engine,
+            store,
+            batch: config.engine.batch.max(1),
+            pending: 0,
+            out: Vec::new(),
+            dead: 0,
+            webhooks: None,
+            finished,
+            settled: Vec::new(),
+            dispatch,
+            executed: 0,
+            failed: 0,
+        }
+    }
+
     fn print(&mut self) -> Result<()> {
         if self.out.is_empty() {
             return Ok(());
@@ -398,7 +428,7 @@ impl Runner {
         Ok(())
     }
 
-    async fn commit(&mut self) -> Result<()> {
+    pub(super) async fn commit(&mut self) -> Result<()> {
         let changes = self.engine.take_changes();
         if !changes.is_empty() || !self.settled.is_empty() {
             let meta = Meta::of(self.engine.world());
@@ -475,8 +505,8 @@ impl Runner {
 
     /// Stops the dispatcher: no new calls; the calls in flight are waited for (up to
     /// `[dispatch] shutdown_ms`) and their outcomes applied and committed.
-    async fn stop_dispatch(&mut self) -> Result<()> {
-        let Some(dispatch) = self.dispatch.take() else {
+    pub(super) async fn stop_dispatch(&mut self) -> Result<()> {
+        let Some(mut dispatch) = self.dispatch.take() else {
             return Ok(());
         };
         let _ = dispatch.stop.send(true);
@@ -486,14 +516,16 @@ impl Runner {
                 self.finished(f).await?;
             }
         }
-        if let Err(e) = dispatch.task.await {
+        if let Some(task) = dispatch.task.take()
+            && let Err(e) = task.await
+        {
             eprintln!("dispatcher stopped abnormally: {e}");
         }
         self.commit().await
     }
 
     /// Fires what the wall clock says is due.
-    async fn tick(&mut self) -> Result<()> {
+    pub(super) async fn tick(&mut self) -> Result<()> {
         self.engine.advance(Utc::now(), &mut self.out);
         if !self.out.is_empty() {
             self.commit().await?;
@@ -614,11 +646,23 @@ impl Runner {
             config.source.events.is_none() && config.source.watch.is_none(),
             "[amqp] and an event file or watched directory are both configured; choose one"
         );
+        self.consume(amqp, super::amqp::shutdown_signal()).await?;
+        Ok(true)
+    }
+
+    /// Consumes the queue of `amqp` until `stop` resolves: each batch is applied,
+    /// committed, and only then acknowledged (or dead-lettered); webhooks and finished
+    /// actions are taken in between. On `stop`, consuming ends, the batches already
+    /// received are committed and settled, and the connection is closed.
+    pub(super) async fn consume(
+        &mut self,
+        amqp: super::amqp::AmqpConfig,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
         let unrouted = amqp.dead_letter_unrouted;
         let mut source = super::amqp::Source::start(amqp, self.batch)?;
         let mut webhooks = self.webhooks.take();
         let mut finished = self.finished.take();
-        let stop = super::amqp::shutdown_signal();
         tokio::pin!(stop);
         loop {
             let wait = self.until_due();
@@ -649,7 +693,7 @@ impl Runner {
         self.webhooks = webhooks;
         self.finished = finished;
         self.commit().await?;
-        Ok(true)
+        Ok(())
     }
 
     /// Applies one batch of AMQP messages, commits, then settles each message.

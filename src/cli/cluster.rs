@@ -1,0 +1,444 @@
+//! `[cluster]`: several `steward run` processes share the work over one RabbitMQ and
+//! one PostgreSQL database.
+//!
+//! **Partitions.** Events are published to an `x-consistent-hash` exchange with the
+//! workflow key (say the Jira issue key) as routing key; the exchange spreads keys over
+//! `partitions` durable queues (`QUEUE.p0`, `QUEUE.p1`, …), so all events of one key land
+//! in one queue, in publish order. Each partition is a world of its own: its instances,
+//! timers, seen ids, outbox and evidence chain live in the PostgreSQL schema
+//! `NAME_pN`, loaded when a process takes the partition over.
+//!
+//! **Ownership.** A process owns a partition while it holds the session-level
+//! advisory lock `(partition namespace, N)` on its control connection; only the owner
+//! consumes the partition's queue, writes its schema, fires its timers and dispatches
+//! its outbox. The queues are also declared single-active-consumer, so even a process
+//! that lost its lock without noticing cannot receive alongside the new owner. A
+//! process that dies loses its connections and, with them, its locks and its
+//! unacknowledged deliveries: the broker redelivers them to the next owner, which
+//! loads the partition's state from the store and drops what was already applied.
+//!
+//! **Membership and balance.** Each process also holds a member lock `(member
+//! namespace, random id)`; the number of member locks is the number of live
+//! processes. Every `rebalance_ms`, a process that owns more than its share
+//! (`ceil(partitions / members)`) hands the surplus back (stop consuming, commit,
+//! acknowledge, unlock), and one that owns less tries the free partitions. Processes
+//! join and leave with no manual step.
+//!
+//! **Cadences** belong to partition 0, so each period fires once in the cluster.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use sqlx::{Connection, PgConnection};
+use steward_engine::core::Engine;
+use steward_engine::dispatch::Invoker;
+use steward_engine::ruleset::Ruleset;
+use steward_engine::store::postgres::{PostgresStore, is_url, redact};
+use steward_engine::store::{AnyStore, Store};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::amqp::AmqpConfig;
+use super::run::{Config, Runner};
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Partitions of the event stream; 0 (the default) runs unclustered. Fixed for
+    /// the life of a deployment: it decides which queue and schema each key lives in.
+    pub partitions: u32,
+    /// Names the deployment: the schemas `NAME_p0`, `NAME_p1`, … and the namespace of
+    /// its advisory locks. Two deployments on one database need different names.
+    pub name: String,
+    /// How often membership is read and partitions rebalanced, in milliseconds.
+    pub rebalance_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            partitions: 0,
+            name: "steward".to_string(),
+            rebalance_ms: 1000,
+        }
+    }
+}
+
+/// Most partitions a deployment may have.
+const MAX_PARTITIONS: u32 = 1024;
+
+/// Longest wait before a failed partition is tried again.
+const MAX_RETRY: Duration = Duration::from_secs(10);
+
+/// What every partition of this process shares.
+struct Shared {
+    config: Config,
+    url: String,
+    rules: Arc<Ruleset>,
+    host: Option<(Arc<dyn Invoker>, u64)>,
+}
+
+/// A partition this process owns: how to stop its runner, and the runner's task.
+struct Owned {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<()>>,
+}
+
+/// The advisory-lock namespaces (first key) of a deployment: one for members, one
+/// for partitions. Derived from the name with FNV-1a, kept non-negative so it reads
+/// the same as `pg_locks.classid`.
+fn namespaces(name: &str) -> (i32, i32) {
+    let fnv = |text: &str| -> i32 {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in text.bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        (h & 0x7fff_ffff) as i32
+    };
+    (
+        fnv(&format!("{name}:members")),
+        fnv(&format!("{name}:partitions")),
+    )
+}
+
+/// The schema of partition `i`.
+pub fn schema(name: &str, i: u32) -> String {
+    format!("{name}_p{i}")
+}
+
+/// The queue of partition `i`, bound to the consistent-hash exchange with weight 1.
+pub fn partition_queue(amqp: &AmqpConfig, i: u32) -> AmqpConfig {
+    let mut q = amqp.clone();
+    q.queue = format!("{}.p{i}", amqp.queue);
+    q.exchange_type = "x-consistent-hash".to_string();
+    q.routing_key = None;
+    q.routing_keys = vec!["1".to_string()];
+    q.single_active_consumer = true;
+    q
+}
+
+/// Runs this process as one member of the cluster until SIGTERM or Ctrl-C.
+pub fn run(
+    config: Config,
+    rules: Arc<Ruleset>,
+    host: Option<(Arc<dyn Invoker>, u64)>,
+) -> Result<ExitCode> {
+    let cluster = &config.cluster;
+    if cluster.partitions > MAX_PARTITIONS {
+        bail!(
+            "[cluster] partitions is {}; at most {MAX_PARTITIONS}",
+            cluster.partitions
+        );
+    }
+    if cluster.name.is_empty()
+        || !cluster
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        bail!(
+            "[cluster] name `{}` must be letters, digits and `_` (it names schemas)",
+            cluster.name
+        );
+    }
+    let url = match config.store.path.to_str() {
+        Some(url) if is_url(url) => url.to_string(),
+        _ => bail!(
+            "[cluster] needs a PostgreSQL store: set [store] path to a postgres:// URL (it is {})",
+            config.store.path.display()
+        ),
+    };
+    if config.amqp.is_none() {
+        bail!("[cluster] needs an [amqp] table: partitions are queues");
+    }
+    if config.source.events.is_some() || config.source.watch.is_some() {
+        bail!("[cluster] takes its events from [amqp]; remove the event file or watched directory");
+    }
+    let shared = Rc::new(Shared {
+        config,
+        url,
+        rules,
+        host,
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let result = local.block_on(&runtime, coordinate(shared));
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// The control connection, with this process registered as a member.
+struct Control {
+    conn: PgConnection,
+    member: i32,
+}
+
+async fn connect_control(shared: &Shared, members: i32) -> Result<Control> {
+    let mut conn = PgConnection::connect(&shared.url)
+        .await
+        .with_context(|| format!("connecting to {}", redact(&shared.url)))?;
+    // A random member id, retried in the (unlikely) case it is taken.
+    let mut member =
+        (std::process::id() as i32 ^ Utc::now().timestamp_subsec_nanos() as i32) & 0x7fff_ffff;
+    loop {
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(members)
+            .bind(member)
+            .fetch_one(&mut conn)
+            .await?;
+        if got {
+            return Ok(Control { conn, member });
+        }
+        member = (member.wrapping_mul(31).wrapping_add(7)) & 0x7fff_ffff;
+    }
+}
+
+/// Live members of the deployment: holders of a member lock in this database.
+async fn count_members(conn: &mut PgConnection, members: i32) -> Result<u32> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks \
+         WHERE locktype = 'advisory' AND granted AND objsubid = 2 \
+           AND classid::bigint = $1 \
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .bind(i64::from(members))
+    .fetch_one(conn)
+    .await?;
+    Ok(u32::try_from(n).unwrap_or(1).max(1))
+}
+
+async fn coordinate(shared: Rc<Shared>) -> Result<()> {
+    let cluster = shared.config.cluster.clone();
+    let (members_ns, partitions_ns) = namespaces(&cluster.name);
+    let mut control = connect_control(&shared, members_ns).await?;
+    eprintln!(
+        "cluster `{}`: member {} of {} partitions on {}",
+        cluster.name,
+        control.member,
+        cluster.partitions,
+        redact(&shared.url)
+    );
+    let stop = super::amqp::shutdown_signal();
+    tokio::pin!(stop);
+    let mut owned: BTreeMap<u32, Owned> = BTreeMap::new();
+    let mut failures: HashMap<u32, (u32, Instant)> = HashMap::new();
+    let every = Duration::from_millis(cluster.rebalance_ms.max(50));
+    // Start at a spot of our own, so processes starting together try different
+    // partitions first.
+    let offset = control.member.unsigned_abs() % cluster.partitions;
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Members that started at the same time register before the first share is read.
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = ticker.tick() => {}
+        }
+        let round = rebalance(
+            &shared,
+            &mut control.conn,
+            &mut owned,
+            &mut failures,
+            (members_ns, partitions_ns),
+            offset,
+        )
+        .await;
+        if let Err(e) = round {
+            // The control connection is gone, and the locks with it: another process
+            // may take the partitions over, so ours stop at once, without committing
+            // (what they had not committed is redelivered to the next owner).
+            eprintln!("cluster: lost the control connection ({e:#}); stopping every partition");
+            for (_, o) in std::mem::take(&mut owned) {
+                o.task.abort();
+            }
+            let mut wait = Duration::from_millis(200);
+            control = loop {
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                match connect_control(&shared, members_ns).await {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        eprintln!(
+                            "cluster: reconnecting: {e:#}; again in {} ms",
+                            wait.as_millis()
+                        );
+                        wait = (wait * 2).min(MAX_RETRY);
+                    }
+                }
+            };
+            eprintln!("cluster: reconnected as member {}", control.member);
+        }
+    }
+    eprintln!(
+        "cluster: stopping {} partition(s): committing and acknowledging what was received",
+        owned.len()
+    );
+    let all: Vec<u32> = owned.keys().copied().collect();
+    for i in all {
+        release(&mut control.conn, &mut owned, i, partitions_ns).await;
+    }
+    Ok(())
+}
+
+/// One round: reaps partitions that ended, then moves toward this process's share.
+async fn rebalance(
+    shared: &Rc<Shared>,
+    conn: &mut PgConnection,
+    owned: &mut BTreeMap<u32, Owned>,
+    failures: &mut HashMap<u32, (u32, Instant)>,
+    (members_ns, partitions_ns): (i32, i32),
+    offset: u32,
+) -> Result<()> {
+    let partitions = shared.config.cluster.partitions;
+    // Partitions whose runner ended (an error, e.g. the store was unreachable): given
+    // back, and retried after a backoff.
+    let ended: Vec<u32> = owned
+        .iter()
+        .filter(|(_, o)| o.task.is_finished())
+        .map(|(i, _)| *i)
+        .collect();
+    for i in ended {
+        if let Some(o) = owned.remove(&i) {
+            let why = match o.task.await {
+                Ok(Ok(())) => "stopped".to_string(),
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(e) => format!("{e}"),
+            };
+            let tries = failures.get(&i).map_or(0, |(n, _)| *n) + 1;
+            let wait = (Duration::from_millis(200) * 2u32.pow(tries.min(6))).min(MAX_RETRY);
+            eprintln!(
+                "cluster: partition {i} ended: {why}; given back, tried again in {} ms",
+                wait.as_millis()
+            );
+            failures.insert(i, (tries, Instant::now() + wait));
+            unlock(conn, partitions_ns, i).await?;
+        }
+    }
+    let members = count_members(conn, members_ns).await?;
+    let share = partitions.div_ceil(members) as usize;
+    while owned.len() > share {
+        let Some(&i) = owned.keys().next_back() else {
+            break;
+        };
+        eprintln!("cluster: {members} members; handing partition {i} over");
+        release(conn, owned, i, partitions_ns).await;
+    }
+    let now = Instant::now();
+    for j in 0..partitions {
+        if owned.len() >= share {
+            break;
+        }
+        let i = (offset + j) % partitions;
+        if owned.contains_key(&i) || failures.get(&i).is_some_and(|(_, at)| *at > now) {
+            continue;
+        }
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(partitions_ns)
+            .bind(i as i32)
+            .fetch_one(&mut *conn)
+            .await?;
+        if got {
+            eprintln!("cluster: taking partition {i} ({members} members)");
+            let (stop, stopped) = watch::channel(false);
+            let task = tokio::task::spawn_local(partition(shared.clone(), i, stopped));
+            owned.insert(i, Owned { stop, task });
+        }
+    }
+    // A partition that ran a while is no longer counted as failing.
+    failures.retain(|i, (_, at)| !owned.contains_key(i) || *at > now);
+    Ok(())
+}
+
+/// Stops partition `i` gracefully (its received messages committed and
+/// acknowledged), then gives its lock back.
+async fn release(conn: &mut PgConnection, owned: &mut BTreeMap<u32, Owned>, i: u32, ns: i32) {
+    let Some(o) = owned.remove(&i) else { return };
+    let _ = o.stop.send(true);
+    match o.task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("cluster: partition {i} stopped with an error: {e:#}"),
+        Err(e) => eprintln!("cluster: partition {i} failed: {e}"),
+    }
+    if let Err(e) = unlock(conn, ns, i).await {
+        eprintln!("cluster: releasing partition {i}: {e:#}");
+    }
+}
+
+async fn unlock(conn: &mut PgConnection, ns: i32, i: u32) -> Result<()> {
+    sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1, $2)")
+        .bind(ns)
+        .bind(i as i32)
+        .fetch_one(conn)
+        .await?;
+    Ok(())
+}
+
+/// Runs partition `i` until told to stop: loads its world from its schema, consumes
+/// its queue, dispatches its outbox.
+async fn partition(shared: Rc<Shared>, i: u32, mut stopped: watch::Receiver<bool>) -> Result<()> {
+    let name = &shared.config.cluster.name;
+    let schema = schema(name, i);
+    let store = PostgresStore::connect_schema(&shared.url, &schema)
+        .await
+        .with_context(|| format!("opening schema {schema} on {}", redact(&shared.url)))?;
+    let store = AnyStore::Postgres(store);
+    let world = store.load(&shared.rules).await?;
+    let mut engine = Engine::with_world(shared.rules.clone(), world);
+    if i == 0 {
+        engine.start(Utc::now());
+    }
+    let mut runner = Runner::new(engine, store, &shared.config, shared.host.clone());
+    runner.tick().await?;
+    let amqp = match &shared.config.amqp {
+        Some(amqp) => partition_queue(amqp, i),
+        None => bail!("[cluster] needs an [amqp] table"),
+    };
+    let stop = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    runner.consume(amqp, stop).await?;
+    runner.stop_dispatch().await?;
+    runner.tick().await?;
+    runner.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_differ_by_name_and_role_and_are_non_negative() {
+        let (a, b) = namespaces("steward");
+        let (c, d) = namespaces("other");
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(b, d);
+        assert!(a >= 0 && b >= 0 && c >= 0 && d >= 0);
+    }
+
+    #[test]
+    fn partition_queues_are_single_active_consumer_on_a_consistent_hash_exchange() {
+        let amqp = AmqpConfig {
+            queue: "events".to_string(),
+            ..AmqpConfig::default()
+        };
+        let q = partition_queue(&amqp, 3);
+        assert_eq!(q.queue, "events.p3");
+        assert_eq!(q.exchange_type, "x-consistent-hash");
+        assert_eq!(q.routing_keys, vec!["1".to_string()]);
+        assert!(q.single_active_consumer);
+    }
+}
