@@ -570,15 +570,24 @@ async fn session(
                 Err(_) => break,
             }
         }
-        let Some(sender) = tx.as_ref() else {
-            return Ok(End::Stopped);
-        };
         let handed = Batch {
             messages,
             publisher: publisher.clone(),
             dead_letter_exchange: config.dead_letter_exchange.clone(),
         };
-        if sender.send(handed).await.is_err() {
+        let sent = match tx.as_ref() {
+            Some(sender) => sender.send(handed).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            // The engine loop is gone (its partition was stopped at once): close, so
+            // the broker requeues every unacknowledged delivery for the next consumer.
+            if let Err(e) = connection
+                .close(200, ShortString::from("steward stopping"))
+                .await
+            {
+                eprintln!("amqp: closing the connection: {e}");
+            }
             return Ok(End::Stopped);
         }
         if let Some(e) = lost {

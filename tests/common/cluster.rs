@@ -1,0 +1,511 @@
+//! Support for the `[cluster]` tests (`tests/cluster.rs`, `tests/pg_restart.rs`): a
+//! deployment's broker side (exchange, partition queues) and PostgreSQL side
+//! (partition schemas) with unique names, removed on drop; the test rules and events;
+//! and the comparison of a cluster's partitions with one process's run of the same
+//! events.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::Value;
+use steward_engine::store::Store;
+use steward_engine::store::postgres::PostgresStore;
+
+use super::{Snapshot, ok, ruleset, run, snapshot, steward, write_lines};
+
+pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+pub fn pg_url() -> String {
+    std::env::var("STEWARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+pub fn required() -> bool {
+    std::env::var("STEWARD_REQUIRE_SERVICES").as_deref() == Ok("1")
+}
+
+/// Events of one key must be applied in order: an update out of sequence is a
+/// violation. A key that is closed gets a Slack message (an outbox action).
+pub const RULES: &str = r#"use connector slack
+
+workflow ticket key event.subject {
+  control "8.6.1" "Ticket updates are applied in the order they were made" detective
+  start on "ticket.opened"
+  state open {
+    enter { set last = 0 }
+    on "ticket.updated" when event.data.seq == last + 1 {
+      set last = event.data.seq
+      evidence "update ${last}"
+    }
+    on "ticket.updated" when event.data.seq != last + 1 {
+      violation "update ${event.data.seq} of ${key} arrived after update ${last}"
+    }
+    on "ticket.closed" -> closed
+  }
+  final state closed {
+    enter { slack.post(text: "ticket ${key} closed") }
+  }
+}
+"#;
+
+/// `keys` tickets with `updates` updates each, interleaved across keys in publish
+/// order; every tenth ticket stays open. Returns (subject, JSON line) pairs.
+pub fn events(keys: usize, updates: usize) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let event = |key: &str, n: usize, ty: &str, data: Value| {
+        serde_json::json!({
+            "specversion": "1.0",
+            "id": format!("{key}-{n}"),
+            "source": "tickets",
+            "type": ty,
+            "time": "2026-11-02T09:00:00Z",
+            "subject": key,
+            "data": data,
+        })
+        .to_string()
+    };
+    for step in 0..updates + 2 {
+        for k in 0..keys {
+            let key = format!("T-{k}");
+            let line = match step {
+                0 => event(&key, 0, "ticket.opened", serde_json::json!({})),
+                s if s <= updates => {
+                    event(&key, s, "ticket.updated", serde_json::json!({ "seq": s }))
+                }
+                s if k % 10 != 0 => event(&key, s, "ticket.closed", serde_json::json!({})),
+                _ => continue,
+            };
+            out.push((key, line));
+        }
+    }
+    out
+}
+
+/// The broker side of a test: its exchange, partition queues and dead-letter names.
+pub struct Broker {
+    pub rt: tokio::runtime::Runtime,
+    channel: Channel,
+    connection: Connection,
+    pub base: String,
+    pub partitions: u32,
+}
+
+impl Broker {
+    pub fn connect(test: &str, partitions: u32) -> Option<Broker> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let connected = rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                Connection::connect(AMQP, ConnectionProperties::default()),
+            )
+            .await
+        });
+        let connection = match connected {
+            Ok(Ok(c)) => c,
+            other => {
+                let why = match other {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_string(),
+                };
+                assert!(!required(), "RabbitMQ at {AMQP} is required: {why}");
+                eprintln!("SKIPPED {test}: RabbitMQ at {AMQP} is unreachable ({why})");
+                return None;
+            }
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let base = format!("t{}_{}", std::process::id(), nanos % 1_000_000_000);
+        let channel = rt.block_on(async {
+            let ch = connection.create_channel().await.unwrap();
+            ch.confirm_select(ConfirmSelectOptions::default())
+                .await
+                .unwrap();
+            ch
+        });
+        // The plugin's exchange type, tried on a channel of its own (a failure closes it).
+        let probe = rt.block_on(async {
+            let ch = connection.create_channel().await.unwrap();
+            ch.exchange_declare(
+                format!("{base}.probe").as_str().into(),
+                ExchangeKind::Custom("x-consistent-hash".into()),
+                ExchangeDeclareOptions {
+                    auto_delete: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+        });
+        if let Err(e) = probe {
+            assert!(
+                !required(),
+                "the broker's consistent-hash exchange is required \
+                 (rabbitmq-plugins enable rabbitmq_consistent_hash_exchange): {e}"
+            );
+            eprintln!("SKIPPED {test}: the consistent-hash exchange plugin is not enabled ({e})");
+            return None;
+        }
+        let _ = rt.block_on(channel.exchange_delete(
+            format!("{base}.probe").as_str().into(),
+            ExchangeDeleteOptions::default(),
+        ));
+        Some(Broker {
+            rt,
+            channel,
+            connection,
+            base,
+            partitions,
+        })
+    }
+
+    pub fn exchange(&self) -> String {
+        format!("{}.x", self.base)
+    }
+
+    pub fn queues(&self) -> Vec<String> {
+        (0..self.partitions)
+            .map(|i| format!("{}.q.p{i}", self.base))
+            .collect()
+    }
+
+    /// Publishes each line with its key as routing key, persistent, with confirms.
+    pub fn publish(&self, events: &[(String, String)]) {
+        let ch = self.channel.clone();
+        let exchange = self.exchange();
+        self.rt.block_on(async move {
+            for chunk in events.chunks(5000) {
+                let mut confirms = Vec::new();
+                for (key, line) in chunk {
+                    confirms.push(
+                        ch.basic_publish(
+                            exchange.as_str().into(),
+                            key.as_str().into(),
+                            BasicPublishOptions::default(),
+                            line.as_bytes(),
+                            BasicProperties::default()
+                                .with_content_type("application/cloudevents+json".into())
+                                .with_delivery_mode(2),
+                        )
+                        .await
+                        .unwrap(),
+                    );
+                }
+                for c in confirms {
+                    assert!(c.await.unwrap().is_ack());
+                }
+            }
+        });
+    }
+
+    /// Ready plus unacknowledged messages over every partition queue; `None` while a
+    /// queue is not declared yet.
+    pub fn backlog(&self) -> Option<u32> {
+        let connection = &self.connection;
+        let queues = self.queues();
+        self.rt.block_on(async move {
+            // A channel of its own: a passive declare of a missing queue closes it.
+            let ch = connection.create_channel().await.ok()?;
+            let mut total = 0;
+            for q in queues {
+                let declared = ch
+                    .queue_declare(
+                        q.as_str().into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await;
+                total += declared.ok()?.message_count();
+            }
+            let _ = ch.close(200, "done".into()).await;
+            Some(total)
+        })
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let ch = self.channel.clone();
+        let mut queues = self.queues();
+        queues.push(format!("{}.dlq", self.base));
+        let exchanges = [self.exchange(), format!("{}.dlx", self.base)];
+        self.rt.block_on(async move {
+            for q in queues {
+                let _ = ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            for x in exchanges {
+                let _ = ch
+                    .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                    .await;
+            }
+        });
+    }
+}
+
+/// The partition schemas of one deployment, dropped at the end.
+pub struct Schemas {
+    pub rt: tokio::runtime::Runtime,
+    pub name: String,
+    pub partitions: u32,
+}
+
+impl Schemas {
+    pub fn new(test: &str, name: &str, partitions: u32) -> Option<Schemas> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let reachable = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), sqlx::PgPool::connect(&pg_url())).await
+        });
+        if let Err(why) = reachable
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            assert!(!required(), "PostgreSQL at {} is required: {why}", pg_url());
+            eprintln!("SKIPPED {test}: PostgreSQL is unreachable ({why})");
+            return None;
+        }
+        Some(Schemas {
+            rt,
+            name: name.to_string(),
+            partitions,
+        })
+    }
+
+    pub fn store(&self, i: u32) -> PostgresStore {
+        let schema = format!("{}_p{i}", self.name);
+        self.rt
+            .block_on(PostgresStore::connect_schema(&pg_url(), &schema))
+            .unwrap()
+    }
+
+    /// Events applied so far over every partition (rows of `seen_events`); 0 while
+    /// the server is unreachable.
+    pub fn applied(&self) -> i64 {
+        let url = pg_url();
+        let name = self.name.clone();
+        let partitions = self.partitions;
+        self.rt.block_on(async move {
+            let Ok(pool) = sqlx::PgPool::connect(&url).await else {
+                return 0;
+            };
+            let mut total = 0;
+            for i in 0..partitions {
+                let n: Result<i64, _> = sqlx::query_scalar(&format!(
+                    "SELECT count(*) FROM \"{name}_p{i}\".seen_events"
+                ))
+                .fetch_one(&pool)
+                .await;
+                total += n.unwrap_or(0);
+            }
+            pool.close().await;
+            total
+        })
+    }
+}
+
+impl Drop for Schemas {
+    fn drop(&mut self) {
+        for i in 0..self.partitions {
+            let schema = format!("{}_p{i}", self.name);
+            let _ = self
+                .rt
+                .block_on(PostgresStore::drop_schema(&pg_url(), &schema));
+        }
+    }
+}
+
+pub fn config(dir: &Path, broker: &Broker, name: &str) -> PathBuf {
+    let path = dir.join("steward.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[store]
+path = "{pg}"
+
+[engine]
+batch = 256
+
+[amqp]
+url = "{AMQP}"
+exchange = "{x}"
+queue = "{base}.q"
+prefetch = 512
+dead_letter_exchange = "{base}.dlx"
+dead_letter_queue = "{base}.dlq"
+reconnect_min_ms = 50
+
+[cluster]
+partitions = {partitions}
+name = "{name}"
+rebalance_ms = 250
+"#,
+            pg = pg_url(),
+            x = broker.exchange(),
+            base = broker.base,
+            partitions = broker.partitions,
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A `steward run` member, its output in files of `dir` named after `tag`.
+pub fn spawn(dir: &Path, rules: &Path, config: &Path, tag: &str) -> Child {
+    steward()
+        .args(["run"])
+        .arg(rules)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(File::create(dir.join(format!("{tag}.out"))).unwrap())
+        .stderr(File::create(dir.join(format!("{tag}.err"))).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+pub fn logs(dir: &Path) -> String {
+    let mut all = String::new();
+    for tag in ["a", "b", "c", "b2"] {
+        if let Ok(text) = std::fs::read_to_string(dir.join(format!("{tag}.err"))) {
+            all.push_str(&format!("--- {tag}\n{text}"));
+        }
+    }
+    all
+}
+
+/// Evidence records without their time, sorted: the same decisions, in any order.
+pub fn records(evidence: &[steward_engine::decision::EvidenceRecord]) -> Vec<String> {
+    let mut r: Vec<String> = evidence
+        .iter()
+        .map(|e| {
+            let mut v: Value = serde_json::from_str(&e.record).unwrap();
+            v.as_object_mut().unwrap().remove("at");
+            v.to_string()
+        })
+        .collect();
+    r.sort();
+    r
+}
+
+/// Asserts that the partitions of `schemas` together hold what one process's
+/// `reference` run holds: each event applied once, the same decisions (evidence
+/// records without their time), no update out of order, the same open instances, each
+/// action once, no dead letters; and that each partition's chain verifies.
+pub fn assert_matches(schemas: &Schemas, rules: &Path, reference: &Snapshot, log: &str) {
+    let compiled = ruleset(rules);
+    let mut evidence = Vec::new();
+    let mut seen = Vec::new();
+    let mut open = Vec::new();
+    let mut actions = BTreeMap::new();
+    for i in 0..schemas.partitions {
+        let store = schemas.store(i);
+        let (chain, world, outbox, dead) = schemas.rt.block_on(async {
+            (
+                store.evidence(0).await.unwrap(),
+                store.load(&compiled).await.unwrap(),
+                store.outbox().await.unwrap(),
+                store.dead_letters().await.unwrap(),
+            )
+        });
+        assert_eq!(
+            steward_engine::decision::verify_chain(&chain),
+            Ok(chain.len() as u64),
+            "partition {i}"
+        );
+        assert!(dead.is_empty(), "partition {i}: {dead:?}");
+        evidence.extend(chain);
+        seen.extend(
+            world
+                .seen
+                .iter()
+                .map(|e| (e.source.to_string(), e.id.to_string())),
+        );
+        open.extend(world.instances.keys().map(|(_, key)| key.to_string()));
+        for row in outbox {
+            *actions.entry(row.action_id).or_insert(0) += 1;
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, reference.seen, "events applied differ\n{log}");
+    assert!(
+        !evidence.iter().any(|e| e.kind == "violation"),
+        "an update was applied out of order\n{log}"
+    );
+    assert_eq!(records(&evidence), records(&reference.evidence));
+    open.sort();
+    let mut reference_open: Vec<String> =
+        reference.open.iter().map(|(_, k, _)| k.clone()).collect();
+    reference_open.sort();
+    assert_eq!(open, reference_open);
+    assert_eq!(actions.len(), reference.outbox.len());
+    assert!(actions.values().all(|n| *n == 1));
+}
+
+/// Sends SIGTERM to each member and waits for a clean exit.
+pub fn terminate(members: Vec<Child>, log: impl Fn() -> String) {
+    for child in &members {
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+    for child in members {
+        let out = super::finish(child, Duration::from_secs(60));
+        assert!(out.status.success(), "{}", log());
+    }
+}
+
+/// Writes the test rules to `dir/rules` and returns that directory.
+pub fn rules(dir: &Path) -> PathBuf {
+    let rules = dir.join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("tickets.stw"), RULES).unwrap();
+    rules
+}
+
+/// One process's run of `events` from a file, with SQLite: what a cluster must match.
+pub fn reference(dir: &Path, rules: &Path, events: &[(String, String)]) -> Snapshot {
+    let file = dir.join("events.jsonl");
+    write_lines(
+        &file,
+        &events.iter().map(|(_, l)| l.clone()).collect::<Vec<_>>(),
+    );
+    let db = dir.join("reference.db");
+    let out = run([
+        "run".into(),
+        rules.to_path_buf().into_os_string(),
+        "--events".into(),
+        file.into_os_string(),
+        "--db".into(),
+        db.clone().into_os_string(),
+    ] as [std::ffi::OsString; 6]);
+    ok(&out);
+    let reference = snapshot(&db, rules);
+    assert_eq!(reference.seen.len(), events.len());
+    assert!(
+        !reference.evidence.iter().any(|e| e.kind == "violation"),
+        "the reference run saw updates out of order"
+    );
+    reference
+}
