@@ -1020,3 +1020,57 @@ async fn postgres_schemas_are_dropped() {
     .unwrap();
     assert_eq!(left, 0, "schema {name} was not dropped");
 }
+
+/// A fenced store commits while the owning session holds its lock, and refuses (with
+/// nothing written) once that session is gone.
+#[tokio::test]
+async fn postgres_fenced_commits_stop_when_the_lock_is_lost() {
+    use steward_engine::store::StoreError;
+    use steward_engine::store::postgres::Fence;
+    let Some(url) = postgres().await else { return };
+    let schema = Schema::new(&url, "fence");
+    let rules = example_rules();
+    let mut owner = sqlx::PgConnection::connect(&url).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    // A namespace of this test's own, so parallel runs never share the lock.
+    let namespace = (std::process::id() as i32 & 0x0fff_ffff) | 0x1000_0000;
+    let fence = Fence {
+        namespace,
+        barrier: namespace ^ 0x0400_0000,
+        key: 7,
+        pid,
+    };
+    let store = schema.open().await.fenced(fence);
+    let seen = |id: &str| {
+        let mut changes = Changes::default();
+        changes.seen.push(EventIdentity {
+            source: Arc::from("test"),
+            id: Arc::from(id),
+        });
+        changes
+    };
+    // Not holding the lock yet: refused.
+    let refused = store.commit(&rules, &seen("e0"), &Meta::default()).await;
+    assert!(matches!(refused, Err(StoreError::Fenced)), "{refused:?}");
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+        .bind(namespace)
+        .bind(7)
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert!(locked);
+    store
+        .commit(&rules, &seen("e1"), &Meta::default())
+        .await
+        .unwrap();
+    // The owning session ends: its lock goes with it, and so does the right to commit.
+    owner.close().await.unwrap();
+    let refused = store.commit(&rules, &seen("e2"), &Meta::default()).await;
+    assert!(matches!(refused, Err(StoreError::Fenced)), "{refused:?}");
+    let world = store.load(&rules).await.unwrap();
+    let ids: Vec<String> = world.seen.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(ids, vec!["e1".to_string()]);
+}

@@ -24,6 +24,11 @@
 //! acknowledge, unlock), and one that owns less tries the free partitions. Processes
 //! join and leave with no manual step.
 //!
+//! **Fencing.** A partition's commits are refused once its process lost the lock
+//! (its control connection died while its other connections lived on): each commit
+//! checks, in its transaction, that the control session still holds the lock, under
+//! a shared barrier lock the next owner waits on before loading (`Fence`).
+//!
 //! **Cadences** belong to partition 0, so each period fires once in the cluster.
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,7 +44,7 @@ use sqlx::{Connection, PgConnection};
 use steward_engine::core::Engine;
 use steward_engine::dispatch::Invoker;
 use steward_engine::ruleset::Ruleset;
-use steward_engine::store::postgres::{PostgresStore, is_url, redact};
+use steward_engine::store::postgres::{Fence, PostgresStore, is_url, redact};
 use steward_engine::store::{AnyStore, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -91,10 +96,10 @@ struct Owned {
     task: JoinHandle<Result<()>>,
 }
 
-/// The advisory-lock namespaces (first key) of a deployment: one for members, one
-/// for partitions. Derived from the name with FNV-1a, kept non-negative so it reads
-/// the same as `pg_locks.classid`.
-fn namespaces(name: &str) -> (i32, i32) {
+/// The advisory-lock namespaces (first key) of a deployment: members, partitions,
+/// and the partitions' commit barriers. Derived from the name with FNV-1a, kept
+/// non-negative so they read the same as `pg_locks.classid`.
+fn namespaces(name: &str) -> (i32, i32, i32) {
     let fnv = |text: &str| -> i32 {
         let mut h: u32 = 0x811c_9dc5;
         for b in text.bytes() {
@@ -106,6 +111,7 @@ fn namespaces(name: &str) -> (i32, i32) {
     (
         fnv(&format!("{name}:members")),
         fnv(&format!("{name}:partitions")),
+        fnv(&format!("{name}:barriers")),
     )
 }
 
@@ -181,6 +187,9 @@ pub fn run(
 struct Control {
     conn: PgConnection,
     member: i32,
+    /// The control session's backend pid: partition commits check that it still
+    /// holds their lock (`Fence`).
+    pid: i32,
 }
 
 async fn connect_control(shared: &Shared, members: i32) -> Result<Control> {
@@ -197,7 +206,10 @@ async fn connect_control(shared: &Shared, members: i32) -> Result<Control> {
             .fetch_one(&mut conn)
             .await?;
         if got {
-            return Ok(Control { conn, member });
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut conn)
+                .await?;
+            return Ok(Control { conn, member, pid });
         }
         member = (member.wrapping_mul(31).wrapping_add(7)) & 0x7fff_ffff;
     }
@@ -219,7 +231,7 @@ async fn count_members(conn: &mut PgConnection, members: i32) -> Result<u32> {
 
 async fn coordinate(shared: Rc<Shared>) -> Result<()> {
     let cluster = shared.config.cluster.clone();
-    let (members_ns, partitions_ns) = namespaces(&cluster.name);
+    let (members_ns, partitions_ns, barriers_ns) = namespaces(&cluster.name);
     let mut control = connect_control(&shared, members_ns).await?;
     eprintln!(
         "cluster `{}`: member {} of {} partitions on {}",
@@ -245,12 +257,18 @@ async fn coordinate(shared: Rc<Shared>) -> Result<()> {
             _ = &mut stop => break,
             _ = ticker.tick() => {}
         }
+        let fence = Fence {
+            namespace: partitions_ns,
+            barrier: barriers_ns,
+            key: 0,
+            pid: control.pid,
+        };
         let round = rebalance(
             &shared,
             &mut control.conn,
             &mut owned,
             &mut failures,
-            (members_ns, partitions_ns),
+            (members_ns, fence),
             offset,
         )
         .await;
@@ -299,10 +317,11 @@ async fn rebalance(
     conn: &mut PgConnection,
     owned: &mut BTreeMap<u32, Owned>,
     failures: &mut HashMap<u32, (u32, Instant)>,
-    (members_ns, partitions_ns): (i32, i32),
+    (members_ns, fence): (i32, Fence),
     offset: u32,
 ) -> Result<()> {
     let partitions = shared.config.cluster.partitions;
+    let partitions_ns = fence.namespace;
     // Partitions whose runner ended (an error, e.g. the store was unreachable): given
     // back, and retried after a backoff.
     let ended: Vec<u32> = owned
@@ -351,9 +370,22 @@ async fn rebalance(
             .fetch_one(&mut *conn)
             .await?;
         if got {
+            // Commits of a previous owner that passed their fence check end before
+            // the partition is loaded (see `Fence`).
+            for f in ["pg_advisory_lock", "pg_advisory_unlock"] {
+                sqlx::query(&format!("SELECT {f}($1, $2)"))
+                    .bind(fence.barrier)
+                    .bind(i as i32)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             eprintln!("cluster: taking partition {i} ({members} members)");
             let (stop, stopped) = watch::channel(false);
-            let task = tokio::task::spawn_local(partition(shared.clone(), i, stopped));
+            let fence = Fence {
+                key: i as i32,
+                ..fence
+            };
+            let task = tokio::task::spawn_local(partition(shared.clone(), i, fence, stopped));
             owned.insert(i, Owned { stop, task });
         }
     }
@@ -388,12 +420,18 @@ async fn unlock(conn: &mut PgConnection, ns: i32, i: u32) -> Result<()> {
 
 /// Runs partition `i` until told to stop: loads its world from its schema, consumes
 /// its queue, dispatches its outbox.
-async fn partition(shared: Rc<Shared>, i: u32, mut stopped: watch::Receiver<bool>) -> Result<()> {
+async fn partition(
+    shared: Rc<Shared>,
+    i: u32,
+    fence: Fence,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<()> {
     let name = &shared.config.cluster.name;
     let schema = schema(name, i);
     let store = PostgresStore::connect_schema(&shared.url, &schema)
         .await
-        .with_context(|| format!("opening schema {schema} on {}", redact(&shared.url)))?;
+        .with_context(|| format!("opening schema {schema} on {}", redact(&shared.url)))?
+        .fenced(fence);
     let store = AnyStore::Postgres(store);
     let world = store.load(&shared.rules).await?;
     let mut engine = Engine::with_world(shared.rules.clone(), world);
@@ -421,9 +459,11 @@ mod tests {
 
     #[test]
     fn namespaces_differ_by_name_and_role_and_are_non_negative() {
-        let (a, b) = namespaces("steward");
-        let (c, d) = namespaces("other");
+        let (a, b, e) = namespaces("steward");
+        let (c, d, _) = namespaces("other");
         assert_ne!(a, b);
+        assert_ne!(b, e);
+        assert!(e >= 0);
         assert_ne!(a, c);
         assert_ne!(b, d);
         assert!(a >= 0 && b >= 0 && c >= 0 && d >= 0);

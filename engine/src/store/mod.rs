@@ -27,6 +27,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    #[error(
+        "this process no longer owns the partition (its lock was lost); the commit was refused"
+    )]
+    Fenced,
 }
 
 /// The world's scalar state, written with every commit.

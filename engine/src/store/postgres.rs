@@ -32,6 +32,25 @@ const POOL_SIZE: u32 = 4;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    fence: Option<Fence>,
+}
+
+/// Commits that hold only while another session holds an advisory lock: how a
+/// `[cluster]` partition's store refuses writes once its process lost the partition.
+///
+/// Each commit transaction first takes the shared transaction lock
+/// `(barrier, key)`, then checks that session `pid` still holds `(namespace, key)`;
+/// if not, the commit is rolled back with [`StoreError::Fenced`]. A new owner takes
+/// `(barrier, key)` exclusively once before loading the partition, so every commit
+/// that passed its check before the lock changed hands has ended by then, and is in
+/// what the new owner loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub namespace: i32,
+    pub barrier: i32,
+    pub key: i32,
+    /// The backend pid of the session holding the ownership lock.
+    pub pid: i32,
 }
 
 impl PostgresStore {
@@ -84,7 +103,13 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool, fence: None })
+    }
+
+    /// This store, its commits fenced by `fence`.
+    pub fn fenced(mut self, fence: Fence) -> PostgresStore {
+        self.fence = Some(fence);
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -248,6 +273,25 @@ impl Store for PostgresStore {
         settled: &[Settlement],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        if let Some(fence) = self.fence {
+            let held: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks \
+                   WHERE locktype = 'advisory' AND granted AND objsubid = 2 \
+                     AND classid::bigint = $3 AND objid::bigint = $2 AND pid = $4 \
+                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) \
+                 FROM (SELECT pg_advisory_xact_lock_shared($1, $2)) AS barrier",
+            )
+            .bind(fence.barrier)
+            .bind(fence.key)
+            .bind(i64::from(fence.namespace))
+            .bind(fence.pid)
+            .fetch_one(&mut *tx)
+            .await?;
+            if !held {
+                tx.rollback().await?;
+                return Err(StoreError::Fenced);
+            }
+        }
 
         // Instances: the map has each key once, so writes and deletes are disjoint.
         let (mut put_w, mut put_k, mut put_b) = (Vec::new(), Vec::new(), Vec::new());
