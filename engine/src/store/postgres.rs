@@ -32,6 +32,8 @@ const POOL_SIZE: u32 = 4;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Whether emitted events' outbox rows are left for a dispatcher to publish.
+    pub(super) dispatch_emitted: bool,
 }
 
 impl PostgresStore {
@@ -84,7 +86,10 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            dispatch_emitted: false,
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -454,11 +459,13 @@ impl Store for PostgresStore {
                 let (workflow, key) = routes.remove(&o.action_id).unwrap_or_default();
                 workflows.push(workflow);
                 keys.push(key);
-                statuses.push(if super::dispatched(&o.connector, &o.op) {
-                    "pending"
-                } else {
-                    "done"
-                });
+                statuses.push(
+                    if super::dispatched(&o.connector, &o.op, self.dispatch_emitted) {
+                        "pending"
+                    } else {
+                        "done"
+                    },
+                );
             }
             sqlx::query(
                 // In decision order, so `seq` (per-instance dispatch order) follows it.

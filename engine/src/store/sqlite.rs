@@ -24,6 +24,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Whether emitted events' outbox rows are left for a dispatcher to publish.
+    pub(super) dispatch_emitted: bool,
 }
 
 impl SqliteStore {
@@ -51,7 +53,10 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            dispatch_emitted: false,
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -346,7 +351,7 @@ impl Store for SqliteStore {
             .iter()
             .map(|o| {
                 let (workflow, key) = routes.remove(&o.action_id).unwrap_or_default();
-                let status = if super::dispatched(&o.connector, &o.op) {
+                let status = if super::dispatched(&o.connector, &o.op, self.dispatch_emitted) {
                     "pending"
                 } else {
                     "done"
