@@ -149,7 +149,11 @@ pub fn compose(
             session: tokio::sync::Mutex::new(None),
         },
     };
-    Ok(Some((Arc::new(outbound), longest.max(config.timeout_ms))))
+    // A publish may first have to connect, then waits for its confirm.
+    let publish_ms = config
+        .timeout_ms
+        .saturating_add(CONNECT_TIMEOUT.as_millis() as u64);
+    Ok(Some((Arc::new(outbound), longest.max(publish_ms))))
 }
 
 fn display_url(url: &str) -> String {

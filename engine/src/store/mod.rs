@@ -234,12 +234,11 @@ impl AnyStore {
     /// From now on, the outbox rows of emitted events (connector `steward`, op `emit`)
     /// are committed `pending`, for the dispatcher to publish them, instead of `done`
     /// (emitted events are always fed back into the engine when decided).
-    pub fn dispatch_emitted(mut self, yes: bool) -> AnyStore {
-        match &mut self {
-            AnyStore::Sqlite(s) => s.dispatch_emitted = yes,
-            AnyStore::Postgres(s) => s.dispatch_emitted = yes,
+    pub fn dispatch_emitted(self, yes: bool) -> AnyStore {
+        match self {
+            AnyStore::Sqlite(s) => AnyStore::Sqlite(s.dispatch_emitted(yes)),
+            AnyStore::Postgres(s) => AnyStore::Postgres(s.dispatch_emitted(yes)),
         }
-        self
     }
 
     /// `location` fit for messages: a URL's password is masked.

@@ -33,10 +33,17 @@ const POOL_SIZE: u32 = 4;
 pub struct PostgresStore {
     pool: PgPool,
     /// Whether emitted events' outbox rows are left for a dispatcher to publish.
-    pub(super) dispatch_emitted: bool,
+    dispatch_emitted: bool,
 }
 
 impl PostgresStore {
+    /// Commits emitted events' outbox rows `pending`, for a dispatcher to publish,
+    /// instead of `done` (see [`super::AnyStore::dispatch_emitted`]).
+    pub fn dispatch_emitted(mut self, yes: bool) -> PostgresStore {
+        self.dispatch_emitted = yes;
+        self
+    }
+
     /// Connects to `url` (`postgres://user@host:port/db`) and applies migrations to the
     /// connection's default schema.
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {

@@ -25,10 +25,17 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     pool: SqlitePool,
     /// Whether emitted events' outbox rows are left for a dispatcher to publish.
-    pub(super) dispatch_emitted: bool,
+    dispatch_emitted: bool,
 }
 
 impl SqliteStore {
+    /// Commits emitted events' outbox rows `pending`, for a dispatcher to publish,
+    /// instead of `done` (see [`super::AnyStore::dispatch_emitted`]).
+    pub fn dispatch_emitted(mut self, yes: bool) -> SqliteStore {
+        self.dispatch_emitted = yes;
+        self
+    }
+
     /// Opens (creating if needed) the database file and applies migrations.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::new()
