@@ -402,3 +402,149 @@ fn without_outbound_emitted_events_are_not_dispatched() {
         ["pending", "pending"]
     );
 }
+
+#[test]
+fn an_unreachable_broker_is_retried_then_dead_lettered_with_the_reason() {
+    // No broker needed: nothing listens on port 1, so every connection is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let (rules, events) = setup(dir.path());
+    let config = dir.path().join("steward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[store]
+path = "{db}"
+
+[dispatch]
+max_attempts = 2
+base_ms = 20
+poll_ms = 20
+
+[outbound]
+url = "amqp://guest:guest@127.0.0.1:1/%2f"
+routes = ["ticketing"]
+"#,
+            db = dir.path().join("steward.db").display(),
+        ),
+    )
+    .unwrap();
+    let (decisions, log) = run_to_end(&rules, &events, &config);
+    let failed = decisions
+        .iter()
+        .filter(|d| d["kind"] == "action_failed")
+        .count();
+    assert_eq!(failed, 4, "{decisions:#?}\n{log}");
+    assert!(!log.contains(":guest@"), "the password is masked: {log}");
+    let snap = snapshot(&dir.path().join("steward.db"), &rules);
+    for row in &snap.outbox {
+        assert_eq!((row.status.as_str(), row.attempts), ("dead", 2), "{row:?}");
+        let reason = row.last_error.as_deref().unwrap_or_default();
+        assert!(reason.contains("connecting"), "{row:?}");
+    }
+}
+
+/// The broker's id of the connection whose name mentions `exchange`; `None` when
+/// `rabbitmqctl` is not usable here.
+fn connection_of(exchange: &str) -> Option<String> {
+    let list = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "pid", "client_properties"])
+        .output()
+        .ok()?;
+    if !list.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&list.stdout);
+    let line = text.lines().find(|l| l.contains(exchange));
+    let pid = line.and_then(|l| l.split_whitespace().next());
+    Some(
+        pid.unwrap_or_else(|| panic!("no connection for {exchange} in:\n{text}"))
+            .to_string(),
+    )
+}
+
+#[test]
+fn a_connection_closed_by_the_broker_is_reopened_for_the_next_publish() {
+    let Some(broker) = broker("reconnect") else {
+        return;
+    };
+    broker.bind_queue();
+    let dir = tempfile::tempdir().unwrap();
+    let (rules, _) = setup(dir.path());
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let config = broker.config(dir.path(), &broker.exchange, "");
+    let db = dir.path().join("steward.db");
+    // The store created (and migrated) first, so that it can be read while running.
+    let empty = dir.path().join("empty.jsonl");
+    write_lines(&empty, &[]);
+    run_to_end(&rules, &empty, &config);
+    let mut child = steward()
+        .arg("run")
+        .arg(&rules)
+        .arg("--watch")
+        .arg(&inbox)
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let settled = |n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let snap = snapshot(&db, &rules);
+            if snap.outbox.len() == n && snap.outbox.iter().all(|r| r.status == "done") {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the outbox did not settle"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    write_lines(&inbox.join("1.jsonl"), &[event("e-1", "T-1")]);
+    settled(2);
+    let Some(connection) = connection_of(&broker.exchange) else {
+        let _ = child.kill();
+        eprintln!("SKIPPED a_connection_closed_by_the_broker_…: rabbitmqctl is not usable here");
+        return;
+    };
+    let closed = std::process::Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "close_connection",
+            &connection,
+            "closed by the steward test",
+        ])
+        .status()
+        .unwrap();
+    assert!(closed.success());
+    write_lines(&inbox.join("2.jsonl"), &[event("e-2", "T-2")]);
+    settled(4);
+    let _ = std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let o = finish(child, Duration::from_secs(30));
+    let log = stderr(&o);
+    assert_eq!(
+        log.matches("outbound: publishing to exchange").count(),
+        2,
+        "one connection before the close, one after:\n{log}"
+    );
+    // Every action published exactly once: the close came between publishes.
+    let mut ids: Vec<String> = broker
+        .take()
+        .iter()
+        .map(|g| g.message_id.clone().unwrap())
+        .collect();
+    ids.sort();
+    let mut rows: Vec<String> = snapshot(&db, &rules)
+        .outbox
+        .iter()
+        .map(|r| r.action_id.clone())
+        .collect();
+    rows.sort();
+    assert_eq!(ids, rows, "{log}");
+}

@@ -405,8 +405,9 @@ impl Publisher {
 
     async fn open(&self) -> Result<Session> {
         use anyhow::Context;
-        let properties = ConnectionProperties::default()
-            .with_connection_name(LongString::from("steward run: outbound"));
+        let properties = ConnectionProperties::default().with_connection_name(LongString::from(
+            format!("steward run: outbound to {}", self.config.exchange),
+        ));
         let connection =
             tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.url, properties))
                 .await
