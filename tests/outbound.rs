@@ -507,6 +507,7 @@ fn a_connection_closed_by_the_broker_is_reopened_for_the_next_publish() {
     settled(2);
     let Some(connection) = connection_of(&broker.exchange) else {
         let _ = child.kill();
+        let _ = child.wait();
         eprintln!("SKIPPED a_connection_closed_by_the_broker_…: rabbitmqctl is not usable here");
         return;
     };
