@@ -424,7 +424,9 @@ fn amqp_events_in_both_modes_take_effect_like_a_file_run_and_poison_is_dead_lett
             _ => structured(line),
         });
     }
-    // Poison, in between: not JSON, no id, 2 MiB, a type no rule listens to.
+    // Poison, in between: not JSON, no id, 2 MiB, 10 MiB, a type no rule listens to,
+    // and a valid event that makes a rule fail (its effects are committed, as in the
+    // file run below, and a copy is dead-lettered).
     let poison = |body: Vec<u8>, id: &str| Out {
         properties: BasicProperties::default()
             .with_content_type("application/cloudevents+json".into())
@@ -435,6 +437,11 @@ fn amqp_events_in_both_modes_take_effect_like_a_file_run_and_poison_is_dead_lett
         r#"{{"specversion":"1.0","id":"big","source":"urn:test","type":"jira:issue_updated","data":"{}"}}"#,
         "x".repeat(2 * 1024 * 1024)
     );
+    let huge = format!(
+        r#"{{"specversion":"1.0","id":"huge","source":"urn:test","type":"jira:issue_updated","data":"{}"}}"#,
+        "x".repeat(10 * 1024 * 1024)
+    );
+    let failing = r#"{"specversion":"1.0","id":"no-priority","source":"urn:test","type":"incident.created","subject":"INC-900","time":"2026-03-02T09:00:00Z","data":{}}"#;
     let at = messages.len() / 2;
     messages.insert(at, poison(b"{not json".to_vec(), "not-json"));
     messages.insert(
@@ -452,13 +459,24 @@ fn amqp_events_in_both_modes_take_effect_like_a_file_run_and_poison_is_dead_lett
             "unknown-type",
         ),
     );
+    messages.insert(at + 4, poison(huge.into_bytes(), "huge"));
+    messages.insert(at + 5, poison(failing.as_bytes().to_vec(), "rule-fails"));
     broker.publish(&messages);
 
-    let (expected, file_snap) = file_run(&iso_events(), dir.path());
+    // The file run applies the failing event at the same place.
+    let mut file_lines = lines.clone();
+    file_lines.insert(at, failing.to_string());
+    let events = dir.path().join("events.jsonl");
+    write_lines(&events, &file_lines);
+    let (expected, file_snap) = file_run(&events, dir.path());
+    assert!(
+        expected.iter().any(|d| d["kind"] == "error"),
+        "the failing event makes no error: {expected:#?}"
+    );
     let want = expected.len();
     engine.wait_until("every decision", |e| e.decisions.len() >= want);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while (broker.count(&broker.queue) > 0 || broker.count(&broker.dlq) < 4)
+    while (broker.count(&broker.queue) > 0 || broker.count(&broker.dlq) < 6)
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(50));
@@ -476,14 +494,28 @@ fn amqp_events_in_both_modes_take_effect_like_a_file_run_and_poison_is_dead_lett
     }
     assert_eq!(
         dead.keys().collect::<Vec<_>>(),
-        ["no-id", "not-json", "too-large", "unknown-type"],
+        [
+            "huge",
+            "no-id",
+            "not-json",
+            "rule-fails",
+            "too-large",
+            "unknown-type"
+        ],
         "{log}"
     );
-    assert!(
-        dead["too-large"].0.contains("larger than the limit"),
-        "{dead:?}"
-    );
+    for large in ["too-large", "huge"] {
+        assert!(dead[large].0.contains("larger than the limit"), "{dead:?}");
+    }
     assert!(dead["too-large"].1 > 2 * 1024 * 1024, "the copy is whole");
+    assert!(dead["huge"].1 > 10 * 1024 * 1024, "the copy is whole");
+    // The failure names where it happened and what failed.
+    let failed = &dead["rule-fails"].0;
+    assert!(
+        failed.contains("workflow `major_incident` (key `INC-900`) failed")
+            && failed.contains("no such key `priority`"),
+        "{failed}"
+    );
     assert!(dead["no-id"].0.contains("id"), "{dead:?}");
     assert!(
         dead["unknown-type"].0.contains("com.example.unknown"),
@@ -491,7 +523,7 @@ fn amqp_events_in_both_modes_take_effect_like_a_file_run_and_poison_is_dead_lett
     );
     assert!(!dead["not-json"].0.is_empty());
     let snap = snapshot(&dir.path().join("steward.db"), &iso());
-    assert_eq!(snap.dead_letters.len(), 4, "{:?}", snap.dead_letters);
+    assert_eq!(snap.dead_letters.len(), 6, "{:?}", snap.dead_letters);
     for letter in &snap.dead_letters {
         assert!(letter.origin.starts_with("amqp:"), "{letter:?}");
         assert!(
@@ -508,7 +540,7 @@ fn amqp_events_in_both_modes_take_effect_like_a_file_run_and_poison_is_dead_lett
     assert_eq!(snap.seen, seen);
     assert_eq!(snap.open, file_snap.open);
     assert!(log.contains("1 duplicates"), "{log}");
-    assert!(log.contains("4 dead-lettered"), "{log}");
+    assert!(log.contains("6 dead-lettered"), "{log}");
 }
 
 fn oracle_dir() -> PathBuf {

@@ -595,6 +595,42 @@ fn ids(claimed: &[Claimed]) -> Vec<(&str, u32)> {
         .collect()
 }
 
+/// With emitted events published (`dispatch_emitted`), their rows are dispatched like
+/// connector calls; without, they are settled when committed.
+async fn emitted_rows_are_dispatched_when_published<S: Store>(published: S, plain: S) {
+    let rules = example_rules();
+    for (store, publish) in [(published, true), (plain, false)] {
+        let mut chain = ChainHead::default();
+        let changes = decided_each(
+            &[("e", "steward", "CHG/1"), ("a", "webhook", "CHG/2")],
+            &mut chain,
+        );
+        let meta = Meta {
+            chain: chain.clone(),
+            ..Meta::default()
+        };
+        store.commit(&rules, &changes, &meta).await.unwrap();
+        let claimed = store.claim_due(1_000, 2_000, 10).await.unwrap();
+        let mut got = ids(&claimed);
+        got.sort();
+        let want: &[(&str, u32)] = if publish {
+            &[("a", 1), ("e", 1)]
+        } else {
+            &[("a", 1)]
+        };
+        assert_eq!(got, want, "publish = {publish}");
+        let emit = store
+            .outbox()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.action_id == "e")
+            .unwrap();
+        let status = if publish { "in_flight" } else { "done" };
+        assert_eq!(emit.status, status, "{emit:?}");
+    }
+}
+
 /// pending -> in flight (leased) -> retry -> in flight -> done | dead; expired leases
 /// are taken over as a new attempt; stale claims change nothing.
 async fn outbox_lifecycle<P: Place>(place: P) {
@@ -933,6 +969,16 @@ async fn sqlite_outbox_lifecycle() {
 }
 
 #[tokio::test]
+async fn sqlite_emitted_rows_are_dispatched_when_published() {
+    let (on, off) = (sqlite("emit-on"), sqlite("emit-off"));
+    emitted_rows_are_dispatched_when_published(
+        on.open().await.dispatch_emitted(true),
+        off.open().await,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn sqlite_outbox_orders_each_instance() {
     outbox_orders_each_instance(sqlite("order")).await;
 }
@@ -978,6 +1024,17 @@ async fn postgres_keeps_dead_letters_and_outbox() {
 async fn postgres_outbox_lifecycle() {
     let Some(url) = postgres().await else { return };
     outbox_lifecycle(Schema::new(&url, "lifecycle")).await;
+}
+
+#[tokio::test]
+async fn postgres_emitted_rows_are_dispatched_when_published() {
+    let Some(url) = postgres().await else { return };
+    let (on, off) = (Schema::new(&url, "emit_on"), Schema::new(&url, "emit_off"));
+    emitted_rows_are_dispatched_when_published(
+        on.open().await.dispatch_emitted(true),
+        off.open().await,
+    )
+    .await;
 }
 
 #[tokio::test]

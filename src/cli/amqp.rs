@@ -34,6 +34,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
+use steward_engine::decision::{Decision, Kind};
 use steward_engine::event::{Event, MAX_EVENT_BYTES, format_time};
 use steward_engine::store::DeadLetter;
 use tokio::sync::{mpsc, watch};
@@ -596,7 +597,7 @@ async fn session(
     }
 }
 
-fn exchange_kind(name: &str) -> ExchangeKind {
+pub fn exchange_kind(name: &str) -> ExchangeKind {
     match name {
         "direct" => ExchangeKind::Direct,
         "fanout" => ExchangeKind::Fanout,
@@ -930,6 +931,37 @@ fn attribute_json(name: &str, value: &AMQPValue) -> std::result::Result<Option<J
             ));
         }
     }))
+}
+
+/// Why applying an event failed, when it did: every `error` decision among
+/// `decisions` (a rule's, workflow's, counter's or cadence's expression failed), each
+/// named by where it happened. `None` when there is none.
+pub fn rule_failure(decisions: &[Decision]) -> Option<String> {
+    let failures: Vec<String> = decisions
+        .iter()
+        .filter(|d| d.kind == Kind::Error)
+        .map(|d| {
+            let place = match (&d.rule, &d.workflow, &d.counter, &d.cadence) {
+                (Some(rule), ..) => format!("rule `{rule}`"),
+                (None, Some(workflow), ..) => match &d.key {
+                    Some(key) => format!("workflow `{workflow}` (key `{key}`)"),
+                    None => format!("workflow `{workflow}`"),
+                },
+                (None, None, Some(counter), _) => format!("counter `{counter}`"),
+                (None, None, None, Some(cadence)) => format!("cadence `{cadence}`"),
+                (None, None, None, None) => "a reaction".to_string(),
+            };
+            let message = d.message.as_deref().unwrap_or("an expression failed");
+            format!("{place} failed: {message}")
+        })
+        .collect();
+    if failures.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "applied, but {} (its effects are committed; the message is kept here for inspection)",
+        failures.join("; ")
+    ))
 }
 
 #[cfg(test)]

@@ -431,7 +431,8 @@ async fn partition(
     let store = PostgresStore::connect_schema(&shared.url, &schema)
         .await
         .with_context(|| format!("opening schema {schema} on {}", redact(&shared.url)))?
-        .fenced(fence);
+        .fenced(fence)
+        .dispatch_emitted(shared.config.outbound.as_ref().is_some_and(|o| o.emitted));
     let store = AnyStore::Postgres(store);
     let world = store.load(&shared.rules).await?;
     let mut engine = Engine::with_world(shared.rules.clone(), world);

@@ -72,6 +72,9 @@ pub struct Config {
     /// `[cluster]`: several processes share partitioned queues and one PostgreSQL
     /// database (see `cli::cluster`); off unless `partitions` is set.
     pub cluster: super::cluster::ClusterConfig,
+    /// `[outbound]`: publish emitted events and routed actions to RabbitMQ through the
+    /// outbox (see `cli::publish`).
+    pub outbound: Option<super::publish::OutboundConfig>,
 }
 
 /// `[webhook]`: the inbound HTTP endpoint. Secrets are never in the file: the
@@ -193,7 +196,8 @@ pub fn run(opts: Options) -> Result<ExitCode> {
     let result = runtime.block_on(async move {
         let store = AnyStore::open(&config.store.path)
             .await
-            .with_context(|| format!("opening {}", AnyStore::describe(&config.store.path)))?;
+            .with_context(|| format!("opening {}", AnyStore::describe(&config.store.path)))?
+            .dispatch_emitted(config.outbound.as_ref().is_some_and(|o| o.emitted));
         let world = store.load(&rules).await?;
         let mut engine = Engine::with_world(rules.clone(), world);
         engine.start(Utc::now());
@@ -354,8 +358,19 @@ impl Invoker for HostInvoker {
 }
 
 /// Loads the `[connectors.NAME]` components (compiled once, checked against the
-/// world); `None` when there are none. Also returns the longest call time.
+/// world), behind the `[outbound]` publisher when there is one; `None` when there is
+/// neither. Also returns the longest call time.
 fn load_connectors(config: &Config) -> Result<Option<(Arc<dyn Invoker>, u64)>> {
+    let host = load_host(config)?;
+    super::publish::compose(
+        config.outbound.as_ref(),
+        config.amqp.as_ref(),
+        &config.connectors,
+        host,
+    )
+}
+
+fn load_host(config: &Config) -> Result<Option<(Arc<dyn Invoker>, u64)>> {
     if config.connectors.is_empty() {
         return Ok(None);
     }
@@ -705,18 +720,25 @@ impl Runner {
                 Ok(event) => {
                     let now = Utc::now();
                     self.engine.advance(now, &mut self.out);
+                    let before = self.out.len();
                     let applied = self.engine.apply(event, now, &mut self.out);
                     self.pending += 1;
+                    let letter = |reason| DeadLetter {
+                        received_at: now,
+                        origin: message.origin.clone(),
+                        reason,
+                        body: event.to_json().to_string(),
+                    };
                     match applied {
-                        Applied::Unrouted if unrouted => Some(DeadLetter {
-                            received_at: now,
-                            origin: message.origin.clone(),
-                            reason: format!(
-                                "no rule listens to events of type `{}`",
-                                event.event_type
-                            ),
-                            body: event.to_json().to_string(),
-                        }),
+                        Applied::Unrouted if unrouted => Some(letter(format!(
+                            "no rule listens to events of type `{}`",
+                            event.event_type
+                        ))),
+                        // Its effects, the error decisions included, are committed;
+                        // a copy goes to the dead letters with the failure.
+                        Applied::Applied => {
+                            super::amqp::rule_failure(&self.out[before..]).map(letter)
+                        }
                         _ => None,
                     }
                 }

@@ -235,6 +235,16 @@ impl AnyStore {
         }
     }
 
+    /// From now on, the outbox rows of emitted events (connector `steward`, op `emit`)
+    /// are committed `pending`, for the dispatcher to publish them, instead of `done`
+    /// (emitted events are always fed back into the engine when decided).
+    pub fn dispatch_emitted(self, yes: bool) -> AnyStore {
+        match self {
+            AnyStore::Sqlite(s) => AnyStore::Sqlite(s.dispatch_emitted(yes)),
+            AnyStore::Postgres(s) => AnyStore::Postgres(s.dispatch_emitted(yes)),
+        }
+    }
+
     /// `location` fit for messages: a URL's password is masked.
     pub fn describe(location: &std::path::Path) -> String {
         match location.to_str() {
@@ -375,9 +385,10 @@ pub(crate) fn outbox_routes(
 }
 
 /// Whether an outbox entry is something a dispatcher runs: emitted events are fed back
-/// into the engine when decided, so their rows are done from the start.
-pub(crate) fn dispatched(connector: &str, op: &str) -> bool {
-    !(connector == "steward" && op == "emit")
+/// into the engine when decided, so their rows are done from the start, unless they
+/// are also published (`dispatch_emitted`, see [`AnyStore::dispatch_emitted`]).
+pub(crate) fn dispatched(connector: &str, op: &str, dispatch_emitted: bool) -> bool {
+    dispatch_emitted || !(connector == "steward" && op == "emit")
 }
 
 /// Reads an `outbox` row; both backends keep the same lifecycle columns.

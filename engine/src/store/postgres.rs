@@ -33,6 +33,8 @@ const POOL_SIZE: u32 = 4;
 pub struct PostgresStore {
     pool: PgPool,
     fence: Option<Fence>,
+    /// Whether emitted events' outbox rows are left for a dispatcher to publish.
+    dispatch_emitted: bool,
 }
 
 /// Commits that hold only while another session holds an advisory lock: how a
@@ -54,6 +56,13 @@ pub struct Fence {
 }
 
 impl PostgresStore {
+    /// Commits emitted events' outbox rows `pending`, for a dispatcher to publish,
+    /// instead of `done` (see [`super::AnyStore::dispatch_emitted`]).
+    pub fn dispatch_emitted(mut self, yes: bool) -> PostgresStore {
+        self.dispatch_emitted = yes;
+        self
+    }
+
     /// Connects to `url` (`postgres://user@host:port/db`) and applies migrations to the
     /// connection's default schema.
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
@@ -103,7 +112,11 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(PostgresStore { pool, fence: None })
+        Ok(PostgresStore {
+            pool,
+            fence: None,
+            dispatch_emitted: false,
+        })
     }
 
     /// This store, its commits fenced by `fence`.
@@ -498,11 +511,13 @@ impl Store for PostgresStore {
                 let (workflow, key) = routes.remove(&o.action_id).unwrap_or_default();
                 workflows.push(workflow);
                 keys.push(key);
-                statuses.push(if super::dispatched(&o.connector, &o.op) {
-                    "pending"
-                } else {
-                    "done"
-                });
+                statuses.push(
+                    if super::dispatched(&o.connector, &o.op, self.dispatch_emitted) {
+                        "pending"
+                    } else {
+                        "done"
+                    },
+                );
             }
             sqlx::query(
                 // In decision order, so `seq` (per-instance dispatch order) follows it.

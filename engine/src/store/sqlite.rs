@@ -24,9 +24,18 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Whether emitted events' outbox rows are left for a dispatcher to publish.
+    dispatch_emitted: bool,
 }
 
 impl SqliteStore {
+    /// Commits emitted events' outbox rows `pending`, for a dispatcher to publish,
+    /// instead of `done` (see [`super::AnyStore::dispatch_emitted`]).
+    pub fn dispatch_emitted(mut self, yes: bool) -> SqliteStore {
+        self.dispatch_emitted = yes;
+        self
+    }
+
     /// Opens (creating if needed) the database file and applies migrations.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::new()
@@ -51,7 +60,10 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            dispatch_emitted: false,
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -346,7 +358,7 @@ impl Store for SqliteStore {
             .iter()
             .map(|o| {
                 let (workflow, key) = routes.remove(&o.action_id).unwrap_or_default();
-                let status = if super::dispatched(&o.connector, &o.op) {
+                let status = if super::dispatched(&o.connector, &o.op, self.dispatch_emitted) {
                     "pending"
                 } else {
                     "done"
