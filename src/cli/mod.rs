@@ -4,6 +4,7 @@ pub mod amqp;
 pub mod check;
 pub mod connector;
 pub mod eval;
+pub mod ops;
 pub mod replay;
 pub mod run;
 
