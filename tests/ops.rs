@@ -146,7 +146,10 @@ fn metrics_count_what_was_processed() {
         expect("unrouted"),
         expect("dead-lettered"),
     );
-    assert!(duplicates >= 1.0 && unrouted >= 1.0 && dead >= 1.0, "{summary}");
+    assert!(
+        duplicates >= 1.0 && unrouted >= 1.0 && dead >= 1.0,
+        "{summary}"
+    );
 
     // Now from stdin, kept open so the endpoint can be read while the run goes on.
     let port = free_port();
@@ -194,11 +197,16 @@ fn metrics_count_what_was_processed() {
     // Decisions by kind, as printed.
     let mut kinds: BTreeMap<String, f64> = BTreeMap::new();
     for d in json_lines(&reference_out) {
-        *kinds.entry(d["kind"].as_str().unwrap().to_string()).or_default() += 1.0;
+        *kinds
+            .entry(d["kind"].as_str().unwrap().to_string())
+            .or_default() += 1.0;
     }
     for (kind, n) in &kinds {
         assert_eq!(
-            sample(&metrics, &format!(r#"steward_decisions_total{{kind="{kind}"}}"#)),
+            sample(
+                &metrics,
+                &format!(r#"steward_decisions_total{{kind="{kind}"}}"#)
+            ),
             Some(*n),
             "{kind}\n{metrics}"
         );
@@ -214,7 +222,10 @@ fn metrics_count_what_was_processed() {
         .unwrap();
     assert_eq!(sample(&metrics, "steward_timers_pending"), Some(pending));
     assert!(sample(&metrics, "steward_commit_duration_seconds_count").unwrap() >= 1.0);
-    assert!(sample(&metrics, "steward_outbox_open").is_some(), "{metrics}");
+    assert!(
+        sample(&metrics, "steward_outbox_open").is_some(),
+        "{metrics}"
+    );
     assert!(metrics.contains("# TYPE steward_commit_duration_seconds histogram"));
     assert!(metrics.contains("# HELP steward_events_applied_total "));
 
@@ -241,7 +252,11 @@ fn metrics_count_what_was_processed() {
     };
     assert_eq!(without_time(&ok(&o)), without_time(&reference_out));
     let err = stderr(&o);
-    assert_eq!(summary_count(&err, "applied"), Some(applied as u64), "{err}");
+    assert_eq!(
+        summary_count(&err, "applied"),
+        Some(applied as u64),
+        "{err}"
+    );
 }
 
 #[test]
@@ -478,8 +493,7 @@ fn stop(child: Child) -> Output {
 #[test]
 fn ready_when_the_amqp_consumer_consumes() {
     let names = unique("ops-ready");
-    let Some(topology) = Topology::connect("ready_when_the_amqp_consumer_consumes", &names)
-    else {
+    let Some(topology) = Topology::connect("ready_when_the_amqp_consumer_consumes", &names) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -533,7 +547,10 @@ fn not_ready_while_the_broker_is_unreachable() {
     assert_eq!(report["status"], "not ready");
     assert_eq!(report["not_ready"], serde_json::json!(["amqp"]), "{body}");
     let reason = report["checks"]["amqp"].as_str().unwrap();
-    assert!(reason.contains(&format!("guest:***@127.0.0.1:{closed}")), "{reason}");
+    assert!(
+        reason.contains(&format!("guest:***@127.0.0.1:{closed}")),
+        "{reason}"
+    );
     assert!(!body.contains("secret"), "{body}");
     assert_eq!(report["checks"]["store"], "ok", "{body}");
     // Alive all the same.
@@ -564,12 +581,18 @@ fn ops_and_webhooks_share_one_address() {
     assert_eq!(status, 400, "{body}");
     let (_, metrics) = get(port, "/metrics").unwrap();
     assert_eq!(
-        sample(&metrics, r#"steward_events_received_total{source="webhook"}"#),
+        sample(
+            &metrics,
+            r#"steward_events_received_total{source="webhook"}"#
+        ),
         Some(1.0),
         "{metrics}"
     );
     assert_eq!(
-        sample(&metrics, r#"steward_events_dead_lettered_total{source="webhook"}"#),
+        sample(
+            &metrics,
+            r#"steward_events_dead_lettered_total{source="webhook"}"#
+        ),
         Some(1.0)
     );
     signal(&child, "-INT");
@@ -579,4 +602,126 @@ fn ops_and_webhooks_share_one_address() {
     // One server: only the webhook listener announced itself.
     assert!(err.contains("for webhooks"), "{err}");
     assert!(!err.contains("ops: serving"), "{err}");
+}
+
+/// A loopback vendor answering every request `200 {}`; returns its base URL.
+fn vendor_ok() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 8192];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn action_metrics_by_connector_and_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = root().join("connectors/dist/webhook.wasm");
+    assert!(component.is_file(), "{} is missing", component.display());
+    std::fs::write(
+        dir.path().join("rules.stw"),
+        r#"
+use connector hook_ok
+use connector hook_down
+
+rule notify {
+  on "change.created" do {
+    hook_ok.send(payload: {"change": event.subject})
+    hook_down.send(payload: {"change": event.subject})
+  }
+}
+"#,
+    )
+    .unwrap();
+    // hook_down calls a port nothing listens on: refused, retried once, given up.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let mut config = format!(
+        "[store]\npath = {:?}\n\n[dispatch]\nmax_attempts = 2\nbase_ms = 50\nmax_ms = 100\npoll_ms = 20\ncache_dir = {:?}\n",
+        dir.path().join("steward.db").display().to_string(),
+        dir.path().join("cache").display().to_string()
+    );
+    for (name, url) in [("hook_ok", vendor_ok()), ("hook_down", closed)] {
+        config.push_str(&format!(
+            "\n[connectors.{name}]\ncomponent = {:?}\nallow_hosts = [\"127.0.0.1\"]\ntimeout_ms = 2000\nsettings = {{ url = \"{url}/hook\" }}\n",
+            component.display().to_string()
+        ));
+    }
+    let config_path = dir.path().join("steward.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let port = free_port();
+    let mut child = steward()
+        .arg("run")
+        .arg(dir.path().join("rules.stw"))
+        .arg("--config")
+        .arg(&config_path)
+        .args([
+            "--events",
+            "-",
+            "--ops-listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(
+        stdin,
+        r#"{{"specversion":"1.0","id":"e1","source":"/test","type":"change.created","time":"2026-03-02T09:00:00Z","subject":"CHG-1"}}"#
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    let series = |connector: &str, outcome: &str| {
+        format!(
+            r#"steward_action_duration_seconds_count{{connector="{connector}",op="send",outcome="{outcome}"}}"#
+        )
+    };
+    let (_, metrics) = wait_for(
+        port,
+        "/metrics",
+        &mut child,
+        "both actions to end",
+        |_, m| {
+            sample(m, &series("hook_ok", "ok")) == Some(1.0)
+                && sample(m, &series("hook_down", "failed")) == Some(1.0)
+        },
+    );
+    assert_eq!(
+        sample(&metrics, &series("hook_down", "retry")),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"steward_connector_errors_total{connector="hook_down",retryable="true"}"#
+        ),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"steward_connector_errors_total{connector="hook_ok",retryable="true"}"#
+        ),
+        None
+    );
+    assert!(metrics.contains("# TYPE steward_action_duration_seconds histogram"));
+    assert_eq!(
+        sample(&metrics, r#"steward_decisions_total{kind="action_failed"}"#),
+        Some(1.0)
+    );
+    drop(stdin);
+    let o = finish(child, Duration::from_secs(60));
+    let err = stderr(&o);
+    assert_eq!(summary_count(&err, "executed"), Some(1), "{err}");
 }

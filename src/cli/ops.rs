@@ -278,7 +278,8 @@ impl EngineMetrics {
     /// Registers the handles; `stats` are the engine's counts so far (not reported).
     pub fn new(stats: Stats) -> EngineMetrics {
         EngineMetrics {
-            received: SourceKind::ALL.map(|i| metrics::counter!(name::RECEIVED, "source" => i.label())),
+            received: SourceKind::ALL
+                .map(|i| metrics::counter!(name::RECEIVED, "source" => i.label())),
             dead: SourceKind::ALL.map(|i| metrics::counter!(name::DEAD, "source" => i.label())),
             applied: metrics::counter!(name::APPLIED),
             duplicates: metrics::counter!(name::DUPLICATES),
@@ -513,19 +514,14 @@ async fn healthz() -> Reply {
 /// 200 when the engine runs, the store answers and every source is connected; 503
 /// with what is not ready otherwise.
 async fn readyz(axum::extract::State(inner): axum::extract::State<Arc<Inner>>) -> Reply {
-    let mut states: BTreeMap<&'static str, Result<(), String>> = checks()
-        .lock()
-        .map(|c| c.clone())
-        .unwrap_or_default();
+    let mut states: BTreeMap<&'static str, Result<(), String>> =
+        checks().lock().map(|c| c.clone()).unwrap_or_default();
     let store = match inner.store.get() {
         None => Err("not open yet".to_string()),
         Some(store) => match tokio::time::timeout(STORE_PROBE, store.outbox_backlog()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "no answer within {} s",
-                STORE_PROBE.as_secs_f32()
-            )),
+            Err(_) => Err(format!("no answer within {} s", STORE_PROBE.as_secs_f32())),
         },
     };
     states.insert("store", store);
@@ -567,7 +563,10 @@ async fn render(axum::extract::State(inner): axum::extract::State<Arc<Inner>>) -
     }
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         inner.prometheus.render(),
     )
 }
