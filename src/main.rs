@@ -86,6 +86,10 @@ enum Command {
         /// `POST /webhooks/jira`, `POST /webhooks/servicenow`, `GET /healthz`.
         #[arg(long)]
         listen: Option<String>,
+        /// Serve `GET /healthz`, `/readyz` and `/metrics` (Prometheus) on this address
+        /// (e.g. `127.0.0.1:9464`); `[ops] listen` in the configuration.
+        #[arg(long)]
+        ops_listen: Option<String>,
     },
     /// Evaluate one CEL expression, optionally against an event; print the value as JSON.
     Eval {
@@ -170,6 +174,7 @@ fn main() -> ExitCode {
             watch,
             db,
             listen,
+            ops_listen,
         } => cli::run::run(cli::run::Options {
             files,
             config,
@@ -177,6 +182,7 @@ fn main() -> ExitCode {
             watch,
             db,
             listen,
+            ops_listen,
         }),
         Command::Eval { expr, event, vars } => {
             cli::eval::run(&expr, event.as_deref(), vars.as_deref())

@@ -18,6 +18,9 @@
 //! so a crash in between makes the call again, with the same idempotency key.
 //!
 //! The engine crate knows nothing of WebAssembly: connectors are behind [`Invoker`].
+//!
+//! Each call is measured through the `metrics` facade ([`metric`]): a no-op unless the
+//! program installed a recorder. Diagnostics are `tracing` events.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -31,6 +34,16 @@ use tokio::task::JoinSet;
 
 use crate::core::outcome::Outcome;
 use crate::store::{Claimed, SettledAs, Settlement, Store};
+
+/// The metrics the dispatcher records.
+pub mod metric {
+    /// Histogram, seconds: one connector call, labelled `connector`, `op` and
+    /// `outcome` (`ok`; `retry`: failed, to be tried again; `failed`: dead-lettered).
+    pub const ACTION_DURATION: &str = "steward_action_duration_seconds";
+    /// Counter: connector calls that failed, labelled `connector` and `retryable`
+    /// (`true` or `false`, as the error said, whether or not attempts were left).
+    pub const CONNECTOR_ERRORS: &str = "steward_connector_errors_total";
+}
 
 /// `[dispatch]`: retries and limits of the outbox dispatcher.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,7 +302,7 @@ impl<S: Store + Clone + Send + Sync + 'static> Dispatcher<S> {
                             running.spawn(self.handle().execute(c));
                         }
                     }
-                    Err(e) => eprintln!("dispatcher: claiming due actions: {e}"),
+                    Err(e) => tracing::warn!(error = %e, "dispatcher: claiming due actions: {e}"),
                 }
             }
             if claimed_any && running.len() < concurrency {
@@ -303,7 +316,8 @@ impl<S: Store + Clone + Send + Sync + 'static> Dispatcher<S> {
             }
         }
         if !running.is_empty() {
-            eprintln!(
+            tracing::info!(
+                in_flight = running.len(),
                 "dispatcher: waiting up to {} ms for {} call(s) in flight",
                 self.config.shutdown_ms,
                 running.len()
@@ -311,7 +325,8 @@ impl<S: Store + Clone + Send + Sync + 'static> Dispatcher<S> {
             let wait = Duration::from_millis(self.config.shutdown_ms);
             let all = async { while running.join_next().await.is_some() {} };
             if tokio::time::timeout(wait, all).await.is_err() {
-                eprintln!(
+                tracing::warn!(
+                    in_flight = running.len(),
                     "dispatcher: {} call(s) still in flight; they are claimed again after their lease",
                     running.len()
                 );
@@ -336,6 +351,30 @@ enum Ended {
     Failed(CallError),
 }
 
+/// Records a call's duration and outcome, and its error if it failed.
+fn record(c: &Claimed, ended: &Ended, max_attempts: u32, took: Duration) {
+    let outcome = match ended {
+        Ended::Done(_) => "ok",
+        Ended::Failed(e) if e.retryable && c.attempt < max_attempts => "retry",
+        Ended::Failed(_) => "failed",
+    };
+    metrics::histogram!(
+        metric::ACTION_DURATION,
+        "connector" => c.connector.clone(),
+        "op" => c.op.clone(),
+        "outcome" => outcome,
+    )
+    .record(took.as_secs_f64());
+    if let Ended::Failed(e) = ended {
+        metrics::counter!(
+            metric::CONNECTOR_ERRORS,
+            "connector" => c.connector.clone(),
+            "retryable" => if e.retryable { "true" } else { "false" },
+        )
+        .increment(1);
+    }
+}
+
 impl<S: Store + Clone + Send + Sync + 'static> Worker<S> {
     async fn execute(self, c: Claimed) {
         let max = self.config.max_attempts.max(1);
@@ -349,7 +388,10 @@ impl<S: Store + Clone + Send + Sync + 'static> Worker<S> {
                 ),
             })
         } else {
-            self.call(&c).await
+            let began = std::time::Instant::now();
+            let ended = self.call(&c).await;
+            record(&c, &ended, max, began.elapsed());
+            ended
         };
         match ended {
             Ended::Done(result) => self.finish(&c, Ok(result)).await,
@@ -362,9 +404,18 @@ impl<S: Store + Clone + Send + Sync + 'static> Worker<S> {
                     jitter(),
                 );
                 let wait = due - now_ms();
-                eprintln!(
+                tracing::warn!(
+                    action = %c.action_id,
+                    connector = %c.connector,
+                    op = %c.op,
+                    attempt = c.attempt,
+                    error = %e.message,
                     "action {}: {}.{} attempt {} of {max} failed: {}; next try in {wait} ms",
-                    c.action_id, c.connector, c.op, c.attempt, e.message
+                    c.action_id,
+                    c.connector,
+                    c.op,
+                    c.attempt,
+                    e.message
                 );
                 match self
                     .store
@@ -372,11 +423,14 @@ impl<S: Store + Clone + Send + Sync + 'static> Worker<S> {
                     .await
                 {
                     Ok(true) => {}
-                    Ok(false) => eprintln!(
+                    Ok(false) => tracing::info!(
+                        action = %c.action_id,
                         "action {}: claim lost (taken over after its lease); leaving it",
                         c.action_id
                     ),
-                    Err(err) => eprintln!(
+                    Err(err) => tracing::warn!(
+                        action = %c.action_id,
+                        error = %err,
                         "action {}: could not schedule the retry ({err}); it is claimed again after its lease",
                         c.action_id
                     ),
@@ -419,7 +473,8 @@ impl<S: Store + Clone + Send + Sync + 'static> Worker<S> {
             },
         };
         if self.finished.send(finished).await.is_err() {
-            eprintln!(
+            tracing::warn!(
+                action = %c.action_id,
                 "action {}: the engine loop is gone; the action is claimed again after its lease",
                 c.action_id
             );

@@ -229,7 +229,9 @@ impl Batch {
                     .ack(BasicAckOptions { multiple: true })
                     .await
             {
-                eprintln!(
+                tracing::warn!(
+                    origin = %last.origin,
+                    error = %e,
                     "amqp: acknowledging up to {}: {e} (the messages will be redelivered)",
                     last.origin
                 );
@@ -251,7 +253,9 @@ impl Batch {
                 }
             };
             if let Err(e) = done {
-                eprintln!(
+                tracing::warn!(
+                    origin = %message.origin,
+                    error = %e,
                     "amqp: settling {}: {e} (it will be redelivered)",
                     message.origin
                 );
@@ -309,14 +313,17 @@ async fn dead_letter(
                 Ok(confirm) => match confirm.await {
                     Ok(Confirmation::Ack(_)) => true,
                     Ok(other) => {
-                        eprintln!(
+                        tracing::warn!(
+                            origin = %message.origin,
                             "amqp: the dead-letter copy of {} was not confirmed ({other:?}); rejecting it",
                             message.origin
                         );
                         false
                     }
                     Err(e) => {
-                        eprintln!(
+                        tracing::warn!(
+                            origin = %message.origin,
+                            error = %e,
                             "amqp: publishing the dead-letter copy of {}: {e}; rejecting it",
                             message.origin
                         );
@@ -324,7 +331,9 @@ async fn dead_letter(
                     }
                 },
                 Err(e) => {
-                    eprintln!(
+                    tracing::warn!(
+                        origin = %message.origin,
+                        error = %e,
                         "amqp: publishing the dead-letter copy of {}: {e}; rejecting it",
                         message.origin
                     );
@@ -375,6 +384,7 @@ impl Source {
         }
         let (tx, rx) = mpsc::channel(2);
         let (phase, watcher) = watch::channel(Phase::Run);
+        super::ops::set_check("amqp", Err("connecting".to_string()));
         let task = tokio::spawn(consume(config, batch.max(1), tx, watcher));
         Ok(Source { rx, phase, task })
     }
@@ -397,7 +407,7 @@ impl Source {
         let Source { rx, task, .. } = self;
         drop(rx);
         if let Err(e) = task.await {
-            eprintln!("amqp: the consumer task failed: {e}");
+            tracing::error!(error = %e, "amqp: the consumer task failed: {e}");
         }
     }
 }
@@ -415,7 +425,7 @@ pub async fn shutdown_signal() {
                 }
             }
             Err(e) => {
-                eprintln!("amqp: cannot listen for SIGTERM ({e}); Ctrl-C stops");
+                tracing::warn!(error = %e, "amqp: cannot listen for SIGTERM ({e}); Ctrl-C stops");
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
@@ -450,7 +460,10 @@ async fn consume(
         match session(&config, batch, &mut tx, &mut phase, &mut backoff, min).await {
             Ok(End::Stopped) => break,
             Err(e) => {
-                eprintln!(
+                super::ops::set_check("amqp", Err(format!("{}: {e:#}", config.display_url())));
+                tracing::warn!(
+                    url = %config.display_url(),
+                    error = %format_args!("{e:#}"),
                     "amqp: {}: {e:#}; reconnecting in {} ms",
                     config.display_url(),
                     backoff.as_millis()
@@ -464,6 +477,7 @@ async fn consume(
         }
     }
     // Nothing more is handed over.
+    super::ops::set_check("amqp", Err("stopped".to_string()));
     tx.take();
 }
 
@@ -515,12 +529,17 @@ async fn session(
         )
         .await
         .with_context(|| format!("consuming from queue `{}`", config.queue))?;
-    eprintln!(
+    tracing::info!(
+        queue = %config.queue,
+        url = %config.display_url(),
+        prefetch = config.prefetch,
         "amqp: consuming from queue `{}` on {} (prefetch {})",
         config.queue,
         config.display_url(),
         config.prefetch
     );
+    super::ops::set_check("amqp", Ok(()));
+    let _depth = super::ops::sample_queue(&connection, &config.queue).await;
     *backoff = min;
     loop {
         let next = tokio::select! {
@@ -536,7 +555,7 @@ async fn session(
                 )
                 .await
             {
-                eprintln!("amqp: cancelling the consumer: {e}");
+                tracing::warn!(error = %e, "amqp: cancelling the consumer: {e}");
             }
             // The engine loop drains what it was handed, settles it, then asks to
             // close; deliveries never handed over are requeued by the broker.
@@ -546,7 +565,7 @@ async fn session(
                 .close(200, ShortString::from("steward stopping"))
                 .await
             {
-                eprintln!("amqp: closing the connection: {e}");
+                tracing::warn!(error = %e, "amqp: closing the connection: {e}");
             }
             return Ok(End::Stopped);
         };

@@ -232,8 +232,10 @@ async fn count_members(conn: &mut PgConnection, members: i32) -> Result<u32> {
 async fn coordinate(shared: Rc<Shared>) -> Result<()> {
     let cluster = shared.config.cluster.clone();
     let (members_ns, partitions_ns, barriers_ns) = namespaces(&cluster.name);
+    let _ops = super::ops::start(&shared.config.ops, None).await?;
     let mut control = connect_control(&shared, members_ns).await?;
-    eprintln!(
+    super::ops::set_check("engine", Ok(()));
+    tracing::info!(
         "cluster `{}`: member {} of {} partitions on {}",
         cluster.name,
         control.member,
@@ -276,7 +278,13 @@ async fn coordinate(shared: Rc<Shared>) -> Result<()> {
             // The control connection is gone, and the locks with it: another process
             // may take the partitions over, so ours stop at once, without committing
             // (what they had not committed is redelivered to the next owner).
-            eprintln!("cluster: lost the control connection ({e:#}); stopping every partition");
+            tracing::warn!(
+                "cluster: lost the control connection ({e:#}); stopping every partition"
+            );
+            super::ops::set_check(
+                "engine",
+                Err("lost the cluster's control connection; reconnecting".to_string()),
+            );
             for (_, o) in std::mem::take(&mut owned) {
                 o.task.abort();
             }
@@ -289,7 +297,7 @@ async fn coordinate(shared: Rc<Shared>) -> Result<()> {
                 match connect_control(&shared, members_ns).await {
                     Ok(c) => break c,
                     Err(e) => {
-                        eprintln!(
+                        tracing::warn!(
                             "cluster: reconnecting: {e:#}; again in {} ms",
                             wait.as_millis()
                         );
@@ -297,10 +305,11 @@ async fn coordinate(shared: Rc<Shared>) -> Result<()> {
                     }
                 }
             };
-            eprintln!("cluster: reconnected as member {}", control.member);
+            tracing::info!("cluster: reconnected as member {}", control.member);
+            super::ops::set_check("engine", Ok(()));
         }
     }
-    eprintln!(
+    tracing::info!(
         "cluster: stopping {} partition(s): committing and acknowledging what was received",
         owned.len()
     );
@@ -338,7 +347,7 @@ async fn rebalance(
             };
             let tries = failures.get(&i).map_or(0, |(n, _)| *n) + 1;
             let wait = (Duration::from_millis(200) * 2u32.pow(tries.min(6))).min(MAX_RETRY);
-            eprintln!(
+            tracing::warn!(
                 "cluster: partition {i} ended: {why}; given back, tried again in {} ms",
                 wait.as_millis()
             );
@@ -352,7 +361,7 @@ async fn rebalance(
         let Some(&i) = owned.keys().next_back() else {
             break;
         };
-        eprintln!("cluster: {members} members; handing partition {i} over");
+        tracing::info!("cluster: {members} members; handing partition {i} over");
         release(conn, owned, i, partitions_ns).await;
     }
     let now = Instant::now();
@@ -379,7 +388,7 @@ async fn rebalance(
                     .execute(&mut *conn)
                     .await?;
             }
-            eprintln!("cluster: taking partition {i} ({members} members)");
+            tracing::info!("cluster: taking partition {i} ({members} members)");
             let (stop, stopped) = watch::channel(false);
             let fence = Fence {
                 key: i as i32,
@@ -401,11 +410,11 @@ async fn release(conn: &mut PgConnection, owned: &mut BTreeMap<u32, Owned>, i: u
     let _ = o.stop.send(true);
     match o.task.await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("cluster: partition {i} stopped with an error: {e:#}"),
-        Err(e) => eprintln!("cluster: partition {i} failed: {e}"),
+        Ok(Err(e)) => tracing::warn!("cluster: partition {i} stopped with an error: {e:#}"),
+        Err(e) => tracing::warn!("cluster: partition {i} failed: {e}"),
     }
     if let Err(e) = unlock(conn, ns, i).await {
-        eprintln!("cluster: releasing partition {i}: {e:#}");
+        tracing::warn!("cluster: releasing partition {i}: {e:#}");
     }
 }
 

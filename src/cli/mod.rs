@@ -5,6 +5,7 @@ pub mod check;
 pub mod cluster;
 pub mod connector;
 pub mod eval;
+pub mod ops;
 pub mod publish;
 pub mod replay;
 pub mod run;

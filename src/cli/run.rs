@@ -48,12 +48,14 @@ pub struct Options {
     pub watch: Option<PathBuf>,
     pub db: Option<PathBuf>,
     pub listen: Option<String>,
+    /// `--ops-listen`: `/healthz`, `/readyz` and `/metrics` on this address.
+    pub ops_listen: Option<String>,
 }
 
 /// `steward.toml`. Every value can be overridden by an environment variable:
 /// `STEWARD_STORE__PATH`, `STEWARD_SOURCE__EVENTS`, `STEWARD_SOURCE__WATCH`,
 /// `STEWARD_SOURCE__POLL_MS`, `STEWARD_ENGINE__BATCH`, `STEWARD_WEBHOOK__LISTEN`,
-/// `STEWARD_DISPATCH__MAX_ATTEMPTS`, ….
+/// `STEWARD_DISPATCH__MAX_ATTEMPTS`, `STEWARD_OPS__LISTEN`, `STEWARD_LOG__FORMAT`, ….
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -75,6 +77,10 @@ pub struct Config {
     /// `[outbound]`: publish emitted events and routed actions to RabbitMQ through the
     /// outbox (see `cli::publish`).
     pub outbound: Option<super::publish::OutboundConfig>,
+    /// `[ops]`: health, readiness and metrics endpoint (see `cli::ops`).
+    pub ops: super::ops::OpsConfig,
+    /// `[log]`: format and level of the diagnostics on stderr.
+    pub log: super::ops::LogConfig,
 }
 
 /// `[webhook]`: the inbound HTTP endpoint. Secrets are never in the file: the
@@ -163,6 +169,10 @@ pub fn load_config(path: Option<&Path>) -> Result<Config> {
 
 pub fn run(opts: Options) -> Result<ExitCode> {
     let mut config = load_config(opts.config.as_deref())?;
+    super::ops::init_logs(&config.log)?;
+    if let Some(ops_listen) = opts.ops_listen {
+        config.ops.listen = Some(ops_listen);
+    }
     if let Some(db) = opts.db {
         config.store.path = db;
     }
@@ -194,10 +204,12 @@ pub fn run(opts: Options) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     let result = runtime.block_on(async move {
+        let ops = super::ops::start(&config.ops, config.webhook.listen.as_deref()).await?;
         let store = AnyStore::open(&config.store.path)
             .await
             .with_context(|| format!("opening {}", AnyStore::describe(&config.store.path)))?
             .dispatch_emitted(config.outbound.as_ref().is_some_and(|o| o.emitted));
+        ops.store_opened(&store);
         let world = store.load(&rules).await?;
         let mut engine = Engine::with_world(rules.clone(), world);
         engine.start(Utc::now());
@@ -209,6 +221,7 @@ pub fn run(opts: Options) -> Result<ExitCode> {
         let mut runner = Runner::new(engine, store, &config, host);
         runner.webhooks = webhooks;
         runner.tick().await?;
+        super::ops::set_check("engine", Ok(()));
         let interrupted = match (&config.source.events, &config.source.watch) {
             _ if config.amqp.is_some() => runner.amqp(&config).await?,
             (_, Some(dir)) => runner.watch(dir, Duration::from_millis(config.source.poll_ms.max(10))).await?,
@@ -234,6 +247,7 @@ pub fn run(opts: Options) -> Result<ExitCode> {
         } else {
             interrupted
         };
+        super::ops::set_check("engine", Err("the input ended; finishing".to_string()));
         if !interrupted {
             runner.drain(Duration::from_millis(config.dispatch.poll_ms.max(10))).await?;
         }
@@ -241,7 +255,15 @@ pub fn run(opts: Options) -> Result<ExitCode> {
         runner.tick().await?;
         runner.commit().await?;
         let stats = runner.engine.stats;
-        eprintln!(
+        let pending_timers = runner.engine.world().timers.len();
+        tracing::info!(
+            applied = stats.applied,
+            unrouted = stats.unrouted,
+            duplicates = stats.duplicates,
+            dead_lettered = runner.dead,
+            timers_fired = stats.timers_fired,
+            decisions = stats.decisions,
+            pending_timers,
             "processed: {} applied, {} unrouted, {} duplicates, {} dead-lettered, {} timers fired, {} decisions; pending timers: {}",
             stats.applied,
             stats.unrouted,
@@ -249,12 +271,15 @@ pub fn run(opts: Options) -> Result<ExitCode> {
             runner.dead,
             stats.timers_fired,
             stats.decisions,
-            runner.engine.world().timers.len()
+            pending_timers
         );
         if !config.connectors.is_empty() {
-            eprintln!(
+            tracing::info!(
+                executed = runner.executed,
+                dead_lettered = runner.failed,
                 "actions: {} executed, {} dead-lettered",
-                runner.executed, runner.failed
+                runner.executed,
+                runner.failed
             );
         }
         Ok(ExitCode::SUCCESS)
@@ -266,6 +291,7 @@ pub fn run(opts: Options) -> Result<ExitCode> {
 }
 
 pub(super) struct Runner {
+    metrics: super::ops::EngineMetrics,
     pub(super) engine: Engine,
     store: AnyStore,
     batch: usize,
@@ -415,6 +441,7 @@ impl Runner {
             None => (None, None),
         };
         Runner {
+            metrics: super::ops::EngineMetrics::new(engine.stats),
             engine,
             store,
             batch: config.engine.batch.max(1),
@@ -434,6 +461,7 @@ impl Runner {
         if self.out.is_empty() {
             return Ok(());
         }
+        self.metrics.decisions(&self.out);
         let stdout = std::io::stdout();
         let mut w = stdout.lock();
         for d in self.out.drain(..) {
@@ -448,12 +476,16 @@ impl Runner {
         if !changes.is_empty() || !self.settled.is_empty() {
             let meta = Meta::of(self.engine.world());
             let rules = self.engine.ruleset().clone();
+            let began = std::time::Instant::now();
             self.store
                 .commit_settled(&rules, &changes, &meta, &self.settled)
                 .await?;
+            self.metrics.commit_took(began.elapsed());
             self.settled.clear();
         }
         self.pending = 0;
+        self.metrics
+            .committed(&self.engine.stats, self.engine.world().timers.len());
         self.print()
     }
 
@@ -466,7 +498,11 @@ impl Runner {
         {
             // Its lease ran out before this outcome arrived and the action was claimed
             // again: the newer claim reports the outcome.
-            eprintln!("action {id}: outcome of attempt {attempt} is stale (taken over); ignored");
+            tracing::info!(
+                action = %id,
+                attempt,
+                "action {id}: outcome of attempt {attempt} is stale (taken over); ignored"
+            );
             return Ok(());
         }
         let now = Utc::now();
@@ -499,7 +535,8 @@ impl Runner {
                 break;
             }
             if !announced {
-                eprintln!(
+                tracing::info!(
+                    open = backlog.open,
                     "input ended; waiting for {} action(s) in the outbox (Ctrl-C stops)",
                     backlog.open
                 );
@@ -509,7 +546,7 @@ impl Runner {
                 Some(f) = next_finished(&mut finished) => self.finished(f).await?,
                 _ = tokio::time::sleep(self.until_due().min(poll)) => self.tick().await?,
                 _ = &mut interrupted => {
-                    eprintln!("interrupted: committing and stopping");
+                    tracing::info!("interrupted: committing and stopping");
                     break;
                 }
             }
@@ -534,7 +571,7 @@ impl Runner {
         if let Some(task) = dispatch.task.take()
             && let Err(e) = task.await
         {
-            eprintln!("dispatcher stopped abnormally: {e}");
+            tracing::error!(error = %e, "dispatcher stopped abnormally: {e}");
         }
         self.commit().await
     }
@@ -549,11 +586,23 @@ impl Runner {
     }
 
     async fn line(&mut self, origin: &str, number: usize, text: &str) -> Result<()> {
-        match decode_line(number, text, false) {
+        let decoded = decode_line(number, text, false);
+        if decoded.is_some() {
+            self.metrics
+                .received(super::ops::SourceKind::of_origin(origin), 1);
+        }
+        match decoded {
             None => {}
             Some(Err(bad)) => {
                 self.dead += 1;
-                eprintln!("{origin}:{number}: dead-lettered: {}", bad.reason);
+                self.metrics
+                    .dead_lettered(super::ops::SourceKind::of_origin(origin));
+                tracing::warn!(
+                    origin = %format_args!("{origin}:{number}"),
+                    reason = %bad.reason,
+                    "{origin}:{number}: dead-lettered: {}",
+                    bad.reason
+                );
                 self.store
                     .dead_letter(&DeadLetter {
                         received_at: Utc::now(),
@@ -580,6 +629,7 @@ impl Runner {
     /// means the event is in the store. A failed commit drops the reply (the sender
     /// sees 503) and stops the run.
     async fn intake(&mut self, intake: Intake) -> Result<()> {
+        self.metrics.received(super::ops::SourceKind::Webhook, 1);
         match intake {
             Intake::Event(event, reply) => {
                 let now = Utc::now();
@@ -593,7 +643,14 @@ impl Runner {
             }
             Intake::Dead(letter, reply) => {
                 self.dead += 1;
-                eprintln!("{}: dead-lettered: {}", letter.origin, letter.reason);
+                self.metrics.dead_lettered(super::ops::SourceKind::Webhook);
+                tracing::warn!(
+                    origin = %letter.origin,
+                    reason = %letter.reason,
+                    "{}: dead-lettered: {}",
+                    letter.origin,
+                    letter.reason
+                );
                 self.store.dead_letter(&letter).await?;
                 let _ = reply.send(Accepted {
                     applied: Applied::Unrouted,
@@ -636,7 +693,7 @@ impl Runner {
                     self.tick().await?;
                 }
                 _ = &mut interrupted => {
-                    eprintln!("interrupted: committing and stopping");
+                    tracing::info!("interrupted: committing and stopping");
                     stopped = true;
                     break;
                 }
@@ -695,7 +752,7 @@ impl Runner {
                     self.tick().await?;
                 }
                 _ = &mut stop => {
-                    eprintln!("stopping: committing and acknowledging what was received");
+                    tracing::info!("stopping: committing and acknowledging what was received");
                     break;
                 }
             }
@@ -715,6 +772,8 @@ impl Runner {
     async fn amqp_batch(&mut self, batch: super::amqp::Batch, unrouted: bool) -> Result<()> {
         use super::amqp::Settle;
         let mut outcomes = Vec::with_capacity(batch.messages().len());
+        self.metrics
+            .received(super::ops::SourceKind::Amqp, batch.messages().len());
         for message in batch.messages() {
             let dead = match &message.content {
                 Ok(event) => {
@@ -748,7 +807,14 @@ impl Runner {
                 None => Settle::Ack,
                 Some(letter) => {
                     self.dead += 1;
-                    eprintln!("{}: dead-lettered: {}", letter.origin, letter.reason);
+                    self.metrics.dead_lettered(super::ops::SourceKind::Amqp);
+                    tracing::warn!(
+                        origin = %letter.origin,
+                        reason = %letter.reason,
+                        "{}: dead-lettered: {}",
+                        letter.origin,
+                        letter.reason
+                    );
                     self.store.dead_letter(&letter).await?;
                     Settle::DeadLetter(letter.reason)
                 }
@@ -766,7 +832,7 @@ impl Runner {
         let mut finished = self.finished.take();
         let interrupted = tokio::signal::ctrl_c();
         tokio::pin!(interrupted);
-        eprintln!("serving webhooks (Ctrl-C stops)");
+        tracing::info!("serving webhooks (Ctrl-C stops)");
         loop {
             let wait = self.until_due();
             tokio::select! {
@@ -777,7 +843,7 @@ impl Runner {
                     self.tick().await?;
                 }
                 _ = &mut interrupted => {
-                    eprintln!("interrupted: committing and stopping");
+                    tracing::info!("interrupted: committing and stopping");
                     break;
                 }
             }
@@ -804,7 +870,11 @@ impl Runner {
         let mut offsets: HashMap<PathBuf, (u64, usize)> = HashMap::new();
         let interrupted = tokio::signal::ctrl_c();
         tokio::pin!(interrupted);
-        eprintln!("watching {} for .jsonl files (Ctrl-C stops)", dir.display());
+        tracing::info!(
+            directory = %dir.display(),
+            "watching {} for .jsonl files (Ctrl-C stops)",
+            dir.display()
+        );
         loop {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
                 .with_context(|| format!("reading directory {}", dir.display()))?
@@ -844,7 +914,7 @@ impl Runner {
                     Some(intake) = next_intake(&mut webhooks) => self.intake(intake).await?,
                     Some(f) = next_finished(&mut finished) => self.finished(f).await?,
                     _ = &mut interrupted => {
-                        eprintln!("interrupted: committing and stopping");
+                        tracing::info!("interrupted: committing and stopping");
                         self.webhooks = webhooks;
                         self.finished = finished;
                         self.commit().await?;
@@ -882,8 +952,8 @@ struct Hooks {
 
 fn secret_from_env(var: Option<&str>, what: &str) -> Result<Option<Vec<u8>>> {
     let Some(var) = var else {
-        eprintln!(
-            "warning: no `{what}_secret_env` in [webhook]: {what} deliveries are accepted unsigned"
+        tracing::warn!(
+            "no `{what}_secret_env` in [webhook]: {what} deliveries are accepted unsigned"
         );
         return Ok(None);
     };
@@ -921,15 +991,18 @@ impl Hooks {
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
         self.tx = Some(tx);
-        let app = Router::new()
+        let hooks = Router::new()
             .route("/webhooks/jira", post(jira_hook))
-            .route("/webhooks/servicenow", post(servicenow_hook))
-            .route("/healthz", get(healthz))
-            .with_state(self);
-        eprintln!("listening on http://{local} for webhooks");
+            .route("/webhooks/servicenow", post(servicenow_hook));
+        // `[ops] listen` on the same address: its routes (and its `/healthz`) join.
+        let app = match super::ops::routes_for(addr) {
+            Some(ops) => hooks.with_state(self).merge(ops),
+            None => hooks.route("/healthz", get(healthz)).with_state(self),
+        };
+        tracing::info!(address = %local, "listening on http://{local} for webhooks");
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
-                eprintln!("webhook endpoint stopped: {e}");
+                tracing::error!(error = %e, "webhook endpoint stopped: {e}");
             }
         });
         Ok(rx)

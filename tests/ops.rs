@@ -1,0 +1,727 @@
+//! Operating `steward run`: `/healthz`, `/readyz` and `/metrics` on `[ops] listen`
+//! (or `--ops-listen`), and the logs on stderr as text or JSON. The metrics are checked
+//! against what the same input gives without them (the run's own summary); readiness
+//! against the real RabbitMQ on this machine (skipped when it is unreachable, failing
+//! then with `STEWARD_REQUIRE_SERVICES=1`) and against a closed port.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// One HTTP/1.1 request; `None` while nothing listens. Returns (status, body).
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if path == "/metrics" && status == 200 {
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4"),
+            "{head}"
+        );
+    }
+    Some((status, body.to_string()))
+}
+
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    http(port, "GET", path, "")
+}
+
+/// A sample of the Prometheus text: `series` is the name with its labels as rendered,
+/// e.g. `steward_events_received_total{source="stdin"}`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
+        rest.trim().parse().ok()
+    })
+}
+
+/// The sum of every sample of a metric, whatever its labels.
+fn total(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls `GET path` until `done` holds for (status, body), or fails after a minute.
+fn wait_for(
+    port: u16,
+    path: &str,
+    child: &mut Child,
+    what: &str,
+    done: impl Fn(u16, &str) -> bool,
+) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    loop {
+        if let Some((status, body)) = get(port, path) {
+            if done(status, &body) {
+                return (status, body);
+            }
+            last = Some((status, body));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("steward run exited ({status}) while waiting for {what}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waiting for {what}: last answer of {path}: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} failed");
+}
+
+/// The iso20000 events with an unusable line, a duplicate and an event no rule
+/// listens to.
+fn events(dir: &Path) -> std::path::PathBuf {
+    let mut lines = read_lines(&iso_events());
+    lines.push("{not json".to_string());
+    lines.push(lines[0].clone());
+    lines.push(
+        r#"{"specversion":"1.0","id":"x-1","source":"urn:test","type":"com.example.unknown","time":"2026-03-02T09:00:00Z"}"#
+            .to_string(),
+    );
+    let path = dir.join("events.jsonl");
+    write_lines(&path, &lines);
+    path
+}
+
+#[test]
+fn metrics_count_what_was_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = events(dir.path());
+    let lines = read_lines(&events);
+
+    // The same input without the endpoint: what the run says it did.
+    let o = run([
+        "run".as_ref(),
+        iso().as_os_str(),
+        "--events".as_ref(),
+        events.as_os_str(),
+        "--db".as_ref(),
+        dir.path().join("reference.db").as_os_str(),
+    ]);
+    let reference_out = ok(&o);
+    let summary = stderr(&o);
+    let expect = |what: &str| summary_count(&summary, what).unwrap() as f64;
+    let (applied, duplicates, unrouted, dead) = (
+        expect("applied"),
+        expect("duplicates"),
+        expect("unrouted"),
+        expect("dead-lettered"),
+    );
+    assert!(
+        duplicates >= 1.0 && unrouted >= 1.0 && dead >= 1.0,
+        "{summary}"
+    );
+
+    // Now from stdin, kept open so the endpoint can be read while the run goes on.
+    let port = free_port();
+    let mut child = steward()
+        .arg("run")
+        .arg(iso())
+        .args(["--events", "-", "--db"])
+        .arg(dir.path().join("steward.db"))
+        .args(["--ops-listen", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin: ChildStdin = child.stdin.take().unwrap();
+    for line in &lines {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    stdin.flush().unwrap();
+    let (_, metrics) = wait_for(
+        port,
+        "/metrics",
+        &mut child,
+        "every line to be committed",
+        |status, body| {
+            status == 200
+                && sample(body, "steward_events_applied_total") == Some(applied)
+                && sample(body, "steward_events_duplicates_total") == Some(duplicates)
+                && sample(body, "steward_events_unrouted_total") == Some(unrouted)
+                && sample(
+                    body,
+                    r#"steward_events_dead_lettered_total{source="stdin"}"#,
+                ) == Some(dead)
+        },
+    );
+    assert_eq!(
+        sample(&metrics, r#"steward_events_received_total{source="stdin"}"#),
+        Some(lines.len() as f64),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, r#"steward_events_received_total{source="amqp"}"#),
+        Some(0.0)
+    );
+    // Decisions by kind, as printed.
+    let mut kinds: BTreeMap<String, f64> = BTreeMap::new();
+    for d in json_lines(&reference_out) {
+        *kinds
+            .entry(d["kind"].as_str().unwrap().to_string())
+            .or_default() += 1.0;
+    }
+    for (kind, n) in &kinds {
+        assert_eq!(
+            sample(
+                &metrics,
+                &format!(r#"steward_decisions_total{{kind="{kind}"}}"#)
+            ),
+            Some(*n),
+            "{kind}\n{metrics}"
+        );
+    }
+    assert_eq!(
+        total(&metrics, "steward_decisions_total"),
+        expect("decisions")
+    );
+    let pending: f64 = summary
+        .rsplit("pending timers: ")
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    assert_eq!(sample(&metrics, "steward_timers_pending"), Some(pending));
+    assert!(sample(&metrics, "steward_commit_duration_seconds_count").unwrap() >= 1.0);
+    assert!(
+        sample(&metrics, "steward_outbox_open").is_some(),
+        "{metrics}"
+    );
+    assert!(metrics.contains("# TYPE steward_commit_duration_seconds histogram"));
+    assert!(metrics.contains("# HELP steward_events_applied_total "));
+
+    assert_eq!(get(port, "/healthz").unwrap().0, 200);
+    let (status, body) = get(port, "/readyz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let ready: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["checks"]["store"], "ok", "{body}");
+    assert_eq!(ready["checks"]["engine"], "ok", "{body}");
+    assert_eq!(get(port, "/nope").unwrap().0, 404);
+
+    drop(stdin);
+    let o = finish(child, Duration::from_secs(60));
+    // The decisions on stdout are those of the run without the endpoint (but for the
+    // wall-clock times).
+    let without_time = |text: &str| -> Vec<Value> {
+        json_lines(text)
+            .into_iter()
+            .map(|mut d| {
+                d.as_object_mut().unwrap().remove("at");
+                d
+            })
+            .collect()
+    };
+    assert_eq!(without_time(&ok(&o)), without_time(&reference_out));
+    let err = stderr(&o);
+    assert_eq!(
+        summary_count(&err, "applied"),
+        Some(applied as u64),
+        "{err}"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = events(dir.path());
+    let config = dir.path().join("steward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}\"\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n",
+            dir.path().join("steward.db").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = steward();
+    cmd.arg("run")
+        .arg(iso())
+        .arg("--config")
+        .arg(&config)
+        .arg("--events")
+        .arg(&events);
+    let o = cmd.output().unwrap();
+    let out = ok(&o);
+    let err = stderr(&o);
+    let logs = json_lines(&err);
+    assert!(!logs.is_empty());
+    for log in &logs {
+        assert!(log["timestamp"].is_string(), "{log}");
+        assert!(
+            ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&log["level"].as_str().unwrap()),
+            "{log}"
+        );
+        assert!(log["fields"].is_object(), "{log}");
+        // Steward's own events always say something; a dependency's may be fields only.
+        if log["target"].as_str().unwrap().starts_with("steward") {
+            assert!(log["fields"]["message"].is_string(), "{log}");
+        }
+    }
+    let origin = format!("{}:{}", events.display(), read_lines(&events).len() - 2);
+    let dead: Vec<&Value> = logs
+        .iter()
+        .filter(|l| l["fields"]["origin"] == origin.as_str())
+        .collect();
+    assert_eq!(dead.len(), 1, "{err}");
+    assert_eq!(dead[0]["level"], "WARN");
+    assert!(
+        dead[0]["fields"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON"),
+        "{err}"
+    );
+    let summary = logs
+        .iter()
+        .find(|l| l["fields"]["applied"].is_u64())
+        .unwrap_or_else(|| panic!("no summary in {err}"));
+    assert!(
+        summary["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("processed: ")
+    );
+    assert_eq!(summary["fields"]["dead_lettered"], 1);
+    // Stdout is the decision stream, whatever the log format.
+    let decisions = json_lines(&out);
+    assert!(decisions.iter().all(|d| d["kind"].is_string()));
+
+    // A bad level is a configuration error that names the setting.
+    let o = steward()
+        .env("STEWARD_LOG__LEVEL", "info,=")
+        .arg("run")
+        .arg(iso())
+        .arg("--events")
+        .arg(&events)
+        .arg("--db")
+        .arg(dir.path().join("other.db"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("[log] level"), "{}", stderr(&o));
+}
+
+/// A run with `[amqp]` and the endpoint; the config points at `url`.
+fn amqp_run(dir: &Path, url: &str, names: &str, port: u16) -> Child {
+    let config = dir.join("steward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[store]
+path = "{db}"
+
+[amqp]
+url = "{url}"
+exchange = "{names}.x"
+queue = "{names}.q"
+dead_letter_exchange = "{names}.dlx"
+dead_letter_queue = "{names}.dlq"
+reconnect_min_ms = 50
+reconnect_max_ms = 200
+"#,
+            db = dir.join("steward.db").display(),
+        ),
+    )
+    .unwrap();
+    steward()
+        .env("STEWARD_OPS__LISTEN", format!("127.0.0.1:{port}"))
+        .arg("run")
+        .arg(iso())
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// A connection to the test broker, publishing to the test's exchange with confirms;
+/// the test's queues and exchanges are deleted when dropped.
+struct Topology {
+    rt: tokio::runtime::Runtime,
+    channel: lapin::Channel,
+    _connection: lapin::Connection,
+    names: String,
+}
+
+impl Topology {
+    /// Connects, or skips (`None`) when the broker is unreachable; fails instead with
+    /// `STEWARD_REQUIRE_SERVICES=1`.
+    fn connect(test: &str, names: &str) -> Option<Topology> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let connected = rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                lapin::Connection::connect(URL, lapin::ConnectionProperties::default()),
+            )
+            .await
+        });
+        let connection = match connected {
+            Ok(Ok(c)) => c,
+            other => {
+                let why = match other {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_string(),
+                };
+                if std::env::var("STEWARD_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                    panic!("RabbitMQ at {URL} is required (STEWARD_REQUIRE_SERVICES=1): {why}");
+                }
+                eprintln!("SKIPPED {test}: RabbitMQ at {URL} is unreachable ({why})");
+                return None;
+            }
+        };
+        let channel = rt.block_on(async {
+            let ch = connection.create_channel().await.unwrap();
+            ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+                .await
+                .unwrap();
+            ch
+        });
+        Some(Topology {
+            rt,
+            channel,
+            _connection: connection,
+            names: names.to_string(),
+        })
+    }
+
+    fn publish(&self, bodies: &[&str]) {
+        self.rt.block_on(async {
+            for body in bodies {
+                let confirm = self
+                    .channel
+                    .basic_publish(
+                        format!("{}.x", self.names).as_str().into(),
+                        "events.test".into(),
+                        lapin::options::BasicPublishOptions::default(),
+                        body.as_bytes(),
+                        lapin::BasicProperties::default()
+                            .with_content_type("application/cloudevents+json".into()),
+                    )
+                    .await
+                    .unwrap();
+                assert!(confirm.await.unwrap().is_ack());
+            }
+        });
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        self.rt.block_on(async {
+            for queue in ["q", "dlq"] {
+                let _ = self
+                    .channel
+                    .queue_delete(
+                        format!("{}.{queue}", self.names).as_str().into(),
+                        lapin::options::QueueDeleteOptions::default(),
+                    )
+                    .await;
+            }
+            for exchange in ["x", "dlx"] {
+                let _ = self
+                    .channel
+                    .exchange_delete(
+                        format!("{}.{exchange}", self.names).as_str().into(),
+                        lapin::options::ExchangeDeleteOptions::default(),
+                    )
+                    .await;
+            }
+        });
+    }
+}
+
+fn unique(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("steward-test-{test}-{}-{nanos}", std::process::id())
+}
+
+fn stop(child: Child) -> Output {
+    signal(&child, "-TERM");
+    let o = finish(child, Duration::from_secs(60));
+    assert!(o.status.success(), "{:?}\n{}", o.status, stderr(&o));
+    o
+}
+
+#[test]
+fn ready_when_the_amqp_consumer_consumes() {
+    let names = unique("ops-ready");
+    let Some(topology) = Topology::connect("ready_when_the_amqp_consumer_consumes", &names) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = amqp_run(dir.path(), URL, &names, port);
+    let (_, body) = wait_for(port, "/readyz", &mut child, "readiness", |s, _| s == 200);
+    let ready: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["checks"]["amqp"], "ok", "{body}");
+    assert_eq!(ready["not_ready"], serde_json::json!([]), "{body}");
+
+    let lines = read_lines(&iso_events());
+    topology.publish(&[&lines[0], &lines[1], "{not json"]);
+    let queue = format!("{names}.q");
+    let (_, metrics) = wait_for(port, "/metrics", &mut child, "3 messages", |_, m| {
+        sample(m, r#"steward_events_received_total{source="amqp"}"#) == Some(3.0)
+            && sample(m, r#"steward_events_dead_lettered_total{source="amqp"}"#) == Some(1.0)
+            && sample(m, "steward_events_applied_total") == Some(2.0)
+            && sample(
+                m,
+                &format!(r#"steward_consumer_lag_messages{{queue="{queue}"}}"#),
+            )
+            .is_some()
+    });
+    assert_eq!(
+        sample(&metrics, r#"steward_events_received_total{source="stdin"}"#),
+        Some(0.0)
+    );
+    let o = stop(child);
+    let err = stderr(&o);
+    assert!(err.contains("amqp: consuming from queue"), "{err}");
+    assert_eq!(summary_count(&err, "applied"), Some(2), "{err}");
+    drop(topology);
+}
+
+#[test]
+fn not_ready_while_the_broker_is_unreachable() {
+    // A port nothing listens on: the consumer keeps reconnecting.
+    let closed = free_port();
+    let url = format!("amqp://guest:secret@127.0.0.1:{closed}/%2f");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = amqp_run(dir.path(), &url, &unique("ops-unready"), port);
+    let (_, body) = wait_for(
+        port,
+        "/readyz",
+        &mut child,
+        "a failed connection attempt",
+        |s, b| s == 503 && b.contains("127.0.0.1"),
+    );
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["status"], "not ready");
+    assert_eq!(report["not_ready"], serde_json::json!(["amqp"]), "{body}");
+    let reason = report["checks"]["amqp"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("guest:***@127.0.0.1:{closed}")),
+        "{reason}"
+    );
+    assert!(!body.contains("secret"), "{body}");
+    assert_eq!(report["checks"]["store"], "ok", "{body}");
+    // Alive all the same.
+    assert_eq!(get(port, "/healthz").unwrap().0, 200);
+    let o = stop(child);
+    assert!(stderr(&o).contains("reconnecting in"), "{}", stderr(&o));
+}
+
+#[test]
+fn ops_and_webhooks_share_one_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = steward()
+        .arg("run")
+        .arg(iso())
+        .arg("--db")
+        .arg(dir.path().join("steward.db"))
+        .args(["--listen", &addr, "--ops-listen", &addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(port, "/readyz", &mut child, "readiness", |s, _| s == 200);
+    assert_eq!(get(port, "/healthz").unwrap().0, 200);
+    // A webhook through the same server: refused (not a Jira payload), counted.
+    let (status, body) = http(port, "POST", "/webhooks/jira", "{}").unwrap();
+    assert_eq!(status, 400, "{body}");
+    let (_, metrics) = get(port, "/metrics").unwrap();
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"steward_events_received_total{source="webhook"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"steward_events_dead_lettered_total{source="webhook"}"#
+        ),
+        Some(1.0)
+    );
+    signal(&child, "-INT");
+    let o = finish(child, Duration::from_secs(60));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    // One server: only the webhook listener announced itself.
+    assert!(err.contains("for webhooks"), "{err}");
+    assert!(!err.contains("ops: serving"), "{err}");
+}
+
+/// A loopback vendor answering every request `200 {}`; returns its base URL.
+fn vendor_ok() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 8192];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn action_metrics_by_connector_and_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = root().join("connectors/dist/webhook.wasm");
+    assert!(component.is_file(), "{} is missing", component.display());
+    std::fs::write(
+        dir.path().join("rules.stw"),
+        r#"
+use connector hook_ok
+use connector hook_down
+
+rule notify {
+  on "change.created" do {
+    hook_ok.send(payload: {"change": event.subject})
+    hook_down.send(payload: {"change": event.subject})
+  }
+}
+"#,
+    )
+    .unwrap();
+    // hook_down calls a port nothing listens on: refused, retried once, given up.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let mut config = format!(
+        "[store]\npath = {:?}\n\n[dispatch]\nmax_attempts = 2\nbase_ms = 50\nmax_ms = 100\npoll_ms = 20\ncache_dir = {:?}\n",
+        dir.path().join("steward.db").display().to_string(),
+        dir.path().join("cache").display().to_string()
+    );
+    for (name, url) in [("hook_ok", vendor_ok()), ("hook_down", closed)] {
+        config.push_str(&format!(
+            "\n[connectors.{name}]\ncomponent = {:?}\nallow_hosts = [\"127.0.0.1\"]\ntimeout_ms = 2000\nsettings = {{ url = \"{url}/hook\" }}\n",
+            component.display().to_string()
+        ));
+    }
+    let config_path = dir.path().join("steward.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let port = free_port();
+    let mut child = steward()
+        .arg("run")
+        .arg(dir.path().join("rules.stw"))
+        .arg("--config")
+        .arg(&config_path)
+        .args([
+            "--events",
+            "-",
+            "--ops-listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(
+        stdin,
+        r#"{{"specversion":"1.0","id":"e1","source":"/test","type":"change.created","time":"2026-03-02T09:00:00Z","subject":"CHG-1"}}"#
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    let series = |connector: &str, outcome: &str| {
+        format!(
+            r#"steward_action_duration_seconds_count{{connector="{connector}",op="send",outcome="{outcome}"}}"#
+        )
+    };
+    let (_, metrics) = wait_for(
+        port,
+        "/metrics",
+        &mut child,
+        "both actions to end",
+        |_, m| {
+            sample(m, &series("hook_ok", "ok")) == Some(1.0)
+                && sample(m, &series("hook_down", "failed")) == Some(1.0)
+        },
+    );
+    assert_eq!(
+        sample(&metrics, &series("hook_down", "retry")),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"steward_connector_errors_total{connector="hook_down",retryable="true"}"#
+        ),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"steward_connector_errors_total{connector="hook_ok",retryable="true"}"#
+        ),
+        None
+    );
+    assert!(metrics.contains("# TYPE steward_action_duration_seconds histogram"));
+    assert_eq!(
+        sample(&metrics, r#"steward_decisions_total{kind="action_failed"}"#),
+        Some(1.0)
+    );
+    drop(stdin);
+    let o = finish(child, Duration::from_secs(60));
+    let err = stderr(&o);
+    assert_eq!(summary_count(&err, "executed"), Some(1), "{err}");
+}
