@@ -549,3 +549,30 @@ fn a_connection_closed_by_the_broker_is_reopened_for_the_next_publish() {
     rows.sort();
     assert_eq!(ids, rows, "{log}");
 }
+
+/// `steward check --config`: a connector whose actions are published (`[outbound]
+/// routes`) needs no `[connectors.NAME]` table, and its calls are not checked; an
+/// unknown connector is still an error.
+#[test]
+fn check_accepts_routed_connectors_without_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rules, _) = setup(dir.path());
+    let config = dir.path().join("steward.toml");
+    std::fs::write(&config, "[outbound]\nroutes = [\"ticketing\"]\n").unwrap();
+    let out = run([
+        "check".into(),
+        rules.clone().into_os_string(),
+        "--config".into(),
+        config.clone().into_os_string(),
+    ] as [std::ffi::OsString; 4]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(&config, "[outbound]\nroutes = [\"other\"]\n").unwrap();
+    let out = run([
+        "check".into(),
+        rules.into_os_string(),
+        "--config".into(),
+        config.into_os_string(),
+    ] as [std::ffi::OsString; 4]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("E0600"), "{}", stderr(&out));
+}

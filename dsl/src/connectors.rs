@@ -58,6 +58,9 @@ pub enum CatalogueEntry {
     Described(Vec<OperationSpec>),
     /// It could not be loaded or described; the reason.
     Unavailable(String),
+    /// Its actions are published to a queue for a worker elsewhere (`[outbound]
+    /// routes`), so any operation and arguments are accepted.
+    Published,
 }
 
 /// One operation: its name, doc line and arguments (from the JSON Schema).
@@ -219,6 +222,13 @@ impl ConnectorCatalogue {
     }
 
     /// Adds a connector that could not be loaded or described, with the reason.
+    /// Records a connector whose actions are published, not executed: its calls are
+    /// not checked.
+    pub fn insert_published(&mut self, name: impl Into<String>) {
+        self.connectors
+            .insert(name.into(), CatalogueEntry::Published);
+    }
+
     pub fn insert_unavailable(&mut self, name: impl Into<String>, reason: impl Into<String>) {
         self.connectors
             .insert(name.into(), CatalogueEntry::Unavailable(reason.into()));
@@ -371,6 +381,7 @@ impl<'c> Pass<'c> {
             Some(CatalogueEntry::Described(ops)) => {
                 self.declared.insert(name.to_owned(), ops.as_slice());
             }
+            Some(CatalogueEntry::Published) => {}
             Some(CatalogueEntry::Unavailable(reason)) => {
                 let d = Diagnostic::new(
                     Code::ConnectorUnavailable,

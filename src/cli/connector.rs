@@ -42,6 +42,7 @@ pub fn run(config: Option<&Path>, command: Command) -> Result<ExitCode> {
     let Configured {
         connectors,
         cache_dir,
+        ..
     } = configured(config)?;
     let cache = cache_dir.as_deref();
     match command {
@@ -73,6 +74,8 @@ struct Configured {
     /// `[dispatch] cache_dir`: compiled components are kept there, as `steward run`
     /// keeps them.
     cache_dir: Option<PathBuf>,
+    /// `[outbound] routes`: connectors whose actions are published, not executed.
+    routes: Vec<String>,
 }
 
 fn configured(config: Option<&Path>) -> Result<Configured> {
@@ -87,6 +90,7 @@ fn configured(config: Option<&Path>) -> Result<Configured> {
             })
             .collect(),
         cache_dir: config.dispatch.cache_dir,
+        routes: config.outbound.map(|o| o.routes).unwrap_or_default(),
     })
 }
 
@@ -389,9 +393,11 @@ pub fn catalogue(
     source: CatalogueSource<'_>,
     used: &BTreeSet<String>,
 ) -> Result<ConnectorCatalogue> {
+    let mut published = Vec::new();
     let (origin, configs, cache): (Origin, Vec<ConnectorConfig>, Option<PathBuf>) = match source {
         CatalogueSource::Config(path) => {
             let configured = configured(Some(path))?;
+            published = configured.routes;
             let configs = configured
                 .connectors
                 .into_iter()
@@ -419,6 +425,9 @@ pub fn catalogue(
         }
     };
     let mut catalogue = ConnectorCatalogue::new(origin);
+    for name in published.into_iter().filter(|n| used.contains(n)) {
+        catalogue.insert_published(name);
+    }
     for cfg in &configs {
         match load(cfg, cache.as_deref()).and_then(|(_, d)| operations(&d)) {
             Ok(ops) => catalogue.insert_described(cfg.name.clone(), ops),
