@@ -56,8 +56,7 @@ fn three_processes_one_killed_apply_every_event_once_in_order_per_key() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    b.kill().unwrap();
-    b.wait().unwrap();
+    b.kill();
     assert!(schemas.applied() < total, "the kill came too late");
     let b2 = spawn(dir.path(), &rules, &config, "b2");
 

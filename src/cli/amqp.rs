@@ -104,7 +104,7 @@ impl Default for AmqpConfig {
             queue: "steward.events".to_string(),
             routing_key: None,
             routing_keys: Vec::new(),
-            prefetch: 512,
+            prefetch: 2048,
             queue_type: QueueType::Classic,
             delivery_limit: None,
             dead_letter_exchange: Some("steward.dead".to_string()),

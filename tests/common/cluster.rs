@@ -36,27 +36,7 @@ pub fn required() -> bool {
 
 /// Events of one key must be applied in order: an update out of sequence is a
 /// violation. A key that is closed gets a Slack message (an outbox action).
-pub const RULES: &str = r#"use connector slack
-
-workflow ticket key event.subject {
-  control "8.6.1" "Ticket updates are applied in the order they were made" detective
-  start on "ticket.opened"
-  state open {
-    enter { set last = 0 }
-    on "ticket.updated" when event.data.seq == last + 1 {
-      set last = event.data.seq
-      evidence "update ${last}"
-    }
-    on "ticket.updated" when event.data.seq != last + 1 {
-      violation "update ${event.data.seq} of ${key} arrived after update ${last}"
-    }
-    on "ticket.closed" -> closed
-  }
-  final state closed {
-    enter { slack.post(text: "ticket ${key} closed") }
-  }
-}
-"#;
+pub const RULES: &str = include_str!("../fixtures/tickets.stw");
 
 /// `keys` tickets with `updates` updates each, interleaved across keys in publish
 /// order; every tenth ticket stays open. Returns (subject, JSON line) pairs.
@@ -371,17 +351,19 @@ rebalance_ms = 250
 }
 
 /// A `steward run` member, its output in files of `dir` named after `tag`.
-pub fn spawn(dir: &Path, rules: &Path, config: &Path, tag: &str) -> Child {
-    steward()
-        .args(["run"])
-        .arg(rules)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(File::create(dir.join(format!("{tag}.out"))).unwrap())
-        .stderr(File::create(dir.join(format!("{tag}.err"))).unwrap())
-        .spawn()
-        .unwrap()
+pub fn spawn(dir: &Path, rules: &Path, config: &Path, tag: &str) -> Member {
+    Member(Some(
+        steward()
+            .args(["run"])
+            .arg(rules)
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.join(format!("{tag}.out"))).unwrap())
+            .stderr(File::create(dir.join(format!("{tag}.err"))).unwrap())
+            .spawn()
+            .unwrap(),
+    ))
 }
 
 pub fn logs(dir: &Path) -> String {
@@ -463,14 +445,17 @@ pub fn assert_matches(schemas: &Schemas, rules: &Path, reference: &Snapshot, log
 }
 
 /// Sends SIGTERM to each member and waits for a clean exit.
-pub fn terminate(members: Vec<Child>, log: impl Fn() -> String) {
-    for child in &members {
+pub fn terminate(members: Vec<Member>, log: impl Fn() -> String) {
+    for member in &members {
         std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &member.id().to_string()])
             .status()
             .unwrap();
     }
-    for child in members {
+    for mut member in members {
+        let Some(child) = member.0.take() else {
+            continue;
+        };
         let out = super::finish(child, Duration::from_secs(60));
         assert!(out.status.success(), "{}", log());
     }
@@ -508,4 +493,28 @@ pub fn reference(dir: &Path, rules: &Path, events: &[(String, String)]) -> Snaps
         "the reference run saw updates out of order"
     );
     reference
+}
+
+/// A running member, killed if the test ends (or fails) without stopping it, so no
+/// process outlives its test.
+pub struct Member(Option<Child>);
+
+impl Member {
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGKILL, and waits for the process to end.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -1,0 +1,578 @@
+//! RabbitMQ intake, end to end, against the broker and PostgreSQL on this machine:
+//! `cargo bench --bench intake` (results and method in BENCHMARKS.md, "Intake").
+//!
+//! Rows, measured in one run on the same messages:
+//! - **ceiling**: lapin alone consuming and acknowledging a queue filled beforehand
+//!   (the same prefetch as steward's, one `multiple` ack per 256), the best of two
+//!   runs;
+//! - **steward, SQLite** and **steward, PostgreSQL**: `steward run` with `[amqp]` on a
+//!   queue filled beforehand, from the first consumed message to the last event's
+//!   decision printed (decisions are printed after their commit);
+//! - **cluster, PostgreSQL, 1 and 3 processes**: `[cluster]` with 6 partitions;
+//! - **latency**: events published at half the SQLite rate, each stamped; the time
+//!   from publish to its first decision on stdout, p50 and p99.
+//!
+//! Arguments: `--events N` (default 100000), `--only NAME` (ceiling, sqlite,
+//! postgres, cluster1, cluster3, latency).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The prefetch of every consumer: `BENCH_PREFETCH`, default steward's (2048).
+fn prefetch() -> String {
+    std::env::var("BENCH_PREFETCH").unwrap_or_else(|_| "2048".to_string())
+}
+
+/// The ordered-ticket workflow of `tests/cluster.rs`.
+const RULES: &str = include_str!("../tests/fixtures/tickets.stw");
+
+/// Events for `keys` tickets: opened, `updates` updates, closed; interleaved. Each is
+/// (routing key, event id, body), with a per-run prefix so runs never collide.
+fn events(run: &str, n: usize) -> Vec<(String, String, Vec<u8>)> {
+    let updates = 18;
+    let keys = n.div_ceil(updates + 2);
+    let mut out = Vec::with_capacity(n);
+    'all: for step in 0..updates + 2 {
+        for k in 0..keys {
+            if out.len() == n {
+                break 'all;
+            }
+            let key = format!("{run}-{k}");
+            let (ty, data) = match step {
+                0 => ("ticket.opened", "{}".to_string()),
+                s if s <= updates => ("ticket.updated", format!("{{\"seq\":{s}}}")),
+                _ => ("ticket.closed", "{}".to_string()),
+            };
+            let id = format!("{key}-{step}");
+            let body = format!(
+                "{{\"specversion\":\"1.0\",\"id\":\"{id}\",\"source\":\"bench\",\"type\":\"{ty}\",\
+                 \"time\":\"2026-11-02T09:00:00Z\",\"subject\":\"{key}\",\"data\":{data}}}"
+            );
+            out.push((key, id, body.into_bytes()));
+        }
+    }
+    out
+}
+
+struct Bench {
+    rt: tokio::runtime::Runtime,
+    connection: Connection,
+    channel: Channel,
+    base: String,
+    dir: tempfile::TempDir,
+    rules: PathBuf,
+    steward: PathBuf,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let connection = rt
+            .block_on(Connection::connect(AMQP, ConnectionProperties::default()))
+            .expect("RabbitMQ at 127.0.0.1:5672");
+        let channel = rt.block_on(async {
+            let ch = connection.create_channel().await.unwrap();
+            ch.confirm_select(ConfirmSelectOptions::default())
+                .await
+                .unwrap();
+            ch
+        });
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let base = format!("bench{}", nanos % 1_000_000_000);
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules");
+        std::fs::create_dir(&rules).unwrap();
+        std::fs::write(rules.join("tickets.stw"), RULES).unwrap();
+        Bench {
+            rt,
+            connection,
+            channel,
+            base,
+            dir,
+            rules,
+            steward: PathBuf::from(env!("CARGO_BIN_EXE_steward")),
+        }
+    }
+
+    /// A durable exchange of `kind` and a durable queue bound to it with `key`.
+    fn declare(&self, exchange: &str, kind: ExchangeKind, queues: &[String], key: &str) {
+        let ch = self.channel.clone();
+        let dlx = format!("{}.dlx", self.base);
+        self.rt.block_on(async move {
+            ch.exchange_declare(
+                exchange.into(),
+                kind,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+            // As `steward run` declares its queue, so that its own declare agrees.
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("classic".into()),
+            );
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(dlx.as_str().into()),
+            );
+            for q in queues {
+                ch.queue_declare(
+                    q.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    args.clone(),
+                )
+                .await
+                .unwrap();
+                ch.queue_bind(
+                    q.as_str().into(),
+                    exchange.into(),
+                    key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            }
+        });
+    }
+
+    fn publish(&self, exchange: &str, events: &[(String, String, Vec<u8>)]) {
+        let ch = self.channel.clone();
+        self.rt.block_on(async move {
+            for chunk in events.chunks(5000) {
+                let mut confirms = Vec::new();
+                for (key, _, body) in chunk {
+                    confirms.push(
+                        ch.basic_publish(
+                            exchange.into(),
+                            key.as_str().into(),
+                            BasicPublishOptions::default(),
+                            body,
+                            BasicProperties::default().with_delivery_mode(2),
+                        )
+                        .await
+                        .unwrap(),
+                    );
+                }
+                for c in confirms {
+                    assert!(c.await.unwrap().is_ack());
+                }
+            }
+        });
+    }
+
+    fn delete(&self, exchanges: &[String], queues: &[String]) {
+        let ch = self.channel.clone();
+        self.rt.block_on(async move {
+            for q in queues {
+                let _ = ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            for x in exchanges {
+                let _ = ch
+                    .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                    .await;
+            }
+        });
+    }
+
+    /// The ceiling: lapin consuming and acknowledging `n` messages of `queue`.
+    fn raw(&self, queue: &str, n: usize) -> f64 {
+        let connection = &self.connection;
+        self.rt.block_on(async move {
+            let c = connection.create_channel().await.unwrap();
+            c.basic_qos(
+                prefetch().parse().unwrap_or(2048),
+                BasicQosOptions::default(),
+            )
+            .await
+            .unwrap();
+            let mut consumer = c
+                .basic_consume(
+                    queue.into(),
+                    "raw".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            let mut start = None;
+            let mut got = 0;
+            while let Some(d) = consumer.next().await {
+                let d = d.unwrap();
+                start.get_or_insert_with(Instant::now);
+                got += 1;
+                if got % 256 == 0 || got == n {
+                    d.acker
+                        .ack(BasicAckOptions { multiple: true })
+                        .await
+                        .unwrap();
+                }
+                if got == n {
+                    break;
+                }
+            }
+            let _ = c.close(200, "done".into()).await;
+            n as f64 / start.unwrap().elapsed().as_secs_f64()
+        })
+    }
+
+    fn config(
+        &self,
+        tag: &str,
+        store: &str,
+        queue: &str,
+        exchange: &str,
+        cluster: Option<(u32, &str)>,
+    ) -> PathBuf {
+        let path = self.dir.path().join(format!("{tag}.toml"));
+        let mut text = format!(
+            "[store]\npath = \"{store}\"\n\n[engine]\nbatch = {batch}\n\n[amqp]\nurl = \"{AMQP}\"\n\
+             exchange = \"{exchange}\"\nqueue = \"{queue}\"\nprefetch = {prefetch}\n\
+             dead_letter_exchange = \"{b}.dlx\"\ndead_letter_queue = \"{b}.dlq\"\n",
+            b = self.base,
+            prefetch = prefetch(),
+            batch = std::env::var("BENCH_BATCH").unwrap_or_else(|_| "256".to_string()),
+        );
+        if cluster.is_none() {
+            text.push_str("exchange_type = \"direct\"\nrouting_keys = [\"#\"]\n");
+        }
+        if let Some((partitions, name)) = cluster {
+            text.push_str(&format!(
+                "\n[cluster]\npartitions = {partitions}\nname = \"{name}\"\nrebalance_ms = 200\n"
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn spawn(&self, config: &Path) -> Child {
+        Command::new(&self.steward)
+            .arg("run")
+            .arg(&self.rules)
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// Reads decision lines of several processes; reports (event id, when first seen).
+fn watch(children: &mut [Child]) -> mpsc::Receiver<(String, Instant)> {
+    let (tx, rx) = mpsc::channel();
+    for child in children.iter_mut() {
+        let stdout = child.stdout.take().unwrap();
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let now = Instant::now();
+                if let Some(at) = line.find("\"event\":\"") {
+                    let rest = &line[at + 9..];
+                    if let Some(end) = rest.find('"') {
+                        let _ = tx.send((rest[..end].to_string(), now));
+                    }
+                }
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var("BENCH_VERBOSE").is_ok() {
+                    eprintln!("  | {line}");
+                }
+            }
+        });
+    }
+    rx
+}
+
+/// Waits until every id in `ids` had a decision; returns first and last times.
+fn until_all(
+    rx: &mpsc::Receiver<(String, Instant)>,
+    n: usize,
+) -> (Instant, Instant, HashMap<String, Instant>) {
+    let mut first_seen: HashMap<String, Instant> = HashMap::with_capacity(n);
+    let mut first = None;
+    let mut last = Instant::now();
+    while first_seen.len() < n {
+        let (id, at) = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("stalled at {} of {n}", first_seen.len()));
+        first.get_or_insert(at);
+        if first_seen.insert(id, at).is_none() {
+            last = at;
+        }
+    }
+    (first.unwrap(), last, first_seen)
+}
+
+fn stop(children: Vec<Child>) {
+    for c in &children {
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+    }
+    for mut c in children {
+        let _ = c.wait();
+    }
+}
+
+fn drop_schemas(rt: &tokio::runtime::Runtime, names: &[String]) {
+    rt.block_on(async {
+        let pool = sqlx::PgPool::connect(PG).await.unwrap();
+        for n in names {
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{n}\" CASCADE"))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    });
+}
+
+/// Steward unclustered on a queue filled beforehand: events per second.
+fn single(b: &Bench, tag: &str, store: &str, events: &[(String, String, Vec<u8>)]) -> f64 {
+    let exchange = format!("{}.{tag}.x", b.base);
+    let queue = format!("{}.{tag}.q", b.base);
+    b.declare(
+        &exchange,
+        ExchangeKind::Direct,
+        std::slice::from_ref(&queue),
+        "#",
+    );
+    // Direct exchange bound with "#" only routes the key "#": publish with that key.
+    let keyed: Vec<(String, String, Vec<u8>)> = events
+        .iter()
+        .map(|(_, id, body)| ("#".to_string(), id.clone(), body.clone()))
+        .collect();
+    b.publish(&exchange, &keyed);
+    let config = b.config(tag, store, &queue, &exchange, None);
+    let mut child = vec![b.spawn(&config)];
+    let rx = watch(&mut child);
+    let (first, last, _) = until_all(&rx, events.len());
+    stop(child);
+    b.delete(&[exchange], &[queue]);
+    events.len() as f64 / (last - first).as_secs_f64()
+}
+
+fn cluster(b: &Bench, tag: &str, processes: usize, events: &[(String, String, Vec<u8>)]) -> f64 {
+    let partitions = 6;
+    let exchange = format!("{}.{tag}.x", b.base);
+    let queue = format!("{}.{tag}.q", b.base);
+    let name = format!("{}_{tag}", b.base);
+    let config = b.config(tag, PG, &queue, &exchange, Some((partitions, &name)));
+    // A first start declares the topology; then the queues are filled while no one
+    // consumes.
+    let mut first = vec![b.spawn(&config)];
+    let rx = watch(&mut first);
+    std::thread::sleep(Duration::from_secs(3));
+    drop(rx);
+    stop(first);
+    b.publish(&exchange, events);
+    let mut children: Vec<Child> = (0..processes).map(|_| b.spawn(&config)).collect();
+    let rx = watch(&mut children);
+    let (first, last, _) = until_all(&rx, events.len());
+    stop(children);
+    let queues: Vec<String> = (0..partitions).map(|i| format!("{queue}.p{i}")).collect();
+    b.delete(&[exchange], &queues);
+    drop_schemas(
+        &b.rt,
+        &(0..partitions)
+            .map(|i| format!("{name}_p{i}"))
+            .collect::<Vec<_>>(),
+    );
+    events.len() as f64 / (last - first).as_secs_f64()
+}
+
+/// Publishes at `rate` per second and measures publish-to-decision latency.
+fn latency(b: &Bench, rate: f64, events: &[(String, String, Vec<u8>)]) -> (f64, f64, f64) {
+    let exchange = format!("{}.lat.x", b.base);
+    let queue = format!("{}.lat.q", b.base);
+    b.declare(
+        &exchange,
+        ExchangeKind::Direct,
+        std::slice::from_ref(&queue),
+        "#",
+    );
+    let db = b.dir.path().join("latency.db");
+    let config = b.config("lat", &db.display().to_string(), &queue, &exchange, None);
+    let mut child = vec![b.spawn(&config)];
+    let rx = watch(&mut child);
+    std::thread::sleep(Duration::from_secs(1));
+    let ch = b.channel.clone();
+    let mut sent: HashMap<String, Instant> = HashMap::with_capacity(events.len());
+    let start = Instant::now();
+    b.rt.block_on(async {
+        let mut confirms = Vec::new();
+        for (i, (_, id, body)) in events.iter().enumerate() {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                tokio::time::sleep(due - now).await;
+            }
+            sent.insert(id.clone(), Instant::now());
+            confirms.push(
+                ch.basic_publish(
+                    exchange.as_str().into(),
+                    "#".into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        for c in confirms {
+            assert!(c.await.unwrap().is_ack());
+        }
+    });
+    let achieved = events.len() as f64 / start.elapsed().as_secs_f64();
+    let (_, _, seen) = until_all(&rx, events.len());
+    stop(child);
+    b.delete(&[exchange], &[queue]);
+    let mut lat: Vec<f64> = seen
+        .iter()
+        .map(|(id, at)| at.duration_since(sent[id]).as_secs_f64() * 1000.0)
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
+    (achieved, p(0.50), p(0.99))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let n: usize = arg("--events")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let only = arg("--only");
+    let wants = |row: &str| only.as_deref().is_none_or(|o| o == row);
+    let b = Bench::new();
+    println!(
+        "intake: {n} events per row (steward at {})",
+        b.steward.display()
+    );
+
+    let mut ceiling = None;
+    if wants("ceiling") || wants("sqlite") || wants("postgres") {
+        let exchange = format!("{}.raw.x", b.base);
+        let queue = format!("{}.raw.q", b.base);
+        b.declare(
+            &exchange,
+            ExchangeKind::Direct,
+            std::slice::from_ref(&queue),
+            "#",
+        );
+        let keyed: Vec<(String, String, Vec<u8>)> = events("raw", n)
+            .into_iter()
+            .map(|(_, id, body)| ("#".to_string(), id, body))
+            .collect();
+        let mut rate: f64 = 0.0;
+        for _ in 0..2 {
+            b.publish(&exchange, &keyed);
+            rate = rate.max(b.raw(&queue, n));
+        }
+        b.delete(&[exchange], &[queue]);
+        println!("ceiling   lapin consume + ack            {rate:>9.0} msg/s");
+        ceiling = Some(rate);
+    }
+    let ratio = |rate: f64| match ceiling {
+        Some(c) => format!("{:>5.1}% of the ceiling", rate / c * 100.0),
+        None => String::new(),
+    };
+    let mut sqlite_rate = None;
+    if wants("sqlite") || wants("latency") {
+        let db = b.dir.path().join("single.db");
+        let rate = single(&b, "sqlite", &db.display().to_string(), &events("sq", n));
+        println!(
+            "sqlite    steward run, 1 process         {rate:>9.0} ev/s  {}",
+            ratio(rate)
+        );
+        sqlite_rate = Some(rate);
+    }
+    if wants("postgres") {
+        let database = format!("{}_pg", b.base);
+        let url = format!("postgres://postgres@127.0.0.1:5432/{database}");
+        b.rt.block_on(async {
+            let pool = sqlx::PgPool::connect(PG).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE \"{database}\""))
+                .execute(&pool)
+                .await
+                .unwrap();
+        });
+        let rate = single(&b, "postgres", &url, &events("pg", n));
+        b.rt.block_on(async {
+            let pool = sqlx::PgPool::connect(PG).await.unwrap();
+            let _ = sqlx::query(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"))
+                .execute(&pool)
+                .await;
+        });
+        println!(
+            "postgres  steward run, 1 process         {rate:>9.0} ev/s  {}",
+            ratio(rate)
+        );
+    }
+    if wants("cluster1") {
+        let rate = cluster(&b, "c1", 1, &events("c1", n));
+        println!(
+            "cluster   PostgreSQL, 1 process, 6 parts {rate:>9.0} ev/s  {}",
+            ratio(rate)
+        );
+    }
+    if wants("cluster3") {
+        let rate = cluster(&b, "c3", 3, &events("c3", n));
+        println!(
+            "cluster   PostgreSQL, 3 processes        {rate:>9.0} ev/s  {}",
+            ratio(rate)
+        );
+    }
+    if wants("latency") {
+        let rate = sqlite_rate.unwrap_or(10_000.0) / 2.0;
+        let m = (rate * 10.0) as usize;
+        let (achieved, p50, p99) = latency(&b, rate, &events("lat", m));
+        println!(
+            "latency   sqlite at {achieved:.0} ev/s (half)    p50 {p50:.2} ms  p99 {p99:.2} ms"
+        );
+    }
+}
