@@ -268,6 +268,10 @@ fn emitted_events_and_routed_actions_are_published_once_with_their_action_ids() 
     // action id.
     let actions: Vec<&Value> = decisions.iter().filter(|d| d["kind"] == "action").collect();
     assert_eq!(actions.len(), 4, "{decisions:#?}\n{log}");
+    assert!(
+        log.contains("actions: 4 executed, 0 dead-lettered"),
+        "{log}"
+    );
     let got = broker.take();
     assert_eq!(got.len(), 4, "{got:#?}\n{log}");
     let by_id: BTreeMap<String, &Got> = got

@@ -273,7 +273,7 @@ pub fn run(opts: Options) -> Result<ExitCode> {
             stats.decisions,
             pending_timers
         );
-        if !config.connectors.is_empty() {
+        if !config.connectors.is_empty() || config.outbound.is_some() {
             tracing::info!(
                 executed = runner.executed,
                 dead_lettered = runner.failed,
