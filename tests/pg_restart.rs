@@ -74,7 +74,10 @@ fn a_postgres_restart_mid_stream_loses_and_duplicates_nothing() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    broker.publish(&events);
+    // The second half is published only after the restart, so the stream cannot end
+    // before it.
+    let half = events.len() / 2;
+    broker.publish(&events[..half]);
     let total = events.len() as i64;
     let deadline = Instant::now() + Duration::from_secs(120);
     while schemas.applied() < total / 5 {
@@ -85,11 +88,8 @@ fn a_postgres_restart_mid_stream_loses_and_duplicates_nothing() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        schemas.applied() < total,
-        "the stream ended before the restart"
-    );
     restart_postgres(&version);
+    broker.publish(&events[half..]);
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         // The server refuses connections for a moment after the restart.
