@@ -58,8 +58,21 @@ fn three_processes_one_killed_apply_every_event_once_in_order_per_key() {
         std::thread::sleep(Duration::from_millis(50));
     }
     b.kill();
-    broker.publish(&events[half..]);
     let b2 = spawn(dir.path(), &rules, &config, "b2");
+    // The second half once the restarted member has its share again.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(dir.path().join("b2.err"))
+        .unwrap_or_default()
+        .contains("taking partition")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted member never took a partition\n{}",
+            logs(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    broker.publish(&events[half..]);
 
     let deadline = Instant::now() + Duration::from_secs(300);
     while schemas.applied() < total || broker.backlog() != Some(0) {
