@@ -462,8 +462,9 @@ impl Runner {
             return Ok(());
         }
         self.metrics.decisions(&self.out);
+        // Rust's stdout flushes at every newline; one buffer makes it one write.
         let stdout = std::io::stdout();
-        let mut w = stdout.lock();
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
         for d in self.out.drain(..) {
             writeln!(w, "{}", d.to_json_line())?;
         }

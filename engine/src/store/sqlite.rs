@@ -26,6 +26,62 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Whether emitted events' outbox rows are left for a dispatcher to publish.
     dispatch_emitted: bool,
+    /// Checkpoints the write-ahead log beside the writer (file databases only).
+    _checkpoints: Option<Arc<Checkpointer>>,
+}
+
+/// How often the checkpointer copies the write-ahead log into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Log frames (pages) above which the checkpointer waits for the writer to pause, so
+/// the log cannot grow without bound under a write load that never stops (4 KiB pages:
+/// 64 MiB).
+const CHECKPOINT_RESTART_FRAMES: i64 = 16_384;
+
+/// Runs WAL checkpoints on a connection of its own, so commits never copy the log into
+/// the database file themselves (with SQLite's automatic checkpoints, the commit that
+/// crosses 1,000 log pages does, and every event behind it waits for that fsync).
+/// Passive checkpoints never block the writer; a restart checkpoint, which waits for
+/// it, runs only when the log has grown past [`CHECKPOINT_RESTART_FRAMES`]. Dropping
+/// the last store clone stops it.
+struct Checkpointer(tokio::task::JoinHandle<()>);
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Checkpointer {
+    async fn start(options: &SqliteConnectOptions) -> Result<Checkpointer, StoreError> {
+        use sqlx::Connection;
+        let mut conn = SqliteConnection::connect_with(options).await?;
+        let task = tokio::spawn(async move {
+            let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let frames = match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .fetch_one(&mut conn)
+                    .await
+                {
+                    Ok(row) => row.try_get::<i64, _>(1).unwrap_or(0),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sqlite: checkpointing the log: {e}");
+                        continue;
+                    }
+                };
+                if frames > CHECKPOINT_RESTART_FRAMES
+                    && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                        .execute(&mut conn)
+                        .await
+                {
+                    tracing::warn!(error = %e, "sqlite: restarting the log: {e}");
+                }
+            }
+        });
+        Ok(Checkpointer(task))
+    }
 }
 
 impl SqliteStore {
@@ -44,7 +100,12 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true);
-        Self::connect(options).await
+        let mut store = Self::connect(options.clone().pragma("wal_autocheckpoint", "0")).await?;
+        // The database exists and is migrated: the checkpointer opens it as it is.
+        store._checkpoints = Some(Arc::new(
+            Checkpointer::start(&options.create_if_missing(false)).await?,
+        ));
+        Ok(store)
     }
 
     /// A private in-memory database, for tests.
@@ -63,6 +124,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             dispatch_emitted: false,
+            _checkpoints: None,
         })
     }
 
