@@ -24,6 +24,46 @@ pub struct BusinessCalendar {
     pub hours: [Vec<(u32, u32)>; 7],
     pub holidays: BTreeSet<NaiveDate>,
     pub freezes: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Freeze windows that recur (`freeze every "CRON" for DURATION`).
+    pub recurring_freezes: Vec<RecurringFreeze>,
+}
+
+/// A freeze window that opens at each run of a cron schedule (in the zone of the
+/// calendar that declares it) and lasts a fixed elapsed time.
+#[derive(Debug, Clone)]
+pub struct RecurringFreeze {
+    pub expr: String,
+    pub schedule: Schedule,
+    pub seconds: i64,
+}
+
+impl PartialEq for RecurringFreeze {
+    fn eq(&self, other: &Self) -> bool {
+        self.expr == other.expr
+            && self.schedule.zone == other.schedule.zone
+            && self.seconds == other.seconds
+    }
+}
+
+impl RecurringFreeze {
+    pub fn new(expr: &str, zone: Tz, seconds: i64) -> Result<RecurringFreeze, String> {
+        Ok(RecurringFreeze {
+            expr: expr.to_string(),
+            schedule: Schedule::parse(expr, zone)?,
+            seconds,
+        })
+    }
+
+    /// The window containing `at`, if any: the earliest run in `(at - length, at]`
+    /// opens it.
+    pub fn window_at(&self, at: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        if self.seconds <= 0 {
+            return None;
+        }
+        let length = Duration::seconds(self.seconds);
+        let opened = self.schedule.next_after(at - length)?;
+        (opened <= at).then(|| (opened, opened + length))
+    }
 }
 
 impl BusinessCalendar {
@@ -33,18 +73,26 @@ impl BusinessCalendar {
             hours: Default::default(),
             holidays: BTreeSet::new(),
             freezes: Vec::new(),
+            recurring_freezes: Vec::new(),
         }
     }
 
-    /// Merges another calendar's hours, holidays and freezes into this one (`include`).
+    /// Merges another calendar's hours, holidays and freezes into this one (`include`):
+    /// the working time becomes the union of both (overlapping ranges count once), read
+    /// on this calendar's wall clock; holidays and freezes add up. Recurring freezes
+    /// keep the zone of the calendar that declared them.
     pub fn include(&mut self, other: &BusinessCalendar) {
         for (mine, theirs) in self.hours.iter_mut().zip(&other.hours) {
             mine.extend(theirs.iter().copied());
-            mine.sort_unstable();
-            mine.dedup();
+            *mine = merge_ranges(std::mem::take(mine));
         }
         self.holidays.extend(other.holidays.iter().copied());
         self.freezes.extend(other.freezes.iter().copied());
+        for f in &other.recurring_freezes {
+            if !self.recurring_freezes.contains(f) {
+                self.recurring_freezes.push(f.clone());
+            }
+        }
     }
 
     fn ranges_on(&self, date: NaiveDate) -> &[(u32, u32)] {
@@ -54,16 +102,51 @@ impl BusinessCalendar {
         &self.hours[date.weekday().num_days_from_monday() as usize]
     }
 
-    /// The working intervals of one local date, as instants.
+    /// The working intervals of one local date, as instants, sorted and disjoint. A
+    /// range starts at the first occurrence of its start time and ends at the last
+    /// occurrence of its end time (a range across a repeated hour holds it twice); a
+    /// time in a skipped hour maps to the end of the gap.
     fn intervals_on(&self, date: NaiveDate) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
-        self.ranges_on(date)
-            .iter()
-            .filter_map(|&(start, end)| {
-                let from = local_instant(self.zone, date, start)?;
-                let to = local_instant(self.zone, date, end)?;
-                (to > from).then_some((from, to))
-            })
-            .collect()
+        let mut out: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
+        for &(start, end) in &merge_ranges(self.ranges_on(date).to_vec()) {
+            let (Some(from), Some(to)) = (
+                local_instant(self.zone, date, start),
+                local_instant_latest(self.zone, date, end),
+            ) else {
+                continue;
+            };
+            if to <= from {
+                continue;
+            }
+            match out.last_mut() {
+                Some(last) if from <= last.1 => last.1 = last.1.max(to),
+                _ => out.push((from, to)),
+            }
+        }
+        out
+    }
+
+    /// Working time between two instants, in seconds: the length of the working
+    /// intervals inside `[a, b)`; negative when `b` is before `a`. Freezes do not
+    /// count: they stop changes, not the clock.
+    pub fn working_seconds_between(&self, a: DateTime<Utc>, b: DateTime<Utc>) -> i64 {
+        if b < a {
+            return -self.working_seconds_between(b, a);
+        }
+        let mut total = 0;
+        let mut date = a.with_timezone(&self.zone).date_naive();
+        let last = b.with_timezone(&self.zone).date_naive();
+        while date <= last {
+            for (from, to) in self.intervals_on(date) {
+                let (from, to) = (from.max(a), to.min(b));
+                if to > from {
+                    total += (to - from).num_seconds();
+                }
+            }
+            let Some(next) = date.succ_opt() else { break };
+            date = next;
+        }
+        total
     }
 
     pub fn is_working(&self, at: DateTime<Utc>) -> bool {
@@ -74,7 +157,16 @@ impl BusinessCalendar {
     }
 
     pub fn in_freeze(&self, at: DateTime<Utc>) -> bool {
-        self.freezes.iter().any(|&(from, to)| from <= at && at < to)
+        self.freeze_at(at).is_some()
+    }
+
+    /// The freeze window containing `at` (start inclusive, end exclusive), if any.
+    pub fn freeze_at(&self, at: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        self.freezes
+            .iter()
+            .copied()
+            .find(|&(from, to)| from <= at && at < to)
+            .or_else(|| self.recurring_freezes.iter().find_map(|f| f.window_at(at)))
     }
 
     /// `start` plus `seconds` of working time.
@@ -161,6 +253,32 @@ pub fn local_instant(zone: Tz, date: NaiveDate, minutes: u32) -> Option<DateTime
         date.and_time(NaiveTime::from_hms_opt(minutes / 60, minutes % 60, 0)?)
     };
     resolve_local(zone, naive)
+}
+
+/// Like [`local_instant`], but a repeated time maps to its last occurrence: the end of
+/// a range of wall-clock time.
+pub fn local_instant_latest(zone: Tz, date: NaiveDate, minutes: u32) -> Option<DateTime<Utc>> {
+    if minutes >= 24 * 60 {
+        return local_instant(zone, date, minutes);
+    }
+    let naive = date.and_time(NaiveTime::from_hms_opt(minutes / 60, minutes % 60, 0)?);
+    match zone.from_local_datetime(&naive) {
+        LocalResult::Ambiguous(_, latest) => Some(latest.with_timezone(&Utc)),
+        _ => resolve_local(zone, naive),
+    }
+}
+
+/// Sorted ranges with overlapping or touching ones joined.
+fn merge_ranges(mut ranges: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match out.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    out
 }
 
 pub fn resolve_local(zone: Tz, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
