@@ -772,7 +772,7 @@ impl<'a, 'g> Checker<'a, 'g> {
             .seconds(croner::parser::Seconds::Optional)
             .year(croner::parser::Year::Disallowed)
             .build();
-        if let Err(e) = parser.parse(schedule) {
+        if let Err(e) = parser.parse(&crate::cron::normalize(schedule)) {
             let reason = e.to_string().to_lowercase();
             let reason = reason.trim_end_matches('.');
             let reason = reason.strip_prefix("component error: ").unwrap_or(reason);

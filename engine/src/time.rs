@@ -300,41 +300,122 @@ pub fn resolve_local(zone: Tz, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
     }
 }
 
-/// A cron schedule in a zone. Steward's dialect follows Cronos: 5 fields (minute first)
-/// or 6 fields (seconds first); day-of-month and day-of-week must both match; a run in
-/// a skipped daylight-saving hour fires at the first instant after the gap, a run in a
-/// repeated hour fires once.
+/// A cron schedule in a zone. Steward's dialect follows Cronos (see
+/// [`steward_dsl::cron`]): 5 fields (minute first) or 6 fields (seconds first);
+/// day-of-month and day-of-week must both match. Daylight saving time follows Cronos
+/// too:
+///
+/// - runs whose wall-clock time falls in a skipped hour fire once, at the first instant
+///   after the gap;
+/// - in a repeated hour, a fixed-time schedule (`0 30 1 * * *`) fires once, at the first
+///   occurrence; an interval schedule (`*` or a step in the second, minute or hour
+///   field, as in `0 */30 * * * *`) fires in both occurrences, following elapsed time.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     cron: Cron,
     pub zone: Tz,
+    /// An interval schedule: fires in both occurrences of a repeated hour.
+    interval: bool,
 }
+
+/// How far around an instant a daylight-saving change is looked for (changes are less
+/// than 3 hours and months apart).
+const DST_REACH: i64 = 3;
 
 impl Schedule {
     pub fn parse(expr: &str, zone: Tz) -> Result<Schedule, String> {
         Ok(Schedule {
             cron: parse_cron(expr)?,
             zone,
+            interval: is_interval(expr),
         })
     }
 
     /// The first run at or after `from`.
     pub fn next_from(&self, from: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = from.with_timezone(&self.zone);
-        self.cron
-            .find_next_occurrence(&local, true)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+        self.next(from, true)
     }
 
     /// The first run strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = after.with_timezone(&self.zone);
-        self.cron
-            .find_next_occurrence(&local, false)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+        self.next(after, false)
     }
+
+    fn next(&self, from: DateTime<Utc>, inclusive: bool) -> Option<DateTime<Utc>> {
+        use chrono::{Offset, Timelike};
+        // Runs are on whole seconds: from a fraction of a second, the next whole one.
+        let (from, inclusive) = match from.nanosecond() {
+            0 => (from, inclusive),
+            _ => (from.with_nanosecond(0)?, false),
+        };
+        let reach = Duration::hours(DST_REACH);
+        let offset = |t: DateTime<Utc>| t.with_timezone(&self.zone).offset().fix();
+        // No daylight-saving change within reach of `t`: wall-clock order is time order.
+        let steady = |t: DateTime<Utc>| {
+            let here = offset(t);
+            offset(t - reach) == here && offset(t + reach) == here
+        };
+        let accept = |t: DateTime<Utc>| if inclusive { t >= from } else { t > from };
+        let local = from.with_timezone(&self.zone).naive_local();
+        // Near a change, wall-clock times before `from`'s may still be ahead of it (the
+        // second pass of a repeated hour): start looking a little earlier.
+        let mut cursor = if steady(from) { local } else { local - reach };
+        let mut best: Option<(DateTime<Utc>, NaiveDateTime)> = None;
+        loop {
+            let candidate = self.next_wall_clock(cursor)?;
+            if let Some((b, wall)) = best
+                && (candidate > wall + reach || steady(b))
+            {
+                return Some(b);
+            }
+            for (t, gap) in self.instants(candidate) {
+                // A run moved out of a gap is due after the gap's wall-clock start:
+                // from the gap's end itself it is already past.
+                let due = if gap { t > from } else { accept(t) };
+                if due && best.is_none_or(|(b, _)| t < b) {
+                    best = Some((t, candidate));
+                }
+            }
+            cursor = candidate + Duration::seconds(1);
+        }
+    }
+
+    /// The first wall-clock time at or after `from` that the expression matches.
+    fn next_wall_clock(&self, from: NaiveDateTime) -> Option<NaiveDateTime> {
+        self.cron
+            .find_next_occurrence(&Utc.from_utc_datetime(&from), true)
+            .ok()
+            .map(|t| t.naive_utc())
+    }
+
+    /// The instants a matching wall-clock time fires at, each marked when the time
+    /// falls in a daylight-saving gap.
+    fn instants(&self, wall: NaiveDateTime) -> Vec<(DateTime<Utc>, bool)> {
+        match self.zone.from_local_datetime(&wall) {
+            LocalResult::Single(t) => vec![(t.with_timezone(&Utc), false)],
+            LocalResult::Ambiguous(first, second) if self.interval => vec![
+                (first.with_timezone(&Utc), false),
+                (second.with_timezone(&Utc), false),
+            ],
+            LocalResult::Ambiguous(first, _) => vec![(first.with_timezone(&Utc), false)],
+            LocalResult::None => resolve_local(self.zone, wall)
+                .map(|t| (t, true))
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+/// Cronos's interval schedules: `*`, a range or a step in the second, minute or hour
+/// field (a list of values is a fixed time).
+fn is_interval(expr: &str) -> bool {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let time_fields = match fields.len() {
+        6 => &fields[..3],
+        5 => &fields[..2],
+        _ => return false,
+    };
+    time_fields.iter().any(|f| f.contains(['*', '/', '?', '-']))
 }
 
 /// Parses a cron expression in Steward's dialect.
@@ -352,7 +433,7 @@ pub fn parse_cron(expr: &str) -> Result<Cron, String> {
         .year(Year::Disallowed)
         .dom_and_dow(true)
         .build()
-        .parse(expr)
+        .parse(&steward_dsl::cron::normalize(expr))
         .map_err(|e| e.to_string())
 }
 
