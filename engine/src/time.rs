@@ -318,8 +318,8 @@ pub struct Schedule {
     interval: bool,
 }
 
-/// How far around an instant a daylight-saving change is looked for (changes are less
-/// than 3 hours and months apart).
+/// How far around an instant a daylight-saving change is looked for, in hours (changes
+/// are less than 3 hours and months apart).
 const DST_REACH: i64 = 3;
 
 impl Schedule {
@@ -349,22 +349,25 @@ impl Schedule {
             _ => (from.with_nanosecond(0)?, false),
         };
         let reach = Duration::hours(DST_REACH);
-        let offset = |t: DateTime<Utc>| t.with_timezone(&self.zone).offset().fix();
-        // No daylight-saving change within reach of `t`: wall-clock order is time order.
-        let steady = |t: DateTime<Utc>| {
-            let here = offset(t);
-            offset(t - reach) == here && offset(t + reach) == here
+        let offset = |t: DateTime<Utc>| {
+            i64::from(t.with_timezone(&self.zone).offset().fix().local_minus_utc())
         };
+        // How far the clocks go back near `t` (0 without a fall-back change within
+        // reach): only then may a later wall-clock time be an earlier instant.
+        let overlap =
+            |t: DateTime<Utc>| Duration::seconds((offset(t - reach) - offset(t + reach)).max(0));
         let accept = |t: DateTime<Utc>| if inclusive { t >= from } else { t > from };
         let local = from.with_timezone(&self.zone).naive_local();
-        // Near a change, wall-clock times before `from`'s may still be ahead of it (the
-        // second pass of a repeated hour): start looking a little earlier.
-        let mut cursor = if steady(from) { local } else { local - reach };
+        // After a fall-back, wall-clock times a little before `from`'s may still be ahead
+        // of it (the second pass of the repeated hour).
+        let mut cursor = local - overlap(from);
         let mut best: Option<(DateTime<Utc>, NaiveDateTime)> = None;
         loop {
-            let candidate = self.next_wall_clock(cursor)?;
+            let Some(candidate) = self.next_wall_clock(cursor) else {
+                return best.map(|(b, _)| b);
+            };
             if let Some((b, wall)) = best
-                && (candidate > wall + reach || steady(b))
+                && candidate > wall + overlap(b)
             {
                 return Some(b);
             }
@@ -514,6 +517,60 @@ mod tests {
             .add_working_time(utc("2026-03-06T16:30:00Z"), 4 * 3600)
             .unwrap();
         assert_eq!(end, utc("2026-03-09T10:30:00Z"));
+    }
+
+    /// The runs strictly after `from`, `n` of them.
+    fn runs(s: &Schedule, from: &str, n: usize) -> Vec<DateTime<Utc>> {
+        let mut out = Vec::new();
+        let mut at = utc(from);
+        for _ in 0..n {
+            at = s.next_after(at).unwrap();
+            out.push(at);
+        }
+        out
+    }
+
+    #[test]
+    fn berlin_autumn_change_fixed_times_once_intervals_twice() {
+        let berlin = chrono_tz::Europe::Berlin;
+        // 2026-10-25 03:00 CEST falls back to 02:00 CET: 02:00–03:00 happens twice.
+        let daily = Schedule::parse("0 30 2 * * *", berlin).unwrap();
+        assert_eq!(
+            runs(&daily, "2026-10-24T23:00:00Z", 2),
+            [utc("2026-10-25T00:30:00Z"), utc("2026-10-26T01:30:00Z")]
+        );
+        let half_hourly = Schedule::parse("0 */30 * * * *", berlin).unwrap();
+        assert_eq!(
+            runs(&half_hourly, "2026-10-24T23:45:00Z", 5),
+            [
+                utc("2026-10-25T00:00:00Z"), // 02:00 CEST
+                utc("2026-10-25T00:30:00Z"), // 02:30 CEST
+                utc("2026-10-25T01:00:00Z"), // 02:00 CET
+                utc("2026-10-25T01:30:00Z"), // 02:30 CET
+                utc("2026-10-25T02:00:00Z"), // 03:00 CET
+            ]
+        );
+    }
+
+    #[test]
+    fn berlin_spring_change_runs_in_the_gap_fire_once_after_it() {
+        let berlin = chrono_tz::Europe::Berlin;
+        // 2026-03-29 02:00 CET jumps to 03:00 CEST.
+        let daily = Schedule::parse("0 30 2 * * *", berlin).unwrap();
+        assert_eq!(
+            runs(&daily, "2026-03-29T00:00:00Z", 2),
+            [utc("2026-03-29T01:00:00Z"), utc("2026-03-30T00:30:00Z")]
+        );
+        let half_hourly = Schedule::parse("0 */30 * * * *", berlin).unwrap();
+        assert_eq!(
+            runs(&half_hourly, "2026-03-29T00:30:00Z", 2),
+            [utc("2026-03-29T01:00:00Z"), utc("2026-03-29T01:30:00Z")]
+        );
+        // A start with a fraction of a second: the run of that second is past.
+        assert_eq!(
+            daily.next_from(utc("2026-03-30T00:30:00.5Z")),
+            Some(utc("2026-03-31T00:30:00Z"))
+        );
     }
 
     #[test]
