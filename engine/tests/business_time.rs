@@ -458,7 +458,9 @@ rule measure {{
       by_string: in_working_hours("office", timestamp(event.time)),
       between: string(business_between(office, timestamp(event.data.opened), timestamp(event.time))),
       due: string(add_business(office, timestamp(event.data.opened), duration("4h"))),
-      frozen: in_freeze(office, now)
+      frozen: in_freeze(office, now),
+      included_hours: in_working_hours(office, timestamp("2026-04-02T08:00:00Z")),
+      included_holiday: in_working_hours(office, timestamp("2026-04-03T08:00:00Z"))
     }}
   }}
 }}
@@ -490,6 +492,9 @@ rule measure {{
             "between": "5400s",
             "due": "2026-03-30T09:30:00Z",
             "frozen": false,
+            // `office` has the hours and the holiday of the calendar it includes.
+            "included_hours": true,
+            "included_holiday": false,
         }),
         "{evidence:?}"
     );
