@@ -100,6 +100,12 @@ pub enum CalendarEntry {
     Freeze { from: Str, to: Str, span: Span },
     /// `include other_calendar`
     Include(Ident),
+    /// `freeze every "0 18 * * fri" for 62 hours`
+    FreezeEvery {
+        schedule: Str,
+        length: DurationLit,
+        span: Span,
+    },
 }
 
 /// `mon..fri` or a single day `sat`.
@@ -303,9 +309,23 @@ pub struct Cadence {
     pub schedule: Str,
     pub zone: Option<Str>,
     pub controls: Vec<Control>,
+    /// `catch up skip|once|all`; `None` means `all`.
+    pub catch_up: Option<CatchUp>,
     pub actions: Option<Block>,
     pub expect: Option<Expect>,
     pub span: Span,
+}
+
+/// What a cadence does with the runs that fell due while the engine was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CatchUp {
+    /// Missed runs are recorded as skipped, none is executed.
+    Skip,
+    /// Only the latest missed run is executed, the others are recorded as skipped.
+    Once,
+    /// Every missed run is executed, in order.
+    #[default]
+    All,
 }
 
 /// `expect "jira:issue_updated" when resolved(event) within 14 days else { .. }`

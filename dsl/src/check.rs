@@ -446,6 +446,26 @@ impl<'a, 'g> Checker<'a, 'g> {
                 CalendarEntry::Include(name) => {
                     self.calendar_ref(name);
                 }
+                CalendarEntry::FreezeEvery {
+                    schedule, length, ..
+                } => {
+                    self.cron(schedule);
+                    self.duration(length);
+                    if length.business {
+                        self.push(
+                            Diagnostic::new(
+                                Code::BusinessFreeze,
+                                length.span,
+                                format!(
+                                    "freeze length `{}` is counted in business time",
+                                    self.text(length.span)
+                                ),
+                            )
+                            .with_label("a freeze lasts elapsed time")
+                            .with_help("remove `business`, such as `for 62 hours`"),
+                        );
+                    }
+                }
             }
         }
         if zones == 0 {
@@ -722,28 +742,7 @@ impl<'a, 'g> Checker<'a, 'g> {
 
     fn cadence(&mut self, c: &Cadence) {
         self.controls(&c.controls);
-        let schedule = &c.schedule.value;
-        let parser = croner::parser::CronParser::builder()
-            .seconds(croner::parser::Seconds::Optional)
-            .year(croner::parser::Year::Disallowed)
-            .build();
-        if let Err(e) = parser.parse(schedule) {
-            let reason = e.to_string().to_lowercase();
-            let reason = reason.trim_end_matches('.');
-            let reason = reason.strip_prefix("component error: ").unwrap_or(reason);
-            let reason = reason.strip_prefix("invalid pattern: ").unwrap_or(reason);
-            self.push(
-                Diagnostic::new(
-                    Code::InvalidCron,
-                    c.schedule.span,
-                    format!("invalid cron expression `{schedule}`"),
-                )
-                .with_label(reason)
-                .with_help(
-                    "use 5 fields (minute hour day month weekday) or 6 with seconds first, such as `0 0 9 1 * *`",
-                ),
-            );
-        }
+        self.cron(&c.schedule);
         if let Some(z) = &c.zone {
             self.zone(z);
         }
@@ -763,6 +762,32 @@ impl<'a, 'g> Checker<'a, 'g> {
             self.trigger(&e.trigger, &ctx, schema);
             self.time_spec(&e.within, &ctx);
             self.block(&e.otherwise, &ctx, None);
+        }
+    }
+
+    /// A cron expression in Steward's dialect (cadences, recurring freezes).
+    fn cron(&mut self, s: &Str) {
+        let schedule = &s.value;
+        let parser = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .year(croner::parser::Year::Disallowed)
+            .build();
+        if let Err(e) = parser.parse(&crate::cron::normalize(schedule)) {
+            let reason = e.to_string().to_lowercase();
+            let reason = reason.trim_end_matches('.');
+            let reason = reason.strip_prefix("component error: ").unwrap_or(reason);
+            let reason = reason.strip_prefix("invalid pattern: ").unwrap_or(reason);
+            self.push(
+                Diagnostic::new(
+                    Code::InvalidCron,
+                    s.span,
+                    format!("invalid cron expression `{schedule}`"),
+                )
+                .with_label(reason)
+                .with_help(
+                    "use 5 fields (minute hour day month weekday) or 6 with seconds first, such as `0 0 9 1 * *`",
+                ),
+            );
         }
     }
 
@@ -1553,6 +1578,7 @@ impl<'a, 'g> Checker<'a, 'g> {
         if let Err(diags) = cel::Program::compile(e, crate::stdlib::functions()) {
             self.diags.extend(diags);
         }
+        self.calendar_args(e);
         for r in e.references() {
             let Some(root) = r.path.first() else { continue };
             let root = root.as_str();
@@ -1561,6 +1587,7 @@ impl<'a, 'g> Checker<'a, 'g> {
             } else if root == "now"
                 || ctx.vars.contains(root)
                 || self.globals.groups.contains_key(root)
+                || self.globals.calendars.contains_key(root)
                 || self.is_broken(root)
             {
             } else if let Some((_, p)) = self.globals.policies.get(root) {
@@ -1598,6 +1625,60 @@ impl<'a, 'g> Checker<'a, 'g> {
                 };
                 self.push(d);
             }
+        }
+    }
+
+    /// The first argument of a calendar function (`in_working_hours(office, t)`) names
+    /// a calendar: a calendar's name, or a string holding one.
+    fn calendar_args(&mut self, e: &Expr) {
+        let mut bad: Vec<(Span, String)> = Vec::new();
+        e.walk(&mut |x| {
+            let ExprKind::Call {
+                target: None,
+                function,
+                args,
+            } = &x.kind
+            else {
+                return;
+            };
+            if !crate::stdlib::CALENDAR_FUNCTIONS.contains(&function.as_str()) {
+                return;
+            }
+            let Some(first) = args.first() else { return };
+            let name = match &first.kind {
+                ExprKind::Ident(n) => Some(n.as_str()),
+                ExprKind::Literal(cel::Value::String(s)) => Some(&**s),
+                _ => None,
+            };
+            match name {
+                Some(n) if self.globals.calendars.contains_key(n) || self.is_broken(n) => {}
+                // Other names are reported as unknown, or are not calendars.
+                Some(n)
+                    if matches!(first.kind, ExprKind::Ident(_))
+                        && !self.globals.groups.contains_key(n)
+                        && !self.globals.policies.contains_key(n)
+                        && n != "event"
+                        && n != "now" => {}
+                _ => bad.push((first.span, function.clone())),
+            }
+        });
+        for (span, function) in bad {
+            let mut d = Diagnostic::new(
+                Code::NotACalendar,
+                span,
+                format!("`{function}` needs a calendar, not `{}`", self.text(span)),
+            )
+            .with_label("not a calendar");
+            let names: Vec<&str> = self.globals.calendars.keys().map(String::as_str).collect();
+            d = match names.first() {
+                Some(n) => d.with_help(format!(
+                    "pass a calendar's name, such as `{function}({n}, ...)`"
+                )),
+                None => d.with_help(format!(
+                    "define a calendar (`calendar office {{ zone \"UTC\" ... }}`) and pass its name to `{function}`"
+                )),
+            };
+            self.push(d);
         }
     }
 

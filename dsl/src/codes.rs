@@ -133,6 +133,10 @@ codes! {
     DuplicateZone = 411, "E0411", "calendar with more than one zone";
     /// Calendars that include each other in a cycle.
     IncludeCycle = 412, "E0412", "calendar includes itself";
+    /// A recurring freeze whose length is counted in business time.
+    BusinessFreeze = 413, "E0413", "freeze length in business time";
+    /// A calendar function whose first argument is not a calendar.
+    NotACalendar = 414, "E0414", "not a calendar";
 
     /// A quorum larger than its group.
     QuorumTooLarge = 500, "E0500", "quorum larger than the group";

@@ -15,6 +15,7 @@ pub mod cel;
 pub mod check;
 pub mod codes;
 pub mod connectors;
+pub mod cron;
 pub mod diagnostic;
 pub mod parse;
 pub mod parser;

@@ -438,6 +438,12 @@ pub(crate) fn rule_words(r: Rule) -> Option<&'static str> {
         Rule::kw_evidence => "`evidence`",
         Rule::kw_business => "`business`",
         Rule::kw_action => "`action`",
+        Rule::kw_for => "`for`",
+        Rule::kw_catch => "`catch`",
+        Rule::kw_up => "`up`",
+        Rule::catch_policy => "`skip`, `once` or `all`",
+        Rule::catch_up => "`catch`",
+        Rule::cal_freeze_every => "`freeze`",
         Rule::expr => "an expression",
         // Composite rules, reported when several of their parts failed at one place.
         Rule::use_connector => "`use`",
@@ -535,6 +541,9 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_holidays
             | Rule::kw_freeze
             | Rule::kw_include
+            | Rule::kw_for
+            | Rule::kw_catch
+            | Rule::kw_up
             | Rule::kw_group
             | Rule::kw_event
             | Rule::kw_rule
@@ -772,6 +781,11 @@ impl<'s> Builder<'s> {
                 span: span(e),
             },
             Rule::cal_include => CalendarEntry::Include(ident(&k.next()?)),
+            Rule::cal_freeze_every => CalendarEntry::FreezeEvery {
+                schedule: self.str(&k.next()?),
+                length: self.duration(&k.next()?),
+                span: span(e),
+            },
             _ => return None,
         };
         Some(entry)
@@ -982,6 +996,7 @@ impl<'s> Builder<'s> {
             schedule,
             zone,
             controls: Vec::new(),
+            catch_up: None,
             actions: None,
             expect: None,
             span: span(p),
@@ -989,6 +1004,13 @@ impl<'s> Builder<'s> {
         for m in k {
             match m.as_rule() {
                 Rule::control => cadence.controls.push(self.control(&m)?),
+                Rule::catch_up => {
+                    cadence.catch_up = Some(match kids(&m).next()?.as_str() {
+                        "skip" => CatchUp::Skip,
+                        "once" => CatchUp::Once,
+                        _ => CatchUp::All,
+                    })
+                }
                 Rule::cadence_do => cadence.actions = Some(self.block(&kids(&m).next()?)),
                 Rule::expect => {
                     let mut ek = kids(&m);

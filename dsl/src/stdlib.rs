@@ -9,44 +9,75 @@
 //!   `Resolved` or `Closed` (ignoring case).
 //!
 //! Missing fields mean false, never an error.
+//!
+//! Calendar functions take a calendar (its name) first; the engine binds them to the
+//! ruleset's calendars, here they only exist so expressions using them check:
+//!
+//! - `in_working_hours(cal, t)`: `t` is inside the calendar's working hours.
+//! - `in_freeze(cal, t)`: `t` is inside one of the calendar's freeze windows.
+//! - `business_between(cal, a, b)`: the working time between two timestamps.
+//! - `add_business(cal, t, d)`: `t` plus the duration `d` of working time.
 
 use std::sync::LazyLock;
 
 use crate::cel::{EvalError, Functions, Value};
 
+/// The calendar functions and their argument counts (the calendar first).
+pub const CALENDAR_FUNCTIONS: [&str; 4] = [
+    "in_working_hours",
+    "in_freeze",
+    "business_between",
+    "add_business",
+];
+
+/// The argument count of each of [`CALENDAR_FUNCTIONS`].
+pub fn calendar_arity(name: &str) -> usize {
+    match name {
+        "in_working_hours" | "in_freeze" => 2,
+        _ => 3,
+    }
+}
+
 /// The functions available to Steward rules.
 pub fn functions() -> &'static Functions {
     static FUNCTIONS: LazyLock<Functions> = LazyLock::new(|| {
-        Functions::standard()
-            .with("transitioned_to", 2, |args| match args {
-                [event, Value::String(status)] => Ok(Value::Bool(changes(event).any(|item| {
-                    field_is(item, "status") && str_field(item, "toString") == Some(status)
-                }))),
-                [_, other] => Err(EvalError::no_overload("transitioned_to", &[other])),
-                _ => Err(EvalError::new("wrong number of arguments")),
-            })
-            .with("changed", 2, |args| match args {
-                [event, Value::String(field)] => Ok(Value::Bool(
-                    changes(event).any(|item| field_is(item, field)),
-                )),
-                [_, other] => Err(EvalError::no_overload("changed", &[other])),
-                _ => Err(EvalError::new("wrong number of arguments")),
-            })
-            .with("resolved", 1, |args| match args {
-                [event] => Ok(Value::Bool(changes(event).any(|item| {
-                    if field_is(item, "resolution") {
-                        return !matches!(get(item, "toString"), None | Some(Value::Null))
-                            || !matches!(get(item, "to"), None | Some(Value::Null));
-                    }
-                    field_is(item, "status")
-                        && str_field(item, "toString").is_some_and(|s| {
-                            ["done", "resolved", "closed"]
-                                .iter()
-                                .any(|d| s.eq_ignore_ascii_case(d))
-                        })
-                }))),
-                _ => Err(EvalError::new("wrong number of arguments")),
-            })
+        let mut fs = Functions::standard();
+        for name in CALENDAR_FUNCTIONS {
+            fs = fs.with(name, calendar_arity(name), move |_| {
+                Err(EvalError::new(format!(
+                    "`{name}` needs the engine's calendars"
+                )))
+            });
+        }
+        fs.with("transitioned_to", 2, |args| match args {
+            [event, Value::String(status)] => Ok(Value::Bool(changes(event).any(|item| {
+                field_is(item, "status") && str_field(item, "toString") == Some(status)
+            }))),
+            [_, other] => Err(EvalError::no_overload("transitioned_to", &[other])),
+            _ => Err(EvalError::new("wrong number of arguments")),
+        })
+        .with("changed", 2, |args| match args {
+            [event, Value::String(field)] => Ok(Value::Bool(
+                changes(event).any(|item| field_is(item, field)),
+            )),
+            [_, other] => Err(EvalError::no_overload("changed", &[other])),
+            _ => Err(EvalError::new("wrong number of arguments")),
+        })
+        .with("resolved", 1, |args| match args {
+            [event] => Ok(Value::Bool(changes(event).any(|item| {
+                if field_is(item, "resolution") {
+                    return !matches!(get(item, "toString"), None | Some(Value::Null))
+                        || !matches!(get(item, "to"), None | Some(Value::Null));
+                }
+                field_is(item, "status")
+                    && str_field(item, "toString").is_some_and(|s| {
+                        ["done", "resolved", "closed"]
+                            .iter()
+                            .any(|d| s.eq_ignore_ascii_case(d))
+                    })
+            }))),
+            _ => Err(EvalError::new("wrong number of arguments")),
+        })
     });
     &FUNCTIONS
 }

@@ -268,6 +268,9 @@ pub struct Engine {
     /// Each pending timer's due time, so a timer is removed by id without a scan.
     timer_due: FastMap<u64, DateTime<Utc>>,
     pub stats: Stats,
+    /// The instant of the last [`Engine::start`]: cadence runs due before it were
+    /// missed (the engine was down) and follow their cadence's `catch up` policy.
+    started: Option<DateTime<Utc>>,
 }
 
 /// The `event` an expression sees, built on first use: most expressions select a few
@@ -415,6 +418,7 @@ impl Engine {
             changes: Changes::default(),
             record_changes: true,
             stats: Stats::default(),
+            started: None,
         }
     }
 
@@ -452,8 +456,11 @@ impl Engine {
         changes
     }
 
-    /// Schedules each cadence's first run at or after `start` (once per world).
+    /// Schedules each cadence's first run at or after `start` (once per world). On a
+    /// resumed world, cadence runs due before `start` were missed while the engine was
+    /// down: each cadence's `catch up` policy says which of them run.
     pub fn start(&mut self, start: DateTime<Utc>) {
+        self.started = Some(start);
         if self.world.cadences_scheduled {
             return;
         }
@@ -1675,8 +1682,28 @@ impl Engine {
             None => format_time(now),
         };
         let owner = Owner::Cadence(cadence, &period);
+        let missed = self.started.is_some_and(|s| now < s);
+        if missed && !runs_when_missed(c.catch_up, next, self.started) {
+            let mut d = self.base(&owner, step, Kind::Cadence);
+            d.outcome = Some("skipped".to_string());
+            d.message = Some(format!(
+                "missed while the engine was down (catch up {})",
+                catch_up_word(c.catch_up)
+            ));
+            self.decide(d, out);
+            if let Some(next) = next {
+                self.add_timer(next, TimerKind::Cadence { cadence });
+            }
+            return;
+        }
         let mut d = self.base(&owner, step, Kind::Cadence);
         d.outcome = Some("ran".to_string());
+        if missed {
+            d.message = Some(format!(
+                "missed while the engine was down, run on restart (catch up {})",
+                catch_up_word(c.catch_up)
+            ));
+        }
         self.decide(d, out);
         let extra = [
             ("period", Value::String(Arc::from(period.as_str()))),
@@ -1844,5 +1871,32 @@ fn unit_name(spec: &TimeSpec) -> String {
         format!("business {unit}{plural}")
     } else {
         format!("{unit}{plural}")
+    }
+}
+
+/// Whether a missed cadence run executes: all of them with `all`, none with `skip`,
+/// with `once` only the latest (the one whose next run is not missed).
+fn runs_when_missed(
+    policy: steward_dsl::ast::CatchUp,
+    next: Option<DateTime<Utc>>,
+    started: Option<DateTime<Utc>>,
+) -> bool {
+    use steward_dsl::ast::CatchUp;
+    match policy {
+        CatchUp::All => true,
+        CatchUp::Skip => false,
+        CatchUp::Once => match (next, started) {
+            (Some(next), Some(started)) => next >= started,
+            _ => true,
+        },
+    }
+}
+
+fn catch_up_word(policy: steward_dsl::ast::CatchUp) -> &'static str {
+    use steward_dsl::ast::CatchUp;
+    match policy {
+        CatchUp::All => "all",
+        CatchUp::Skip => "skip",
+        CatchUp::Once => "once",
     }
 }

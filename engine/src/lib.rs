@@ -9,10 +9,12 @@
 //!   retries with backoff, dead-letters, and hands outcomes back to the core.
 //! - [`seen`]: the exact set of event identities applied (de-duplication).
 //! - [`time`]: business calendars, cron schedules, period ids.
+//! - [`calendar_fns`]: the calendar functions of expressions, bound to the calendars.
 //! - [`store`]: persistence of the core's world (SQLite), behind a trait.
 //! - [`replay`]: runs recorded events through the core on a virtual clock.
 //! - [`webhook`]: inbound Jira and ServiceNow webhooks mapped to events, signatures verified.
 
+pub mod calendar_fns;
 pub mod core;
 pub mod decision;
 pub mod dispatch;

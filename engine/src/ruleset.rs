@@ -15,7 +15,7 @@ use smallvec::SmallVec;
 use steward_dsl::ast::{self, CalendarUnit};
 use steward_dsl::cel::{Expr, Program, SharedNames, Value};
 
-use crate::time::{BusinessCalendar, Schedule, resolve_local, weekday};
+use crate::time::{BusinessCalendar, RecurringFreeze, Schedule, resolve_local, weekday};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -201,6 +201,8 @@ pub struct Cadence {
     pub expect: Option<Expect>,
     /// `name@version` of the policies it reads, recorded with its decisions.
     pub policy: Option<Arc<str>>,
+    /// What the runs missed while the engine was down do.
+    pub catch_up: ast::CatchUp,
 }
 
 #[derive(Debug, Clone)]
@@ -460,6 +462,8 @@ struct Compiler {
     policy_versions: BTreeMap<String, String>,
     durations: HashMap<(String, String), ast::DurationLit>,
     calendars: HashMap<String, Arc<BusinessCalendar>>,
+    /// Steward's functions, the calendar functions bound to `calendars`.
+    functions: Option<steward_dsl::cel::Functions>,
     /// Policies read by the item being compiled.
     used: std::cell::RefCell<std::collections::BTreeSet<String>>,
     /// Path names shared by all the ruleset's expressions.
@@ -502,8 +506,11 @@ impl Compiler {
             }
         }
         let mut names = self.names.borrow_mut();
-        Program::compile_shared(expr, steward_dsl::stdlib::functions(), &mut names)
-            .map_err(|diags| compile_error(&diags))
+        let functions = match &self.functions {
+            Some(f) => f,
+            None => steward_dsl::stdlib::functions(),
+        };
+        Program::compile_shared(expr, functions, &mut names).map_err(|diags| compile_error(&diags))
     }
 
     fn trigger(&self, t: &ast::Trigger) -> Result<Trigger, CompileError> {
@@ -575,7 +582,12 @@ impl Compiler {
         for name in names {
             let cal = build_calendar(name, &decls, 0)?;
             self.calendars.insert(name.to_string(), Arc::new(cal));
+            // A calendar's name is a value in expressions, for the calendar functions.
+            self.globals
+                .entry(name.to_string())
+                .or_insert_with(|| Value::String(Arc::from(name)));
         }
+        self.functions = Some(crate::calendar_fns::functions(&self.calendars));
         Ok(())
     }
 
@@ -874,6 +886,7 @@ impl Compiler {
                 })
                 .transpose()?,
             policy: None,
+            catch_up: c.catch_up.unwrap_or_default(),
         };
         compiled.policy = self.take_policy_label();
         Ok(compiled)
@@ -977,6 +990,15 @@ fn build_calendar(
             ast::CalendarEntry::Include(other) => {
                 let included = build_calendar(&other.name, decls, depth + 1)?;
                 cal.include(&included);
+            }
+            ast::CalendarEntry::FreezeEvery {
+                schedule, length, ..
+            } => {
+                let seconds = i64::try_from(length.amount.saturating_mul(length.unit.seconds()))
+                    .map_err(|_| err("freeze length too large"))?;
+                let freeze = RecurringFreeze::new(&schedule.value, tz, seconds)
+                    .map_err(|e| err(format!("calendar `{name}`: freeze every: {e}")))?;
+                cal.recurring_freezes.push(freeze);
             }
         }
     }

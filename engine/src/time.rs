@@ -24,6 +24,46 @@ pub struct BusinessCalendar {
     pub hours: [Vec<(u32, u32)>; 7],
     pub holidays: BTreeSet<NaiveDate>,
     pub freezes: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Freeze windows that recur (`freeze every "CRON" for DURATION`).
+    pub recurring_freezes: Vec<RecurringFreeze>,
+}
+
+/// A freeze window that opens at each run of a cron schedule (in the zone of the
+/// calendar that declares it) and lasts a fixed elapsed time.
+#[derive(Debug, Clone)]
+pub struct RecurringFreeze {
+    pub expr: String,
+    pub schedule: Schedule,
+    pub seconds: i64,
+}
+
+impl PartialEq for RecurringFreeze {
+    fn eq(&self, other: &Self) -> bool {
+        self.expr == other.expr
+            && self.schedule.zone == other.schedule.zone
+            && self.seconds == other.seconds
+    }
+}
+
+impl RecurringFreeze {
+    pub fn new(expr: &str, zone: Tz, seconds: i64) -> Result<RecurringFreeze, String> {
+        Ok(RecurringFreeze {
+            expr: expr.to_string(),
+            schedule: Schedule::parse(expr, zone)?,
+            seconds,
+        })
+    }
+
+    /// The window containing `at`, if any: the earliest run in `(at - length, at]`
+    /// opens it.
+    pub fn window_at(&self, at: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        if self.seconds <= 0 {
+            return None;
+        }
+        let length = Duration::seconds(self.seconds);
+        let opened = self.schedule.next_after(at - length)?;
+        (opened <= at).then(|| (opened, opened + length))
+    }
 }
 
 impl BusinessCalendar {
@@ -33,18 +73,26 @@ impl BusinessCalendar {
             hours: Default::default(),
             holidays: BTreeSet::new(),
             freezes: Vec::new(),
+            recurring_freezes: Vec::new(),
         }
     }
 
-    /// Merges another calendar's hours, holidays and freezes into this one (`include`).
+    /// Merges another calendar's hours, holidays and freezes into this one (`include`):
+    /// the working time becomes the union of both (overlapping ranges count once), read
+    /// on this calendar's wall clock; holidays and freezes add up. Recurring freezes
+    /// keep the zone of the calendar that declared them.
     pub fn include(&mut self, other: &BusinessCalendar) {
         for (mine, theirs) in self.hours.iter_mut().zip(&other.hours) {
             mine.extend(theirs.iter().copied());
-            mine.sort_unstable();
-            mine.dedup();
+            *mine = merge_ranges(std::mem::take(mine));
         }
         self.holidays.extend(other.holidays.iter().copied());
         self.freezes.extend(other.freezes.iter().copied());
+        for f in &other.recurring_freezes {
+            if !self.recurring_freezes.contains(f) {
+                self.recurring_freezes.push(f.clone());
+            }
+        }
     }
 
     fn ranges_on(&self, date: NaiveDate) -> &[(u32, u32)] {
@@ -54,16 +102,51 @@ impl BusinessCalendar {
         &self.hours[date.weekday().num_days_from_monday() as usize]
     }
 
-    /// The working intervals of one local date, as instants.
+    /// The working intervals of one local date, as instants, sorted and disjoint. A
+    /// range starts at the first occurrence of its start time and ends at the last
+    /// occurrence of its end time (a range across a repeated hour holds it twice); a
+    /// time in a skipped hour maps to the end of the gap.
     fn intervals_on(&self, date: NaiveDate) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
-        self.ranges_on(date)
-            .iter()
-            .filter_map(|&(start, end)| {
-                let from = local_instant(self.zone, date, start)?;
-                let to = local_instant(self.zone, date, end)?;
-                (to > from).then_some((from, to))
-            })
-            .collect()
+        let mut out: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
+        for &(start, end) in &merge_ranges(self.ranges_on(date).to_vec()) {
+            let (Some(from), Some(to)) = (
+                local_instant(self.zone, date, start),
+                local_instant_latest(self.zone, date, end),
+            ) else {
+                continue;
+            };
+            if to <= from {
+                continue;
+            }
+            match out.last_mut() {
+                Some(last) if from <= last.1 => last.1 = last.1.max(to),
+                _ => out.push((from, to)),
+            }
+        }
+        out
+    }
+
+    /// Working time between two instants, in seconds: the length of the working
+    /// intervals inside `[a, b)`; negative when `b` is before `a`. Freezes do not
+    /// count: they stop changes, not the clock.
+    pub fn working_seconds_between(&self, a: DateTime<Utc>, b: DateTime<Utc>) -> i64 {
+        if b < a {
+            return -self.working_seconds_between(b, a);
+        }
+        let mut total = 0;
+        let mut date = a.with_timezone(&self.zone).date_naive();
+        let last = b.with_timezone(&self.zone).date_naive();
+        while date <= last {
+            for (from, to) in self.intervals_on(date) {
+                let (from, to) = (from.max(a), to.min(b));
+                if to > from {
+                    total += (to - from).num_seconds();
+                }
+            }
+            let Some(next) = date.succ_opt() else { break };
+            date = next;
+        }
+        total
     }
 
     pub fn is_working(&self, at: DateTime<Utc>) -> bool {
@@ -74,7 +157,16 @@ impl BusinessCalendar {
     }
 
     pub fn in_freeze(&self, at: DateTime<Utc>) -> bool {
-        self.freezes.iter().any(|&(from, to)| from <= at && at < to)
+        self.freeze_at(at).is_some()
+    }
+
+    /// The freeze window containing `at` (start inclusive, end exclusive), if any.
+    pub fn freeze_at(&self, at: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        self.freezes
+            .iter()
+            .copied()
+            .find(|&(from, to)| from <= at && at < to)
+            .or_else(|| self.recurring_freezes.iter().find_map(|f| f.window_at(at)))
     }
 
     /// `start` plus `seconds` of working time.
@@ -163,6 +255,32 @@ pub fn local_instant(zone: Tz, date: NaiveDate, minutes: u32) -> Option<DateTime
     resolve_local(zone, naive)
 }
 
+/// Like [`local_instant`], but a repeated time maps to its last occurrence: the end of
+/// a range of wall-clock time.
+pub fn local_instant_latest(zone: Tz, date: NaiveDate, minutes: u32) -> Option<DateTime<Utc>> {
+    if minutes >= 24 * 60 {
+        return local_instant(zone, date, minutes);
+    }
+    let naive = date.and_time(NaiveTime::from_hms_opt(minutes / 60, minutes % 60, 0)?);
+    match zone.from_local_datetime(&naive) {
+        LocalResult::Ambiguous(_, latest) => Some(latest.with_timezone(&Utc)),
+        _ => resolve_local(zone, naive),
+    }
+}
+
+/// Sorted ranges with overlapping or touching ones joined.
+fn merge_ranges(mut ranges: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match out.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    out
+}
+
 pub fn resolve_local(zone: Tz, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
     match zone.from_local_datetime(&naive) {
         LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
@@ -182,41 +300,125 @@ pub fn resolve_local(zone: Tz, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
     }
 }
 
-/// A cron schedule in a zone. Steward's dialect follows Cronos: 5 fields (minute first)
-/// or 6 fields (seconds first); day-of-month and day-of-week must both match; a run in
-/// a skipped daylight-saving hour fires at the first instant after the gap, a run in a
-/// repeated hour fires once.
+/// A cron schedule in a zone. Steward's dialect follows Cronos (see
+/// [`steward_dsl::cron`]): 5 fields (minute first) or 6 fields (seconds first);
+/// day-of-month and day-of-week must both match. Daylight saving time follows Cronos
+/// too:
+///
+/// - runs whose wall-clock time falls in a skipped hour fire once, at the first instant
+///   after the gap;
+/// - in a repeated hour, a fixed-time schedule (`0 30 1 * * *`) fires once, at the first
+///   occurrence; an interval schedule (`*` or a step in the second, minute or hour
+///   field, as in `0 */30 * * * *`) fires in both occurrences, following elapsed time.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     cron: Cron,
     pub zone: Tz,
+    /// An interval schedule: fires in both occurrences of a repeated hour.
+    interval: bool,
 }
+
+/// How far around an instant a daylight-saving change is looked for, in hours (changes
+/// are less than 3 hours and months apart).
+const DST_REACH: i64 = 3;
 
 impl Schedule {
     pub fn parse(expr: &str, zone: Tz) -> Result<Schedule, String> {
         Ok(Schedule {
             cron: parse_cron(expr)?,
             zone,
+            interval: is_interval(expr),
         })
     }
 
     /// The first run at or after `from`.
     pub fn next_from(&self, from: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = from.with_timezone(&self.zone);
-        self.cron
-            .find_next_occurrence(&local, true)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+        self.next(from, true)
     }
 
     /// The first run strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = after.with_timezone(&self.zone);
-        self.cron
-            .find_next_occurrence(&local, false)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+        self.next(after, false)
     }
+
+    fn next(&self, from: DateTime<Utc>, inclusive: bool) -> Option<DateTime<Utc>> {
+        use chrono::{Offset, Timelike};
+        // Runs are on whole seconds: from a fraction of a second, the next whole one.
+        let (from, inclusive) = match from.nanosecond() {
+            0 => (from, inclusive),
+            _ => (from.with_nanosecond(0)?, false),
+        };
+        let reach = Duration::hours(DST_REACH);
+        let offset = |t: DateTime<Utc>| {
+            i64::from(t.with_timezone(&self.zone).offset().fix().local_minus_utc())
+        };
+        // How far the clocks go back near `t` (0 without a fall-back change within
+        // reach): only then may a later wall-clock time be an earlier instant.
+        let overlap =
+            |t: DateTime<Utc>| Duration::seconds((offset(t - reach) - offset(t + reach)).max(0));
+        let accept = |t: DateTime<Utc>| if inclusive { t >= from } else { t > from };
+        let local = from.with_timezone(&self.zone).naive_local();
+        // After a fall-back, wall-clock times a little before `from`'s may still be ahead
+        // of it (the second pass of the repeated hour).
+        let mut cursor = local - overlap(from);
+        let mut best: Option<(DateTime<Utc>, NaiveDateTime)> = None;
+        loop {
+            let Some(candidate) = self.next_wall_clock(cursor) else {
+                return best.map(|(b, _)| b);
+            };
+            if let Some((b, wall)) = best
+                && candidate > wall + overlap(b)
+            {
+                return Some(b);
+            }
+            for (t, gap) in self.instants(candidate) {
+                // A run moved out of a gap is due after the gap's wall-clock start:
+                // from the gap's end itself it is already past.
+                let due = if gap { t > from } else { accept(t) };
+                if due && best.is_none_or(|(b, _)| t < b) {
+                    best = Some((t, candidate));
+                }
+            }
+            cursor = candidate + Duration::seconds(1);
+        }
+    }
+
+    /// The first wall-clock time at or after `from` that the expression matches.
+    fn next_wall_clock(&self, from: NaiveDateTime) -> Option<NaiveDateTime> {
+        self.cron
+            .find_next_occurrence(&Utc.from_utc_datetime(&from), true)
+            .ok()
+            .map(|t| t.naive_utc())
+    }
+
+    /// The instants a matching wall-clock time fires at, each marked when the time
+    /// falls in a daylight-saving gap.
+    fn instants(&self, wall: NaiveDateTime) -> Vec<(DateTime<Utc>, bool)> {
+        match self.zone.from_local_datetime(&wall) {
+            LocalResult::Single(t) => vec![(t.with_timezone(&Utc), false)],
+            LocalResult::Ambiguous(first, second) if self.interval => vec![
+                (first.with_timezone(&Utc), false),
+                (second.with_timezone(&Utc), false),
+            ],
+            LocalResult::Ambiguous(first, _) => vec![(first.with_timezone(&Utc), false)],
+            LocalResult::None => resolve_local(self.zone, wall)
+                .map(|t| (t, true))
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+/// Cronos's interval schedules: `*`, a range or a step in the second, minute or hour
+/// field (a list of values is a fixed time).
+fn is_interval(expr: &str) -> bool {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let time_fields = match fields.len() {
+        6 => &fields[..3],
+        5 => &fields[..2],
+        _ => return false,
+    };
+    time_fields.iter().any(|f| f.contains(['*', '/', '?', '-']))
 }
 
 /// Parses a cron expression in Steward's dialect.
@@ -234,7 +436,7 @@ pub fn parse_cron(expr: &str) -> Result<Cron, String> {
         .year(Year::Disallowed)
         .dom_and_dow(true)
         .build()
-        .parse(expr)
+        .parse(&steward_dsl::cron::normalize(expr))
         .map_err(|e| e.to_string())
 }
 
@@ -315,6 +517,60 @@ mod tests {
             .add_working_time(utc("2026-03-06T16:30:00Z"), 4 * 3600)
             .unwrap();
         assert_eq!(end, utc("2026-03-09T10:30:00Z"));
+    }
+
+    /// The runs strictly after `from`, `n` of them.
+    fn runs(s: &Schedule, from: &str, n: usize) -> Vec<DateTime<Utc>> {
+        let mut out = Vec::new();
+        let mut at = utc(from);
+        for _ in 0..n {
+            at = s.next_after(at).unwrap();
+            out.push(at);
+        }
+        out
+    }
+
+    #[test]
+    fn berlin_autumn_change_fixed_times_once_intervals_twice() {
+        let berlin = chrono_tz::Europe::Berlin;
+        // 2026-10-25 03:00 CEST falls back to 02:00 CET: 02:00–03:00 happens twice.
+        let daily = Schedule::parse("0 30 2 * * *", berlin).unwrap();
+        assert_eq!(
+            runs(&daily, "2026-10-24T23:00:00Z", 2),
+            [utc("2026-10-25T00:30:00Z"), utc("2026-10-26T01:30:00Z")]
+        );
+        let half_hourly = Schedule::parse("0 */30 * * * *", berlin).unwrap();
+        assert_eq!(
+            runs(&half_hourly, "2026-10-24T23:45:00Z", 5),
+            [
+                utc("2026-10-25T00:00:00Z"), // 02:00 CEST
+                utc("2026-10-25T00:30:00Z"), // 02:30 CEST
+                utc("2026-10-25T01:00:00Z"), // 02:00 CET
+                utc("2026-10-25T01:30:00Z"), // 02:30 CET
+                utc("2026-10-25T02:00:00Z"), // 03:00 CET
+            ]
+        );
+    }
+
+    #[test]
+    fn berlin_spring_change_runs_in_the_gap_fire_once_after_it() {
+        let berlin = chrono_tz::Europe::Berlin;
+        // 2026-03-29 02:00 CET jumps to 03:00 CEST.
+        let daily = Schedule::parse("0 30 2 * * *", berlin).unwrap();
+        assert_eq!(
+            runs(&daily, "2026-03-29T00:00:00Z", 2),
+            [utc("2026-03-29T01:00:00Z"), utc("2026-03-30T00:30:00Z")]
+        );
+        let half_hourly = Schedule::parse("0 */30 * * * *", berlin).unwrap();
+        assert_eq!(
+            runs(&half_hourly, "2026-03-29T00:30:00Z", 2),
+            [utc("2026-03-29T01:00:00Z"), utc("2026-03-29T01:30:00Z")]
+        );
+        // A start with a fraction of a second: the run of that second is past.
+        assert_eq!(
+            daily.next_from(utc("2026-03-30T00:30:00.5Z")),
+            Some(utc("2026-03-31T00:30:00Z"))
+        );
     }
 
     #[test]
