@@ -1157,6 +1157,12 @@ impl<'a, 'g> Checker<'a, 'g> {
                 blocks.extend(s.enter.iter());
                 blocks.extend(s.exit.iter());
                 blocks.extend(s.transitions.iter().filter_map(|t| t.actions.as_ref()));
+                // An SLA threshold may fire in any state.
+                blocks.extend(
+                    w.slas
+                        .iter()
+                        .flat_map(|c| c.thresholds.iter().map(|t| &t.actions)),
+                );
                 let mut i = 0;
                 while let Some(b) = blocks.get(i) {
                     for a in &b.actions {

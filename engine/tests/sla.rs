@@ -508,3 +508,71 @@ async fn a_restart_through_the_store_changes_no_decision() {
     assert_eq!(got, want);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_threshold_may_move_the_instance_and_the_sla_value_reads_in_conditions() {
+    let rules = rules(
+        r#"
+workflow incident key event.subject {
+  start on "incident.created"
+  sla resolution {
+    goal 2 hours
+    stop on "incident.resolved"
+    at 100% { goto breached }
+  }
+  state open {
+    on "incident.resolved" when sla.resolution.remaining > duration("1h") -> done {
+      evidence "fast"
+    }
+    on "incident.resolved" -> done
+  }
+  state breached {
+    enter { evidence "${key} breached after ${sla.resolution.elapsed}" }
+    on "incident.resolved" -> done
+  }
+  final state done
+}
+"#,
+    );
+    let events = vec![
+        event("1", "incident.created", "2026-03-09T08:00:00Z", json!({})),
+        event("2", "incident.resolved", "2026-03-09T11:00:00Z", json!({})),
+    ];
+    let out = run(&rules, &events, "2026-03-10T00:00:00Z");
+    let entered: Vec<(String, String)> = out
+        .iter()
+        .filter(|d| d.kind == Kind::Transition)
+        .map(|d| {
+            (
+                steward_engine::event::format_time(d.at),
+                d.to.clone().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entered,
+        [
+            ("2026-03-09T08:00:00Z".to_string(), "open".to_string()),
+            ("2026-03-09T10:00:00Z".to_string(), "breached".to_string()),
+            ("2026-03-09T11:00:00Z".to_string(), "done".to_string()),
+        ]
+    );
+    let evidence: Vec<&str> = out
+        .iter()
+        .filter(|d| d.kind == Kind::Evidence)
+        .map(|d| d.message.as_deref().unwrap())
+        .collect();
+    assert_eq!(evidence, ["INC-1 breached after 7200s"]);
+
+    // Resolved within the first hour: the condition on `remaining` holds.
+    let events = vec![
+        event("1", "incident.created", "2026-03-09T08:00:00Z", json!({})),
+        event("2", "incident.resolved", "2026-03-09T08:30:00Z", json!({})),
+    ];
+    let out = run(&rules, &events, "2026-03-10T00:00:00Z");
+    assert!(out.iter().any(|d| d.message.as_deref() == Some("fast")));
+    assert!(
+        !out.iter()
+            .any(|d| d.outcome.as_deref() == Some("threshold"))
+    );
+}
