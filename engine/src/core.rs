@@ -668,7 +668,7 @@ impl Engine {
             _ => (None, None, None),
         };
         let clocks = match owner {
-            Owner::Instance(w, key) => self
+            Owner::Instance(w, key) if !self.rules.workflows[*w].slas.is_empty() => self
                 .world
                 .instances
                 .get(&(*w, (*key).clone()))
@@ -1060,14 +1060,18 @@ impl Engine {
         let ik = (w, key.clone());
         if let Some(inst) = self.world.instances.get_mut(&ik) {
             inst.step += 1;
+            let state = inst.state;
             let before = out.len();
             // SLA clocks see the event first, so a transition it causes finds them
             // already stopped or paused (docs/language.md, "What happens at run time").
-            if !wf.slas.is_empty() {
+            let state = if wf.slas.is_empty() {
+                state
+            } else {
                 self.sla_event(w, &key, step, false, out);
-            }
-            let Some(state) = self.world.instances.get(&ik).map(|i| i.state) else {
-                return; // a threshold's `goto` finished the instance
+                match self.world.instances.get(&ik) {
+                    Some(inst) => inst.state,
+                    None => return, // a threshold's `goto` finished the instance
+                }
             };
             let owner = Owner::Instance(w, &key);
             if event.event_type == APPROVAL_EVENT {

@@ -576,3 +576,46 @@ workflow incident key event.subject {
             .any(|d| d.outcome.as_deref() == Some("threshold"))
     );
 }
+
+#[test]
+fn a_breach_already_passed_at_creation_may_choose_the_first_state() {
+    let rules = rules(
+        r#"
+workflow incident key event.subject {
+  start on "incident.created"
+  sla resolution {
+    goal 2 hours
+    start on "incident.created" at event.data.opened_at
+    at 100% { goto breached }
+  }
+  state open { on "incident.resolved" -> done }
+  state breached {
+    exit { evidence "left breached" }
+    on "incident.resolved" -> done
+  }
+  final state done
+}
+"#,
+    );
+    let events = vec![event(
+        "1",
+        "incident.created",
+        "2026-03-09T12:00:00Z",
+        json!({"opened_at": "2026-03-09T09:00:00Z"}),
+    )];
+    let out = run(&rules, &events, "2026-03-10T00:00:00Z");
+    let transitions: Vec<(Option<String>, Option<String>)> = out
+        .iter()
+        .filter(|d| d.kind == Kind::Transition)
+        .map(|d| (d.from.clone(), d.to.clone()))
+        .collect();
+    // The instance starts in `breached`, not in `open` (no exit block ran, no second
+    // entry into `open` followed).
+    assert_eq!(transitions, [(None, Some("breached".to_string()))]);
+    assert!(!out.iter().any(|d| d.kind == Kind::Evidence));
+    let breach = out
+        .iter()
+        .find(|d| d.outcome.as_deref() == Some("threshold"))
+        .unwrap();
+    assert_eq!(arg(breach, "reached"), "2026-03-09T11:00:00Z");
+}

@@ -353,7 +353,14 @@ impl Engine {
         };
         let goto = self.run(actions, Owner::Instance(w, key), step, &[], out);
         if let Some(target) = goto {
-            let from = self.world.instances.get(&ik).map(|i| i.state);
+            // On the event that creates the instance, clocks run before it enters its
+            // first state: a `goto` then is its first state, left from nowhere.
+            let from = self
+                .world
+                .instances
+                .get(&ik)
+                .filter(|i| i.seq > 0)
+                .map(|i| i.state);
             self.enter(w, key, target, from, step, out);
         }
     }
