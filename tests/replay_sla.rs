@@ -84,24 +84,20 @@ fn clock_decision(out: &str, key: &str, outcome: &str) -> Value {
 #[test]
 fn the_weekend_does_not_count_for_inc_51() {
     // INC-51 is created Friday 2026-07-17 15:00Z = 17:00 Berlin: 1 hour counts before
-    // 18:00, then nothing until Monday 08:00 Berlin = 06:00Z. Within the example's window
-    // (until Monday 00:00Z) no threshold is reached.
+    // 18:00, then nothing over the weekend. Resolved Sunday 20:00Z, 53 hours later, it
+    // has used 1 of its 4 business hours and reached no threshold (75% would have been
+    // Monday 10:00 Berlin).
     let (out, _) = replay(&iso(), &iso_events(), &["--until", "2026-07-20T00:00:00Z"]);
-    assert_eq!(
-        clock(&out, "INC-51"),
-        [row("2026-07-17T15:00:00Z", "started", None)]
-    );
-    // Replayed until Monday noon: 75% (2 more hours) at 10:00 Berlin = 08:00Z, the
-    // breach (3 more hours) at 11:00 Berlin = 09:00Z.
-    let (out, _) = replay(&iso(), &iso_events(), &["--until", "2026-07-20T12:00:00Z"]);
     assert_eq!(
         clock(&out, "INC-51"),
         [
             row("2026-07-17T15:00:00Z", "started", None),
-            row("2026-07-20T08:00:00Z", "threshold", Some(75)),
-            row("2026-07-20T09:00:00Z", "threshold", Some(100)),
+            row("2026-07-19T20:00:00Z", "stopped", None),
         ]
     );
+    let stopped = clock_decision(&out, "INC-51", "stopped");
+    assert_eq!(stopped["args"]["elapsed"], "3600s");
+    assert_eq!(stopped["args"]["remaining"], "10800s");
 }
 
 #[test]
@@ -134,12 +130,12 @@ fn a_replay_stopped_mid_pause_and_resumed_from_its_store_decides_the_same() {
         + 1;
     let prefix = dir.path().join("prefix.jsonl");
     write_lines(&prefix, &lines[..cut]);
-    let (full, _) = replay(&iso(), &iso_events(), &["--until", "2026-07-20T12:00:00Z"]);
+    let (full, _) = replay(&iso(), &iso_events(), &["--until", "2026-07-20T00:00:00Z"]);
     let (first, _) = replay(&iso(), &prefix, &["--store", db]);
     let (second, _) = replay(
         &iso(),
         &iso_events(),
-        &["--store", db, "--until", "2026-07-20T12:00:00Z"],
+        &["--store", db, "--until", "2026-07-20T00:00:00Z"],
     );
     assert_eq!(format!("{first}{second}"), full);
 }
