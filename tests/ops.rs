@@ -246,6 +246,10 @@ fn metrics_count_what_was_processed() {
             .into_iter()
             .map(|mut d| {
                 d.as_object_mut().unwrap().remove("at");
+                // An SLA clock's figures are measured on the wall clock too.
+                if d["kind"] == "sla" {
+                    d.as_object_mut().unwrap().remove("args");
+                }
                 d
             })
             .collect()

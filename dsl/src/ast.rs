@@ -215,6 +215,8 @@ pub struct Workflow {
     pub starts: Vec<Trigger>,
     pub escalations: Vec<Escalation>,
     pub states: Vec<State>,
+    /// SLA clocks, `sla resolution { .. }`.
+    pub slas: Vec<Sla>,
     pub span: Span,
 }
 
@@ -513,4 +515,41 @@ pub enum Quorum {
     Majority(Span),
     /// `quorum 60%`
     Percent(u32, Span),
+}
+
+/// `sla resolution { goal 4 business hours in office  start on ..  pause on ..  at 75% {..} }`:
+/// an SLA clock of a workflow instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sla {
+    pub name: Ident,
+    /// `goal 4 business hours in office`; more than one is reported by the checker.
+    pub goals: Vec<TimeSpec>,
+    pub starts: Vec<SlaStart>,
+    pub pauses: Vec<Trigger>,
+    pub resumes: Vec<Trigger>,
+    pub stops: Vec<Trigger>,
+    pub resets: Vec<Trigger>,
+    pub cancels: Vec<Trigger>,
+    pub thresholds: Vec<SlaThreshold>,
+    pub span: Span,
+}
+
+/// `start with instance`, or `start on "type" when COND at EXPR`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlaStart {
+    /// `None`: the clock starts with the instance.
+    pub trigger: Option<Trigger>,
+    /// `at EXPR`: the instant the clock counts from (a timestamp or an RFC 3339 string).
+    pub since: Option<Expr>,
+    pub span: Span,
+}
+
+/// `at 75% { actions }`
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlaThreshold {
+    pub percent: u64,
+    /// The span of `75%`.
+    pub percent_span: Span,
+    pub actions: Block,
+    pub span: Span,
 }

@@ -286,6 +286,19 @@ const ENVELOPE: &[&str] = &[
     "data",
 ];
 
+/// What `sla.NAME.…` offers in expressions (docs/language.md, "SLA clocks").
+const SLA_FIELDS: &[&str] = &[
+    "elapsed",
+    "remaining",
+    "goal",
+    "started",
+    "running",
+    "paused",
+    "stopped",
+    "cancelled",
+    "breached",
+];
+
 const DAYS: &[&str] = &["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 /// Where an expression is evaluated: the names it may use.
@@ -909,6 +922,8 @@ impl<'a, 'g> Checker<'a, 'g> {
             }
         }
 
+        self.slas(w, &ctx);
+
         if w.states.is_empty() {
             self.push(
                 Diagnostic::new(
@@ -1167,6 +1182,12 @@ impl<'a, 'g> Checker<'a, 'g> {
                 blocks.extend(s.enter.iter());
                 blocks.extend(s.exit.iter());
                 blocks.extend(s.transitions.iter().filter_map(|t| t.actions.as_ref()));
+                // An SLA threshold may fire in any state.
+                blocks.extend(
+                    w.slas
+                        .iter()
+                        .flat_map(|c| c.thresholds.iter().map(|t| &t.actions)),
+                );
                 let mut i = 0;
                 while let Some(b) = blocks.get(i) {
                     for a in &b.actions {
@@ -1584,6 +1605,11 @@ impl<'a, 'g> Checker<'a, 'g> {
             let root = root.as_str();
             if root == "event" {
                 self.event_field(&r.path, r.span, schema);
+            } else if root == "sla"
+                && let Some(w) = ctx.workflow
+                && !w.slas.is_empty()
+            {
+                self.sla_ref(w, &r.path, r.span);
             } else if root == "now"
                 || ctx.vars.contains(root)
                 || self.globals.groups.contains_key(root)
@@ -1682,6 +1708,194 @@ impl<'a, 'g> Checker<'a, 'g> {
         }
     }
 
+    // ------------------------------------------------------------ SLA clocks
+
+    fn slas(&mut self, w: &Workflow, ctx: &Ctx<'_>) {
+        let mut names: BTreeMap<&str, Span> = BTreeMap::new();
+        for sla in &w.slas {
+            if let Some(first) = names.insert(sla.name.name.as_str(), sla.name.span) {
+                let place = self.globals.place(self.file, first);
+                self.push(
+                    Diagnostic::new(
+                        Code::DuplicateSla,
+                        sla.name.span,
+                        format!(
+                            "sla clock `{}` is defined more than once in workflow `{}`",
+                            sla.name.name, w.name.name
+                        ),
+                    )
+                    .with_label("defined again here")
+                    .with_help(format!(
+                        "the first definition is at {place}; rename or remove one of them"
+                    )),
+                );
+            }
+            self.sla(sla, ctx);
+        }
+    }
+
+    fn sla(&mut self, sla: &Sla, ctx: &Ctx<'_>) {
+        if sla.goals.is_empty() {
+            self.push(
+                Diagnostic::new(
+                    Code::SlaWithoutGoal,
+                    sla.name.span,
+                    format!("sla clock `{}` has no goal", sla.name.name),
+                )
+                .with_label("no `goal` in this clock")
+                .with_help(
+                    "add its target, such as `goal 4 business hours in office` or `goal 8 hours`",
+                ),
+            );
+        }
+        for (i, goal) in sla.goals.iter().enumerate() {
+            if i > 0 {
+                self.push(
+                    Diagnostic::new(
+                        Code::Syntax,
+                        goal.span,
+                        format!("second `goal` in sla clock `{}`", sla.name.name),
+                    )
+                    .with_label("already given above")
+                    .with_help("a clock has one goal; declare another `sla` for another target"),
+                );
+            }
+            self.time_spec(goal, ctx);
+            let lit = match &goal.duration {
+                DurationRef::Literal(d) => Some(*d),
+                DurationRef::Param { policy, param } => self
+                    .globals
+                    .policies
+                    .get(&policy.name)
+                    .and_then(|(_, p)| p.params.iter().find(|q| q.name.name == param.name))
+                    .and_then(|q| match &q.value {
+                        PolicyValue::Duration(d) => Some(*d),
+                        PolicyValue::Expr(_) => None,
+                    }),
+            };
+            if let Some(d) = lit
+                && d.business
+                && matches!(d.unit, TimeUnit::Day | TimeUnit::Week)
+            {
+                self.push(
+                    Diagnostic::new(
+                        Code::SlaGoalInDays,
+                        goal.span,
+                        format!(
+                            "sla goal `{}` is in business days",
+                            self.text(goal.span).trim()
+                        ),
+                    )
+                    .with_label("working days differ in length")
+                    .with_help(
+                        "give the goal in business hours or minutes (`20 business hours` for two 10-hour days)",
+                    ),
+                );
+            }
+        }
+        for start in &sla.starts {
+            if let Some(t) = &start.trigger {
+                let schema = self.schema_for(&t.pattern);
+                self.trigger(t, ctx, schema);
+                if let Some(since) = &start.since {
+                    self.expr(since, ctx, schema);
+                }
+            }
+        }
+        for t in sla
+            .pauses
+            .iter()
+            .chain(&sla.resumes)
+            .chain(&sla.stops)
+            .chain(&sla.resets)
+            .chain(&sla.cancels)
+        {
+            let schema = self.schema_for(&t.pattern);
+            self.trigger(t, ctx, schema);
+        }
+        let mut seen: BTreeMap<u64, Span> = BTreeMap::new();
+        for t in &sla.thresholds {
+            if !(1..=100).contains(&t.percent) {
+                self.push(
+                    Diagnostic::new(
+                        Code::ThresholdOutOfRange,
+                        t.percent_span,
+                        format!("threshold `{}%` is outside 1% to 100%", t.percent),
+                    )
+                    .with_label("not a share of the goal")
+                    .with_help("use a percentage from 1 to 100; 100% is the breach"),
+                );
+            } else if let Some(first) = seen.insert(t.percent, t.percent_span) {
+                let place = self.globals.place(self.file, first);
+                self.push(
+                    Diagnostic::new(
+                        Code::DuplicateThreshold,
+                        t.percent_span,
+                        format!(
+                            "threshold `{}%` is given twice in sla clock `{}`",
+                            t.percent, sla.name.name
+                        ),
+                    )
+                    .with_label("given again here")
+                    .with_help(format!(
+                        "the first is at {place}; merge the actions into one block"
+                    )),
+                );
+            }
+            self.block(&t.actions, ctx, None);
+        }
+    }
+
+    /// `sla.NAME.FIELD` in an expression of a workflow with clocks.
+    fn sla_ref(&mut self, w: &Workflow, path: &[String], span: Span) {
+        let Some(name) = path.get(1) else { return };
+        if !w.slas.iter().any(|s| s.name.name == *name) {
+            let mut d = Diagnostic::new(
+                Code::UnknownSla,
+                span,
+                format!("workflow `{}` has no sla clock `{name}`", w.name.name),
+            )
+            .with_label("no clock of this name");
+            let names = w.slas.iter().map(|s| s.name.name.as_str());
+            d = match did_you_mean(name, names) {
+                Some(h) => d.with_help(h),
+                None => {
+                    let mut names: Vec<String> = Vec::new();
+                    for s in &w.slas {
+                        let name = format!("`{}`", s.name.name);
+                        if !names.contains(&name) {
+                            names.push(name);
+                        }
+                    }
+                    d.with_help(format!("its clocks are {}", names.join(", ")))
+                }
+            };
+            self.push(d);
+            return;
+        }
+        let Some(field) = path.get(2) else { return };
+        if !SLA_FIELDS.contains(&field.as_str()) {
+            let mut d = Diagnostic::new(
+                Code::UnknownSla,
+                span,
+                format!("sla clocks have no field `{field}`"),
+            )
+            .with_label("no such field");
+            d = match did_you_mean(field, SLA_FIELDS.iter().copied()) {
+                Some(h) => d.with_help(h),
+                None => d.with_help(format!(
+                    "a clock has {}",
+                    SLA_FIELDS
+                        .iter()
+                        .map(|f| format!("`{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            };
+            self.push(d);
+        }
+    }
+
     fn event_field(&mut self, path: &[String], span: Span, schema: Option<(&str, &[Vec<String>])>) {
         let Some((event_type, declared)) = schema else {
             return;
@@ -1720,6 +1934,11 @@ impl<'a, 'g> Checker<'a, 'g> {
 
 /// Calls `f` on every action block of a workflow.
 fn for_each_block(w: &Workflow, f: &mut dyn FnMut(&Block)) {
+    for sla in &w.slas {
+        for t in &sla.thresholds {
+            f(&t.actions);
+        }
+    }
     for e in &w.escalations {
         for s in &e.steps {
             f(&s.actions);

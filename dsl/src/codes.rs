@@ -165,6 +165,19 @@ codes! {
     MissingArgument = 604, "E0604", "missing required argument";
     /// An argument whose type is known and does not match the operation's schema.
     ArgumentType = 605, "E0605", "argument of the wrong type";
+
+    /// An `sla` clock with no `goal`.
+    SlaWithoutGoal = 700, "E0700", "sla clock without a goal";
+    /// `at N%` outside 1..=100.
+    ThresholdOutOfRange = 701, "E0701", "sla threshold out of range";
+    /// Two `at N%` with the same N in one clock.
+    DuplicateThreshold = 702, "E0702", "duplicate sla threshold";
+    /// `sla.NAME` naming no clock of the workflow, or a field clocks do not have.
+    UnknownSla = 703, "E0703", "unknown sla clock or field";
+    /// Two clocks of the same name in one workflow.
+    DuplicateSla = 704, "E0704", "duplicate sla clock";
+    /// A goal in business days or weeks: not an exact amount of working time.
+    SlaGoalInDays = 705, "E0705", "sla goal in business days";
 }
 
 impl Code {

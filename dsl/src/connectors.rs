@@ -360,6 +360,11 @@ impl<'c> Pass<'c> {
                             self.block(&step.actions);
                         }
                     }
+                    for sla in &w.slas {
+                        for t in &sla.thresholds {
+                            self.block(&t.actions);
+                        }
+                    }
                 }
                 Item::Cadence(c) => {
                     if let Some(b) = &c.actions {

@@ -492,6 +492,18 @@ pub(crate) fn rule_words(r: Rule) -> Option<&'static str> {
         Rule::excluding => "`excluding`",
         Rule::field_list => "`{`",
         Rule::call_arg => "an argument",
+        Rule::sla_name => "a clock name",
+        Rule::kw_sla | Rule::sla => "`sla`",
+        Rule::kw_goal | Rule::sla_goal => "`goal`",
+        Rule::kw_pause | Rule::sla_pause => "`pause`",
+        Rule::kw_resume | Rule::sla_resume => "`resume`",
+        Rule::kw_reset | Rule::sla_reset => "`reset`",
+        Rule::kw_cancel | Rule::sla_cancel => "`cancel`",
+        Rule::kw_at | Rule::sla_at | Rule::sla_since => "`at`",
+        Rule::kw_with | Rule::sla_with => "`with`",
+        Rule::kw_instance => "`instance`",
+        Rule::sla_start => "`start`",
+        Rule::sla_stop => "`stop`",
         Rule::file | Rule::template_only => return None,
         other => {
             // CEL's rules (cel.pest): operators after an operand, else an operand.
@@ -584,6 +596,15 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_evidence
             | Rule::kw_business
             | Rule::kw_action
+            | Rule::kw_sla
+            | Rule::kw_goal
+            | Rule::kw_pause
+            | Rule::kw_resume
+            | Rule::kw_reset
+            | Rule::kw_cancel
+            | Rule::kw_at
+            | Rule::kw_with
+            | Rule::kw_instance
             | Rule::EOI
     )
 }
@@ -836,6 +857,7 @@ impl<'s> Builder<'s> {
             starts: Vec::new(),
             escalations: Vec::new(),
             states: Vec::new(),
+            slas: Vec::new(),
             span: span(p),
         };
         for m in k {
@@ -866,10 +888,74 @@ impl<'s> Builder<'s> {
                     wf.escalations.push(esc);
                 }
                 Rule::state => wf.states.push(self.state(&m)?),
+                Rule::sla => wf.slas.push(self.sla(&m)?),
                 _ => {}
             }
         }
         Some(wf)
+    }
+
+    fn sla(&mut self, p: &P<'_>) -> Option<Sla> {
+        let mut k = kids(p);
+        let mut sla = Sla {
+            name: ident(&k.next()?),
+            goals: Vec::new(),
+            starts: Vec::new(),
+            pauses: Vec::new(),
+            resumes: Vec::new(),
+            stops: Vec::new(),
+            resets: Vec::new(),
+            cancels: Vec::new(),
+            thresholds: Vec::new(),
+            span: span(p),
+        };
+        for m in k {
+            let mut mk = kids(&m);
+            match m.as_rule() {
+                Rule::sla_goal => sla.goals.push(self.time_spec(&mk.next()?)?),
+                Rule::sla_start => {
+                    let first = mk.next()?;
+                    let (trigger, since) = if first.as_rule() == Rule::sla_with {
+                        (None, None)
+                    } else {
+                        let since = mk
+                            .next()
+                            .and_then(|s| kids(&s).next())
+                            .map(|e| self.expr(&e));
+                        (Some(self.trigger(&first)), since)
+                    };
+                    sla.starts.push(SlaStart {
+                        trigger,
+                        since,
+                        span: span(&m),
+                    });
+                }
+                Rule::sla_pause => sla.pauses.push(self.trigger(&mk.next()?)),
+                Rule::sla_resume => sla.resumes.push(self.trigger(&mk.next()?)),
+                Rule::sla_stop => sla.stops.push(self.trigger(&mk.next()?)),
+                Rule::sla_reset => sla.resets.push(self.trigger(&mk.next()?)),
+                Rule::sla_cancel => sla.cancels.push(self.trigger(&mk.next()?)),
+                Rule::sla_at => {
+                    let n = mk.next()?;
+                    let percent = self.int(&n);
+                    let block = self.block(&mk.next()?);
+                    let start = span(&n).start;
+                    let end = m
+                        .clone()
+                        .into_inner()
+                        .find(|c| c.as_rule() == Rule::percent)
+                        .map_or(span(&n).end, |c| c.as_span().end());
+                    sla.thresholds.push(SlaThreshold {
+                        percent,
+                        percent_span: Span::new(start, end),
+                        actions: block,
+                        span: span(&m),
+                    });
+                }
+                _ => {}
+            }
+        }
+        Some(sla)
     }
 
     fn state(&mut self, p: &P<'_>) -> Option<State> {

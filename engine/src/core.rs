@@ -22,6 +22,7 @@ use crate::ruleset::{
 use crate::seen::SeenSet;
 use crate::time::{period_id, period_unit};
 
+mod clocks;
 pub mod outcome;
 
 /// How many generations of emitted events are fed back within one input.
@@ -57,6 +58,8 @@ pub struct Instance {
     pub ladders: Vec<(usize, u64)>,
     /// Timers of the current state, cancelled when it is left.
     pub state_timers: Vec<u64>,
+    /// SLA clocks started so far, by their index in the workflow.
+    pub slas: BTreeMap<usize, crate::sla::Clock>,
 }
 
 /// An open or decided approval request.
@@ -101,6 +104,14 @@ pub enum TimerKind {
     Expect {
         cadence: usize,
         period: String,
+    },
+    /// The `percent` % threshold of SLA clock `sla`, armed in its run `run`.
+    Sla {
+        workflow: usize,
+        key: Arc<str>,
+        sla: usize,
+        run: u64,
+        percent: u64,
     },
 }
 
@@ -304,6 +315,11 @@ struct Scope<'a> {
     vars: Option<&'a BTreeMap<String, Value>>,
     extra: &'a [(&'static str, Value)],
     globals: &'a HashMap<String, Value>,
+    /// The instance's SLA clocks, as `sla.NAME`.
+    clocks: Option<(
+        &'a [crate::ruleset::Sla],
+        &'a BTreeMap<usize, crate::sla::Clock>,
+    )>,
 }
 
 impl Activation for Scope<'_> {
@@ -330,6 +346,13 @@ impl Activation for Scope<'_> {
             "state" => {
                 if let Some(s) = self.state {
                     return Some(Value::String(Arc::from(s)));
+                }
+            }
+            "sla" => {
+                if let (Some((slas, clocks)), Value::Timestamp(now)) = (self.clocks, &self.now)
+                    && !slas.is_empty()
+                {
+                    return Some(clocks::value(slas, clocks, *now));
                 }
             }
             _ => {}
@@ -651,6 +674,14 @@ impl Engine {
             Owner::Counter(_, key, _, _) => (Some(*key), None, None),
             _ => (None, None, None),
         };
+        let clocks = match owner {
+            Owner::Instance(w, key) if !self.rules.workflows[*w].slas.is_empty() => self
+                .world
+                .instances
+                .get(&(*w, (*key).clone()))
+                .map(|i| (self.rules.workflows[*w].slas.as_slice(), &i.slas)),
+            _ => None,
+        };
         Scope {
             event: step.event_value,
             now: Value::Timestamp(step.now),
@@ -660,6 +691,7 @@ impl Engine {
             vars,
             extra,
             globals: &self.rules.globals,
+            clocks,
         }
     }
 
@@ -1037,6 +1069,17 @@ impl Engine {
             inst.step += 1;
             let state = inst.state;
             let before = out.len();
+            // SLA clocks see the event first, so a transition it causes finds them
+            // already stopped or paused (docs/language.md, "What happens at run time").
+            let state = if wf.slas.is_empty() {
+                state
+            } else {
+                self.sla_event(w, &key, step, false, out);
+                match self.world.instances.get(&ik) {
+                    Some(inst) => inst.state,
+                    None => return, // a threshold's `goto` finished the instance
+                }
+            };
             let owner = Owner::Instance(w, &key);
             if event.event_type == APPROVAL_EVENT {
                 self.approval_decision(w, &key, step, out);
@@ -1072,9 +1115,17 @@ impl Engine {
                     approval: None,
                     ladders: Vec::new(),
                     state_timers: Vec::new(),
+                    slas: BTreeMap::new(),
                 };
                 self.world.instances.insert(ik.clone(), inst);
                 self.mark(&ik);
+                if !wf.slas.is_empty() {
+                    self.sla_event(w, &key, step, true, out);
+                    let entered = self.world.instances.get(&ik).is_some_and(|i| i.seq > 0);
+                    if entered || !self.world.instances.contains_key(&ik) {
+                        return; // a threshold's `goto` already moved it
+                    }
+                }
                 self.enter(w, &key, 0, None, step, out);
                 return;
             }
@@ -1212,6 +1263,7 @@ impl Engine {
     fn finish(&mut self, w: usize, key: &Arc<str>, step: &Step<'_>, out: &mut Vec<Decision>) {
         let ik = (w, key.clone());
         self.stop_all_ladders(w, key, step, "workflow finished", out);
+        self.stop_all_clocks(w, key, step, out);
         let timers: Vec<u64> = self
             .world
             .timers
@@ -1224,6 +1276,9 @@ impl Engine {
                     workflow, key: k, ..
                 }
                 | TimerKind::Escalation {
+                    workflow, key: k, ..
+                }
+                | TimerKind::Sla {
                     workflow, key: k, ..
                 } => *workflow == w && k == key,
                 _ => false,
@@ -1640,6 +1695,13 @@ impl Engine {
                 }
             }
             TimerKind::Cadence { cadence } => self.run_cadence(cadence, &mut step, out),
+            TimerKind::Sla {
+                workflow,
+                key,
+                sla,
+                run,
+                percent,
+            } => self.sla_timer(id, workflow, &key, sla, run, percent, &mut step, out),
             TimerKind::Expect { cadence, period } => {
                 let Some(exp) = self.world.expectations.remove(&(cadence, period.clone())) else {
                     return;
@@ -1858,7 +1920,7 @@ impl Engine {
     }
 }
 
-fn unit_name(spec: &TimeSpec) -> String {
+pub(crate) fn unit_name(spec: &TimeSpec) -> String {
     let unit = match spec.unit {
         steward_dsl::ast::TimeUnit::Second => "second",
         steward_dsl::ast::TimeUnit::Minute => "minute",

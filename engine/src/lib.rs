@@ -10,6 +10,7 @@
 //! - [`seen`]: the exact set of event identities applied (de-duplication).
 //! - [`time`]: business calendars, cron schedules, period ids.
 //! - [`calendar_fns`]: the calendar functions of expressions, bound to the calendars.
+//! - [`sla`]: SLA clock state and arithmetic (elapsed time across pauses, thresholds).
 //! - [`store`]: persistence of the core's world (SQLite), behind a trait.
 //! - [`replay`]: runs recorded events through the core on a virtual clock.
 //! - [`webhook`]: inbound Jira and ServiceNow webhooks mapped to events, signatures verified.
@@ -22,6 +23,7 @@ pub mod event;
 pub mod replay;
 pub mod ruleset;
 pub mod seen;
+pub mod sla;
 pub mod store;
 pub mod time;
 pub mod webhook;

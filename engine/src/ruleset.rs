@@ -173,6 +173,31 @@ pub struct Workflow {
     pub ladders: Vec<Ladder>,
     /// `name@version` of the policies it reads, recorded with its decisions.
     pub policy: Option<Arc<str>>,
+    /// SLA clocks, in declaration order.
+    pub slas: Vec<Sla>,
+}
+
+/// An SLA clock of a workflow (see [`crate::sla`] for its arithmetic).
+#[derive(Debug, Clone)]
+pub struct Sla {
+    pub name: String,
+    /// The goal as written (`4 business hours in office`), for messages.
+    pub goal_text: String,
+    pub goal: chrono::Duration,
+    /// Business time is counted on this calendar; wall time when absent.
+    pub calendar: Option<Arc<BusinessCalendar>>,
+    /// `start with instance` (or no `start` at all).
+    pub with_instance: bool,
+    /// `start on TRIGGER [at EXPR]`.
+    pub starts: Vec<(Trigger, Option<Program>)>,
+    pub pauses: Vec<Trigger>,
+    pub resumes: Vec<Trigger>,
+    pub stops: Vec<Trigger>,
+    pub resets: Vec<Trigger>,
+    pub cancels: Vec<Trigger>,
+    /// Thresholds by rising percentage; 100 is always present (the breach), with no
+    /// actions unless declared.
+    pub thresholds: Vec<(u64, Vec<Action>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -393,6 +418,12 @@ impl Ruleset {
             }
             for l in &w.ladders {
                 patterns.extend(l.stop.iter().map(|t| &t.pattern));
+            }
+            for c in &w.slas {
+                patterns.extend(c.starts.iter().map(|(t, _)| &t.pattern));
+                for list in [&c.pauses, &c.resumes, &c.stops, &c.resets, &c.cancels] {
+                    patterns.extend(list.iter().map(|t| &t.pattern));
+                }
             }
             let approval = Pattern::Exact(APPROVAL_EVENT.to_string());
             if w.states.iter().any(|s| !s.on_approval.is_empty()) {
@@ -855,9 +886,79 @@ impl Compiler {
             states: compiled_states,
             ladders,
             policy: None,
+            slas: w
+                .slas
+                .iter()
+                .map(|c| self.sla(c, &states, &ladder_index))
+                .collect::<Result<_, _>>()?,
         };
         compiled.policy = self.take_policy_label();
         Ok(compiled)
+    }
+
+    fn sla(
+        &self,
+        c: &ast::Sla,
+        states: &HashMap<String, usize>,
+        ladders: &HashMap<String, usize>,
+    ) -> Result<Sla, CompileError> {
+        let spec = c
+            .goals
+            .first()
+            .ok_or_else(|| err(format!("sla clock `{}` has no goal", c.name.name)))?;
+        let goal = self.time_spec(spec)?;
+        if goal.business.is_some() && matches!(goal.unit, ast::TimeUnit::Day | ast::TimeUnit::Week)
+        {
+            return Err(err(format!(
+                "sla clock `{}`: a goal in business days is not an exact working time",
+                c.name.name
+            )));
+        }
+        let unit = crate::core::unit_name(&goal);
+        let goal_text = match &goal.business {
+            Some(_) => format!(
+                "{} {unit} in {}",
+                goal.amount,
+                spec.calendar.as_ref().map_or("", |n| n.name.as_str())
+            ),
+            None => format!("{} {unit}", goal.amount),
+        };
+        let triggers = |list: &[ast::Trigger]| -> Result<Vec<Trigger>, CompileError> {
+            list.iter().map(|t| self.trigger(t)).collect()
+        };
+        let mut thresholds = c
+            .thresholds
+            .iter()
+            .map(|t| Ok((t.percent, self.actions(Some(&t.actions), states, ladders)?)))
+            .collect::<Result<Vec<_>, CompileError>>()?;
+        if !thresholds.iter().any(|(p, _)| *p == 100) {
+            thresholds.push((100, Vec::new()));
+        }
+        thresholds.sort_by_key(|(p, _)| *p);
+        Ok(Sla {
+            name: c.name.name.clone(),
+            goal_text,
+            goal: chrono::Duration::seconds(goal.seconds),
+            calendar: goal.business,
+            with_instance: c.starts.is_empty() || c.starts.iter().any(|s| s.trigger.is_none()),
+            starts: c
+                .starts
+                .iter()
+                .filter_map(|s| s.trigger.as_ref().map(|t| (t, s.since.as_ref())))
+                .map(|(t, since)| {
+                    Ok((
+                        self.trigger(t)?,
+                        since.map(|e| self.program(e)).transpose()?,
+                    ))
+                })
+                .collect::<Result<_, CompileError>>()?,
+            pauses: triggers(&c.pauses)?,
+            resumes: triggers(&c.resumes)?,
+            stops: triggers(&c.stops)?,
+            resets: triggers(&c.resets)?,
+            cancels: triggers(&c.cancels)?,
+            thresholds,
+        })
     }
 
     fn cadence(&self, c: &ast::Cadence) -> Result<Cadence, CompileError> {

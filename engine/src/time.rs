@@ -233,6 +233,59 @@ impl BusinessCalendar {
     }
 }
 
+/// Exact working-time arithmetic with sub-second precision, for SLA clocks.
+impl BusinessCalendar {
+    /// The working time between two instants: how much of `[from, to)` lies inside
+    /// working hours. Exact across daylight-saving changes (a working range is measured
+    /// between its two instants, so a range spanning a change counts an hour more or
+    /// less); zero when `to <= from`.
+    pub fn working_time_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
+        let mut total = Duration::zero();
+        if to <= from {
+            return total;
+        }
+        let mut date = from.with_timezone(&self.zone).date_naive();
+        let last = to.with_timezone(&self.zone).date_naive();
+        while date <= last {
+            for (start, end) in self.intervals_on(date) {
+                let (a, b) = (start.max(from), end.min(to));
+                if b > a {
+                    total += b - a;
+                }
+            }
+            let Some(next) = date.succ_opt() else { break };
+            date = next;
+        }
+        total
+    }
+
+    /// The instant when `amount` of working time, counted from `start`, is used up:
+    /// the inverse of [`BusinessCalendar::working_time_between`]. An amount ending
+    /// exactly at the end of a working range ends there (18:00, not the next morning).
+    pub fn add_working(&self, start: DateTime<Utc>, amount: Duration) -> Option<DateTime<Utc>> {
+        let mut remaining = amount;
+        if remaining <= Duration::zero() {
+            return Some(start);
+        }
+        let mut date = start.with_timezone(&self.zone).date_naive();
+        for _ in 0..MAX_SEARCH_DAYS {
+            for (from, to) in self.intervals_on(date) {
+                let from = from.max(start);
+                if to <= from {
+                    continue;
+                }
+                let available = to - from;
+                if remaining <= available {
+                    return Some(from + remaining);
+                }
+                remaining -= available;
+            }
+            date = date.succ_opt()?;
+        }
+        None
+    }
+}
+
 trait HourMinute {
     fn hour_minute(&self) -> u32;
 }
@@ -585,6 +638,94 @@ mod tests {
         assert_eq!(
             period_id(CalendarUnit::Quarter, next, chrono_tz::Europe::Berlin),
             "2026-Q2"
+        );
+    }
+}
+
+#[cfg(test)]
+mod working_time_tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn office() -> BusinessCalendar {
+        let mut cal = BusinessCalendar::new(chrono_tz::Europe::Berlin);
+        for day in 0..5 {
+            cal.hours[day] = vec![(8 * 60, 18 * 60)];
+        }
+        cal
+    }
+
+    #[test]
+    fn working_time_between_skips_nights_and_weekends() {
+        // Friday 2026-03-06 17:30 Berlin (16:30Z) to Monday 10:30 Berlin (09:30Z):
+        // 30 minutes on Friday, 2.5 hours on Monday.
+        let d =
+            office().working_time_between(utc("2026-03-06T16:30:00Z"), utc("2026-03-09T09:30:00Z"));
+        assert_eq!(d, Duration::minutes(180));
+        assert_eq!(
+            office().working_time_between(utc("2026-03-09T09:30:00Z"), utc("2026-03-06T16:30:00Z")),
+            Duration::zero()
+        );
+    }
+
+    #[test]
+    fn working_time_between_keeps_sub_seconds_and_holidays() {
+        let mut cal = office();
+        cal.holidays
+            .insert(NaiveDate::from_ymd_opt(2026, 3, 9).unwrap());
+        // Monday is a holiday: Friday 17:59:59.5 Berlin to Tuesday 08:00:01 = 1.5 s.
+        let d =
+            cal.working_time_between(utc("2026-03-06T16:59:59.5Z"), utc("2026-03-10T07:00:01Z"));
+        assert_eq!(d, Duration::milliseconds(1_500));
+    }
+
+    #[test]
+    fn working_time_is_exact_across_daylight_saving_changes() {
+        // A round-the-clock calendar: Sunday 2026-03-29 in Berlin has 23 hours, Sunday
+        // 2026-10-25 has 25.
+        let mut cal = BusinessCalendar::new(chrono_tz::Europe::Berlin);
+        for day in 0..7 {
+            cal.hours[day] = vec![(0, 24 * 60)];
+        }
+        let spring =
+            cal.working_time_between(utc("2026-03-28T23:00:00Z"), utc("2026-03-29T22:00:00Z"));
+        assert_eq!(spring, Duration::hours(23));
+        let autumn =
+            cal.working_time_between(utc("2026-10-24T22:00:00Z"), utc("2026-10-25T23:00:00Z"));
+        assert_eq!(autumn, Duration::hours(25));
+        // The inverse agrees: 2 hours from Sunday 01:30 (spring) ends at 04:30 local,
+        // 03:30 wall time never existed: 00:30Z + 2 h = 02:30Z.
+        assert_eq!(
+            cal.add_working(utc("2026-03-29T00:30:00Z"), Duration::hours(2)),
+            Some(utc("2026-03-29T02:30:00Z"))
+        );
+        // Office hours the Monday after each change are still 10 hours long.
+        assert_eq!(
+            office().working_time_between(utc("2026-03-29T00:00:00Z"), utc("2026-03-31T00:00:00Z")),
+            Duration::hours(10)
+        );
+    }
+
+    #[test]
+    fn add_working_is_the_inverse_of_working_time_between() {
+        let cal = office();
+        let start = utc("2026-03-06T16:30:00.25Z");
+        for minutes in [1, 29, 30, 31, 600, 631, 3_000] {
+            let amount = Duration::minutes(minutes) + Duration::milliseconds(125);
+            let end = cal.add_working(start, amount).unwrap();
+            assert_eq!(
+                cal.working_time_between(start, end),
+                amount,
+                "{minutes} min"
+            );
+        }
+        // An amount that ends with a working range ends there, not the next morning.
+        assert_eq!(
+            cal.add_working(utc("2026-03-06T16:00:00Z"), Duration::hours(1)),
+            Some(utc("2026-03-06T17:00:00Z"))
         );
     }
 }

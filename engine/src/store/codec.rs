@@ -11,6 +11,7 @@ use steward_dsl::cel::{Key, MapValue, Value};
 
 use crate::core::{Approval, CounterState, Instance, TimerKind};
 use crate::ruleset::Ruleset;
+use crate::sla::{Clock, Phase};
 
 /// Encodes a CEL value so that [`decode_value`] gives it back exactly. Strings, bools,
 /// ints, null and lists are plain JSON; other types are one-key tagged objects.
@@ -156,7 +157,67 @@ pub fn encode_instance(rules: &Ruleset, w: usize, inst: &Instance) -> Json {
         })),
         "ladders": inst.ladders.iter().map(|(l, run)| json!([wf.ladders[*l].name, run])).collect::<Vec<_>>(),
         "state_timers": inst.state_timers,
+        "slas": encode_clocks(rules, w, &inst.slas),
     })
+}
+
+/// SLA clocks by name: `{"resolution": {"run", "phase", "started", "since", "banked",
+/// "fired", "timers"}}`.
+fn encode_clocks(rules: &Ruleset, w: usize, clocks: &BTreeMap<usize, Clock>) -> Json {
+    let slas = &rules.workflows[w].slas;
+    Json::Object(
+        clocks
+            .iter()
+            .filter_map(|(i, c)| {
+                Some((
+                    slas.get(*i)?.name.clone(),
+                    json!({
+                        "run": c.run,
+                        "phase": c.phase.name(),
+                        "started": encode_time(c.started),
+                        "since": encode_time(c.since),
+                        "banked": encode_value(&Value::Duration(c.banked)),
+                        "fired": c.fired,
+                        "timers": c.timers,
+                    }),
+                ))
+            })
+            .collect(),
+    )
+}
+
+fn decode_clocks(rules: &Ruleset, w: usize, j: Option<&Json>) -> BTreeMap<usize, Clock> {
+    let slas = &rules.workflows[w].slas;
+    let u64s = |v: &Json| -> Vec<u64> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Json::as_u64)
+            .collect()
+    };
+    j.and_then(Json::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, c)| {
+            let i = slas.iter().position(|s| s.name == *name)?;
+            let banked = match decode_value(c.get("banked")?) {
+                Value::Duration(d) => d,
+                _ => return None,
+            };
+            Some((
+                i,
+                Clock {
+                    run: c.get("run")?.as_u64()?,
+                    phase: Phase::parse(c.get("phase")?.as_str()?)?,
+                    started: decode_time(c.get("started")?.as_str()?)?,
+                    since: decode_time(c.get("since")?.as_str()?)?,
+                    banked,
+                    fired: u64s(c.get("fired")?),
+                    timers: u64s(c.get("timers")?),
+                },
+            ))
+        })
+        .collect()
 }
 
 fn strings(j: &Json) -> Vec<String> {
@@ -212,6 +273,7 @@ pub fn decode_instance(rules: &Ruleset, w: usize, j: &Json) -> Option<Instance> 
             .flatten()
             .filter_map(Json::as_u64)
             .collect(),
+        slas: decode_clocks(rules, w, j.get("slas")),
     })
 }
 
@@ -249,6 +311,16 @@ pub fn encode_timer(rules: &Ruleset, kind: &TimerKind) -> Json {
         }
         TimerKind::Expect { cadence, period } => {
             json!({"type": "expect", "cadence": rules.cadences[*cadence].name, "period": period})
+        }
+        TimerKind::Sla {
+            workflow,
+            key,
+            sla,
+            run,
+            percent,
+        } => {
+            json!({"type": "sla", "workflow": rules.workflows[*workflow].name, "key": key.as_ref(),
+            "sla": rules.workflows[*workflow].slas[*sla].name, "run": run, "percent": percent})
         }
     }
 }
@@ -289,6 +361,20 @@ pub fn decode_timer(rules: &Ruleset, j: &Json) -> Option<TimerKind> {
             cadence: cadence_index(rules, j.get("cadence")?.as_str()?)?,
             period: j.get("period")?.as_str()?.to_string(),
         },
+        "sla" => {
+            let w = workflow()?;
+            let name = j.get("sla")?.as_str()?;
+            TimerKind::Sla {
+                workflow: w,
+                key: key()?,
+                sla: rules.workflows[w]
+                    .slas
+                    .iter()
+                    .position(|s| s.name == name)?,
+                run: j.get("run")?.as_u64()?,
+                percent: j.get("percent")?.as_u64()?,
+            }
+        }
         _ => return None,
     })
 }
