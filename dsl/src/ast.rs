@@ -458,7 +458,7 @@ pub enum Action {
     /// `escalate ladder`
     Escalate { ladder: Ident, span: Span },
     /// `request approval from cab quorum 2 excluding requester within 3 days`
-    RequestApproval(ApprovalRequest),
+    RequestApproval(Box<ApprovalRequest>),
 }
 
 impl Action {

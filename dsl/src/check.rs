@@ -1498,7 +1498,9 @@ impl<'a, 'g> Checker<'a, 'g> {
                         format!("`{}` is not a field of the event", self.text(e.span).trim()),
                     )
                     .with_label("material values are read from every later event")
-                    .with_help("name event fields, such as `material event.data.issue.fields.summary`"),
+                    .with_help(
+                        "name event fields, such as `material event.data.issue.fields.summary`",
+                    ),
                 );
             }
         }

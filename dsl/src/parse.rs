@@ -868,7 +868,9 @@ impl<'s> Builder<'s> {
                                 for part in sk {
                                     match part.as_rule() {
                                         Rule::esc_repeat => repeat = self.esc_repeat(&part),
-                                        Rule::esc_working => working = kids(&part).next().map(|c| ident(&c)),
+                                        Rule::esc_working => {
+                                            working = kids(&part).next().map(|c| ident(&c))
+                                        }
                                         _ => actions = Some(self.block(&part)),
                                     }
                                 }
@@ -1234,7 +1236,7 @@ impl<'s> Builder<'s> {
                         _ => {}
                     }
                 }
-                Action::RequestApproval(ApprovalRequest {
+                Action::RequestApproval(Box::new(ApprovalRequest {
                     group,
                     quorum,
                     excluding,
@@ -1243,7 +1245,7 @@ impl<'s> Builder<'s> {
                     more_roles: roles,
                     veto,
                     material,
-                })
+                }))
             }
             Rule::act_emit => Action::Emit {
                 event_type: self.str(&k.next()?),
