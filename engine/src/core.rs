@@ -1042,6 +1042,7 @@ impl Engine {
         if let Some(inst) = self.world.instances.get_mut(&ik) {
             inst.step += 1;
             let state = inst.state;
+            let seq = inst.seq;
             let before = out.len();
             let owner = Owner::Instance(w, &key);
             if event.event_type == APPROVAL_EVENT {
@@ -1051,11 +1052,14 @@ impl Engine {
             } else {
                 self.material_check(w, &key, step, out);
             }
+            // An approval outcome that moved the instance has used the event up.
+            let moved = self.world.instances.get(&ik).is_none_or(|i| i.seq != seq);
             self.stop_ladders(w, &key, step, out);
             // The first transition of the current state whose trigger holds.
             let fired = wf.states[state]
                 .on_event
                 .iter()
+                .filter(|_| !moved)
                 .find(|(trigger, _)| self.condition(trigger, owner.clone(), step, &[], out))
                 .map(|(_, t)| t);
             if let Some(transition) = fired {
@@ -1424,7 +1428,9 @@ impl Engine {
                 let mut d = self.base(&Owner::Instance(workflow, &key), &step, Kind::Escalation);
                 d.to = Some(l.name.clone());
                 d.outcome = Some(format!("step {}", index + 1));
-                d.args = Some(serde_json::json!({"ladder": l.name, "step": index + 1, "repeat": repeat}));
+                d.args = Some(
+                    serde_json::json!({"ladder": l.name, "step": index + 1, "repeat": repeat}),
+                );
                 self.decide(d, out);
                 let goto = self.run(
                     actions,

@@ -775,7 +775,9 @@ impl Compiler {
                 .iter()
                 .map(|e| self.program(e))
                 .collect::<Result<_, _>>()?,
-            veto: r.veto.map_or(1, |(n, _)| usize::try_from(n).unwrap_or(usize::MAX).max(1)),
+            veto: r
+                .veto
+                .map_or(1, |(n, _)| usize::try_from(n).unwrap_or(usize::MAX).max(1)),
             material,
             within: r.within.as_ref().map(|t| self.time_spec(t)).transpose()?,
         });

@@ -107,19 +107,42 @@ fn every_group_quorum_must_be_met_and_an_approver_counts_in_one_group() {
     );
     out.clear();
     // alice is in both groups: she counts in security, the first that needs her.
-    driver.feed(&decide("2", "2026-03-02T10:00:00Z", "alice", "approve"), &mut out);
-    driver.feed(&decide("3", "2026-03-02T10:01:00Z", "bob", "approve"), &mut out);
+    driver.feed(
+        &decide("2", "2026-03-02T10:00:00Z", "alice", "approve"),
+        &mut out,
+    );
+    driver.feed(
+        &decide("3", "2026-03-02T10:01:00Z", "bob", "approve"),
+        &mut out,
+    );
     // carol requested the change; dave is in neither group; alice decided already.
-    driver.feed(&decide("4", "2026-03-02T10:02:00Z", "carol", "approve"), &mut out);
-    driver.feed(&decide("5", "2026-03-02T10:03:00Z", "dave", "approve"), &mut out);
-    driver.feed(&decide("6", "2026-03-02T10:04:00Z", "alice", "approve"), &mut out);
+    driver.feed(
+        &decide("4", "2026-03-02T10:02:00Z", "carol", "approve"),
+        &mut out,
+    );
+    driver.feed(
+        &decide("5", "2026-03-02T10:03:00Z", "dave", "approve"),
+        &mut out,
+    );
+    driver.feed(
+        &decide("6", "2026-03-02T10:04:00Z", "alice", "approve"),
+        &mut out,
+    );
     assert_eq!(
         approvals(&out),
         [
             row("alice", "approved", "security 1 of 1, cab 0 of 2"),
             row("bob", "approved", "security 1 of 1, cab 1 of 2"),
-            row("carol", "refused", "`carol` may not decide: separation of duties"),
-            row("dave", "refused", "`dave` is not in groups `security`, `cab`"),
+            row(
+                "carol",
+                "refused",
+                "`carol` may not decide: separation of duties"
+            ),
+            row(
+                "dave",
+                "refused",
+                "`dave` is not in groups `security`, `cab`"
+            ),
             row("alice", "refused", "`alice` already approved"),
         ]
     );
@@ -127,7 +150,10 @@ fn every_group_quorum_must_be_met_and_an_approver_counts_in_one_group() {
     assert!(transitions(&out).is_empty(), "cab still needs one");
     out.clear();
     // sam can only count in security: alice moves to cab, and both quorums are met.
-    driver.feed(&decide("7", "2026-03-02T10:05:00Z", "sam", "approve"), &mut out);
+    driver.feed(
+        &decide("7", "2026-03-02T10:05:00Z", "sam", "approve"),
+        &mut out,
+    );
     assert_eq!(
         approvals(&out),
         [
@@ -156,14 +182,35 @@ workflow change key event.subject {
 fn a_veto_threshold_needs_that_many_rejections() {
     let mut driver = Driver::new(Engine::new(rules(VETO)));
     let mut out = Vec::new();
-    let created = event("1", "change.created", "2026-03-02T09:00:00Z", "C-1", json!({}));
+    let created = event(
+        "1",
+        "change.created",
+        "2026-03-02T09:00:00Z",
+        "C-1",
+        json!({}),
+    );
     driver.feed(&created, &mut out);
     out.clear();
-    driver.feed(&decide("2", "2026-03-02T10:00:00Z", "alice", "reject"), &mut out);
-    driver.feed(&decide("3", "2026-03-02T10:01:00Z", "alice", "reject"), &mut out);
-    driver.feed(&decide("4", "2026-03-02T10:02:00Z", "bob", "approve"), &mut out);
-    assert!(transitions(&out).is_empty(), "one rejection of two does not reject");
-    driver.feed(&decide("5", "2026-03-02T10:03:00Z", "carol", "reject"), &mut out);
+    driver.feed(
+        &decide("2", "2026-03-02T10:00:00Z", "alice", "reject"),
+        &mut out,
+    );
+    driver.feed(
+        &decide("3", "2026-03-02T10:01:00Z", "alice", "reject"),
+        &mut out,
+    );
+    driver.feed(
+        &decide("4", "2026-03-02T10:02:00Z", "bob", "approve"),
+        &mut out,
+    );
+    assert!(
+        transitions(&out).is_empty(),
+        "one rejection of two does not reject"
+    );
+    driver.feed(
+        &decide("5", "2026-03-02T10:03:00Z", "carol", "reject"),
+        &mut out,
+    );
     assert_eq!(
         approvals(&out),
         [
@@ -214,7 +261,10 @@ fn exclusions_come_from_variables_and_event_fields() {
         requested.args.as_ref().unwrap()["excluded"],
         json!(["alice", "bob", "carol", "dave"])
     );
-    assert_eq!(requested.args.as_ref().unwrap()["eligible"], json!(["erin"]));
+    assert_eq!(
+        requested.args.as_ref().unwrap()["eligible"],
+        json!(["erin"])
+    );
     out.clear();
     for (i, who) in ["alice", "bob", "carol", "dave"].iter().enumerate() {
         let e = decide(&format!("d{i}"), "2026-03-02T10:00:00Z", who, "approve");
@@ -227,7 +277,10 @@ fn exclusions_come_from_variables_and_event_fields() {
         "{:?}",
         approvals(&out)
     );
-    driver.feed(&decide("e", "2026-03-02T10:05:00Z", "erin", "approve"), &mut out);
+    driver.feed(
+        &decide("e", "2026-03-02T10:05:00Z", "erin", "approve"),
+        &mut out,
+    );
     assert_eq!(transitions(&out), ["approved"]);
 }
 
@@ -260,10 +313,22 @@ fn a_delegate_decides_for_the_delegator_and_excluded_people_cannot_be_delegates(
     driver.feed(&created, &mut out);
     out.clear();
     // To the requester: refused. From an outsider: refused. bob to dave: in force.
-    driver.feed(&delegate("2", "2026-03-02T09:10:00Z", "bob", "carol"), &mut out);
-    driver.feed(&delegate("3", "2026-03-02T09:11:00Z", "zoe", "dave"), &mut out);
-    driver.feed(&delegate("4", "2026-03-02T09:12:00Z", "bob", "dave"), &mut out);
-    driver.feed(&delegate("5", "2026-03-02T09:13:00Z", "bob", "erin"), &mut out);
+    driver.feed(
+        &delegate("2", "2026-03-02T09:10:00Z", "bob", "carol"),
+        &mut out,
+    );
+    driver.feed(
+        &delegate("3", "2026-03-02T09:11:00Z", "zoe", "dave"),
+        &mut out,
+    );
+    driver.feed(
+        &delegate("4", "2026-03-02T09:12:00Z", "bob", "dave"),
+        &mut out,
+    );
+    driver.feed(
+        &delegate("5", "2026-03-02T09:13:00Z", "bob", "erin"),
+        &mut out,
+    );
     assert_eq!(
         approvals(&out),
         [
@@ -282,9 +347,15 @@ fn a_delegate_decides_for_the_delegator_and_excluded_people_cannot_be_delegates(
     assert_eq!(delegated.args.as_ref().unwrap()["from"], "bob");
     assert_eq!(delegated.args.as_ref().unwrap()["to"], "dave");
     out.clear();
-    driver.feed(&decide("6", "2026-03-02T10:00:00Z", "dave", "approve"), &mut out);
+    driver.feed(
+        &decide("6", "2026-03-02T10:00:00Z", "dave", "approve"),
+        &mut out,
+    );
     // dave's delegation is used up: a second decision is his own, and he is no member.
-    driver.feed(&decide("7", "2026-03-02T10:01:00Z", "dave", "approve"), &mut out);
+    driver.feed(
+        &decide("7", "2026-03-02T10:01:00Z", "dave", "approve"),
+        &mut out,
+    );
     assert_eq!(
         approvals(&out),
         [
@@ -295,9 +366,18 @@ fn a_delegate_decides_for_the_delegator_and_excluded_people_cannot_be_delegates(
     assert_eq!(out[0].args.as_ref().unwrap()["for"], "bob");
     // bob's own decision now comes too late: his delegate decided for him.
     out.clear();
-    driver.feed(&decide("8", "2026-03-02T10:02:00Z", "bob", "approve"), &mut out);
-    assert_eq!(approvals(&out), [row("bob", "refused", "`bob` already approved")]);
-    driver.feed(&decide("9", "2026-03-02T10:03:00Z", "alice", "approve"), &mut out);
+    driver.feed(
+        &decide("8", "2026-03-02T10:02:00Z", "bob", "approve"),
+        &mut out,
+    );
+    assert_eq!(
+        approvals(&out),
+        [row("bob", "refused", "`bob` already approved")]
+    );
+    driver.feed(
+        &decide("9", "2026-03-02T10:03:00Z", "alice", "approve"),
+        &mut out,
+    );
     assert_eq!(transitions(&out), ["approved"]);
 }
 
@@ -327,9 +407,18 @@ fn approval_expires_after_business_days_skipping_weekends_and_holidays() {
     // Thursday 2026-04-02 10:00 Berlin (CEST). Good Friday and Easter Monday are
     // holidays: the 2 business days are Tuesday 7 and Wednesday 8 April, so the request
     // expires on Wednesday at 10:00 Berlin, 08:00 UTC.
-    let created = event("1", "change.created", "2026-04-02T08:00:00Z", "C-1", json!({}));
+    let created = event(
+        "1",
+        "change.created",
+        "2026-04-02T08:00:00Z",
+        "C-1",
+        json!({}),
+    );
     driver.feed(&created, &mut out);
-    driver.feed(&decide("2", "2026-04-07T09:00:00Z", "alice", "approve"), &mut out);
+    driver.feed(
+        &decide("2", "2026-04-07T09:00:00Z", "alice", "approve"),
+        &mut out,
+    );
     out.clear();
     driver.advance(t("2026-04-08T07:59:59Z"), &mut out);
     assert!(approvals(&out).is_empty());
@@ -389,7 +478,13 @@ fn a_material_edit_voids_the_decisions_and_reopens_the_approval() {
     let mut out = Vec::new();
     let v1 = json!({"summary": "Upgrade db", "plan": "v1"});
     driver.feed(
-        &event("1", "change.created", "2026-03-02T09:00:00Z", "C-1", v1.clone()),
+        &event(
+            "1",
+            "change.created",
+            "2026-03-02T09:00:00Z",
+            "C-1",
+            v1.clone(),
+        ),
         &mut out,
     );
     let first = hash_of(json!({"event.data.summary": "Upgrade db", "event.data.plan": "v1"}));
@@ -401,15 +496,26 @@ fn a_material_edit_voids_the_decisions_and_reopens_the_approval() {
     out.clear();
 
     // While pending: alice approves, the plan changes, her approval is void.
-    driver.feed(&decide("2", "2026-03-02T10:00:00Z", "alice", "approve"), &mut out);
+    driver.feed(
+        &decide("2", "2026-03-02T10:00:00Z", "alice", "approve"),
+        &mut out,
+    );
     assert_eq!(out[0].args.as_ref().unwrap()["sha256"], first);
     driver.feed(
-        &edit("3", "2026-03-02T11:00:00Z", json!({"summary": "Upgrade db", "plan": "v2"})),
+        &edit(
+            "3",
+            "2026-03-02T11:00:00Z",
+            json!({"summary": "Upgrade db", "plan": "v2"}),
+        ),
         &mut out,
     );
     // An edit that changes nothing material changes nothing.
     driver.feed(
-        &edit("4", "2026-03-02T11:30:00Z", json!({"summary": "Upgrade db", "plan": "v2", "note": "x"})),
+        &edit(
+            "4",
+            "2026-03-02T11:30:00Z",
+            json!({"summary": "Upgrade db", "plan": "v2", "note": "x"}),
+        ),
         &mut out,
     );
     let second = hash_of(json!({"event.data.summary": "Upgrade db", "event.data.plan": "v2"}));
@@ -417,7 +523,10 @@ fn a_material_edit_voids_the_decisions_and_reopens_the_approval() {
         .iter()
         .find(|d| d.outcome.as_deref() == Some("reopened"))
         .unwrap();
-    assert_eq!(reopened.args.as_ref().unwrap()["changed"], json!(["event.data.plan"]));
+    assert_eq!(
+        reopened.args.as_ref().unwrap()["changed"],
+        json!(["event.data.plan"])
+    );
     assert_eq!(reopened.args.as_ref().unwrap()["previous_sha256"], first);
     assert_eq!(reopened.args.as_ref().unwrap()["sha256"], second);
     assert_eq!(
@@ -427,8 +536,14 @@ fn a_material_edit_voids_the_decisions_and_reopens_the_approval() {
     );
     out.clear();
     // alice decides again (her first decision is void) and bob joins: granted, over v2.
-    driver.feed(&decide("5", "2026-03-02T12:00:00Z", "alice", "approve"), &mut out);
-    driver.feed(&decide("6", "2026-03-02T12:01:00Z", "bob", "approve"), &mut out);
+    driver.feed(
+        &decide("5", "2026-03-02T12:00:00Z", "alice", "approve"),
+        &mut out,
+    );
+    driver.feed(
+        &decide("6", "2026-03-02T12:01:00Z", "bob", "approve"),
+        &mut out,
+    );
     assert_eq!(
         approvals(&out),
         [
@@ -437,14 +552,22 @@ fn a_material_edit_voids_the_decisions_and_reopens_the_approval() {
             row("", "granted", ""),
         ]
     );
-    assert!(out.iter().filter(|d| d.kind == Kind::Approval).all(|d| d.args.as_ref().unwrap()["sha256"] == second));
+    assert!(
+        out.iter()
+            .filter(|d| d.kind == Kind::Approval)
+            .all(|d| d.args.as_ref().unwrap()["sha256"] == second)
+    );
     assert_eq!(transitions(&out), ["approved"]);
     out.clear();
 
     // After approval: the summary changes, approval is re-opened and the instance
     // waits again; the old expiry is gone, a new one runs from the edit.
     driver.feed(
-        &edit("7", "2026-03-03T09:00:00Z", json!({"summary": "Upgrade db and cache", "plan": "v2"})),
+        &edit(
+            "7",
+            "2026-03-03T09:00:00Z",
+            json!({"summary": "Upgrade db and cache", "plan": "v2"}),
+        ),
         &mut out,
     );
     assert_eq!(transitions(&out), ["reassessing"]);
@@ -454,11 +577,26 @@ fn a_material_edit_voids_the_decisions_and_reopens_the_approval() {
     // Before the original deadline (03-05 09:00) the new one counts: none at 03-05.
     driver.advance(t("2026-03-05T12:00:00Z"), &mut out);
     assert!(out.is_empty(), "{out:?}");
-    driver.feed(&decide("8", "2026-03-05T13:00:00Z", "carol", "approve"), &mut out);
-    driver.feed(&decide("9", "2026-03-05T13:01:00Z", "bob", "approve"), &mut out);
+    driver.feed(
+        &decide("8", "2026-03-05T13:00:00Z", "carol", "approve"),
+        &mut out,
+    );
+    driver.feed(
+        &decide("9", "2026-03-05T13:01:00Z", "bob", "approve"),
+        &mut out,
+    );
     assert_eq!(transitions(&out), ["approved"]);
     out.clear();
-    driver.feed(&event("10", "change.implemented", "2026-03-06T09:00:00Z", "C-1", json!({})), &mut out);
+    driver.feed(
+        &event(
+            "10",
+            "change.implemented",
+            "2026-03-06T09:00:00Z",
+            "C-1",
+            json!({}),
+        ),
+        &mut out,
+    );
     assert_eq!(transitions(&out), ["done"]);
 }
 
@@ -471,7 +609,13 @@ fn a_reopened_approval_expires_from_the_edit() {
     let mut driver = Driver::new(Engine::new(rules(&text)));
     let mut out = Vec::new();
     driver.feed(
-        &event("1", "change.created", "2026-03-02T09:00:00Z", "C-1", json!({"summary": "a", "plan": "p"})),
+        &event(
+            "1",
+            "change.created",
+            "2026-03-02T09:00:00Z",
+            "C-1",
+            json!({"summary": "a", "plan": "p"}),
+        ),
         &mut out,
     );
     driver.feed(
@@ -516,7 +660,9 @@ workflow incident key event.subject {
 }
 "#;
 
-fn ladder_steps(out: &[Decision]) -> Vec<(chrono::DateTime<chrono::Utc>, String, serde_json::Value)> {
+fn ladder_steps(
+    out: &[Decision],
+) -> Vec<(chrono::DateTime<chrono::Utc>, String, serde_json::Value)> {
     out.iter()
         .filter(|d| d.kind == Kind::Escalation)
         .map(|d| {
@@ -537,7 +683,13 @@ fn a_step_outside_working_hours_waits_and_repeats_a_bounded_number_of_times() {
     // of the working day: it waits for Monday 08:00 Berlin (07:00 UTC), then repeats
     // twice an hour apart.
     driver.feed(
-        &event("1", "incident.created", "2026-03-13T14:00:00Z", "INC-1", json!({})),
+        &event(
+            "1",
+            "incident.created",
+            "2026-03-13T14:00:00Z",
+            "INC-1",
+            json!({}),
+        ),
         &mut out,
     );
     driver.advance(t("2026-03-16T15:00:00Z"), &mut out);
@@ -545,9 +697,17 @@ fn a_step_outside_working_hours_waits_and_repeats_a_bounded_number_of_times() {
     assert_eq!(
         ladder_steps(&out),
         vec![
-            (t("2026-03-13T14:00:00Z"), "started".to_string(), serde_json::Value::Null),
+            (
+                t("2026-03-13T14:00:00Z"),
+                "started".to_string(),
+                serde_json::Value::Null
+            ),
             (t("2026-03-13T15:00:00Z"), "step 1".to_string(), step(1, 0)),
-            (t("2026-03-13T17:00:00Z"), "deferred".to_string(), step(2, 0)),
+            (
+                t("2026-03-13T17:00:00Z"),
+                "deferred".to_string(),
+                step(2, 0)
+            ),
             (t("2026-03-16T07:00:00Z"), "step 2".to_string(), step(2, 0)),
             (t("2026-03-16T08:00:00Z"), "step 2".to_string(), step(2, 1)),
             (t("2026-03-16T09:00:00Z"), "step 2".to_string(), step(2, 2)),
@@ -561,15 +721,33 @@ fn an_endless_last_step_repeats_until_the_ladder_stops() {
     let mut driver = Driver::new(Engine::new(rules(LADDERS)));
     let mut out = Vec::new();
     driver.feed(
-        &event("1", "incident.created", "2026-03-16T09:00:00Z", "INC-1", json!({})),
+        &event(
+            "1",
+            "incident.created",
+            "2026-03-16T09:00:00Z",
+            "INC-1",
+            json!({}),
+        ),
         &mut out,
     );
     driver.feed(
-        &event("2", "incident.nag", "2026-03-16T09:00:00Z", "INC-1", json!({})),
+        &event(
+            "2",
+            "incident.nag",
+            "2026-03-16T09:00:00Z",
+            "INC-1",
+            json!({}),
+        ),
         &mut out,
     );
     driver.feed(
-        &event("3", "incident.acknowledged", "2026-03-16T09:35:00Z", "INC-1", json!({})),
+        &event(
+            "3",
+            "incident.acknowledged",
+            "2026-03-16T09:35:00Z",
+            "INC-1",
+            json!({}),
+        ),
         &mut out,
     );
     driver.advance(t("2026-03-17T09:00:00Z"), &mut out);
@@ -579,7 +757,9 @@ fn an_endless_last_step_repeats_until_the_ladder_stops() {
         .map(|d| {
             (
                 d.outcome.clone().unwrap(),
-                d.args.as_ref().map_or(0, |a| a["repeat"].as_u64().unwrap_or(0)),
+                d.args
+                    .as_ref()
+                    .map_or(0, |a| a["repeat"].as_u64().unwrap_or(0)),
             )
         })
         .collect();

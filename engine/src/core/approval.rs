@@ -37,7 +37,11 @@ impl Approval {
     }
 
     fn groups(&self) -> String {
-        let names: Vec<String> = self.roles.iter().map(|r| format!("`{}`", r.group)).collect();
+        let names: Vec<String> = self
+            .roles
+            .iter()
+            .map(|r| format!("`{}`", r.group))
+            .collect();
         match names.len() {
             1 => format!("group {}", names[0]),
             _ => format!("groups {}", names.join(", ")),
@@ -79,7 +83,11 @@ impl Approval {
             }
         }
         for i in spare {
-            if let Some(r) = self.roles.iter().position(|r| r.eligible.contains(&people[i])) {
+            if let Some(r) = self
+                .roles
+                .iter()
+                .position(|r| r.eligible.contains(&people[i]))
+            {
                 placed[r].push(i);
             }
         }
@@ -554,7 +562,13 @@ impl Engine {
             }
         }
         if changed.is_empty() {
-            if added && let Some(a) = self.world.instances.get_mut(&ik).and_then(|i| i.approval.as_mut()) {
+            if added
+                && let Some(a) = self
+                    .world
+                    .instances
+                    .get_mut(&ik)
+                    .and_then(|i| i.approval.as_mut())
+            {
                 a.material = current;
                 self.mark(&ik);
             }
@@ -577,7 +591,11 @@ impl Engine {
         d.outcome = Some("reopened".to_string());
         d.message = Some(format!(
             "material change after {}: {}; prior decisions are void",
-            if was_granted { "approval" } else { "the request" },
+            if was_granted {
+                "approval"
+            } else {
+                "the request"
+            },
             changed.join(", ")
         ));
         d.args = Some(serde_json::json!({

@@ -199,7 +199,12 @@ fn decode_approval(a: &Json) -> Approval {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|d| Some((d.get(0)?.as_str()?.to_string(), d.get(1)?.as_str()?.to_string())))
+            .filter_map(|d| {
+                Some((
+                    d.get(0)?.as_str()?.to_string(),
+                    d.get(1)?.as_str()?.to_string(),
+                ))
+            })
             .collect(),
         open: a["open"].as_bool().unwrap_or(false),
         granted: a["granted"].as_bool().unwrap_or(false),
