@@ -957,6 +957,9 @@ impl<'a, 'g> Checker<'a, 'g> {
                             .with_help("add `request approval from GROUP quorum N` to an `enter` block, or remove this transition"),
                         );
                     }
+                    if *outcome == ApprovalOutcome::Reopened && requests_approval {
+                        self.reopened_without_material(w, *span);
+                    }
                     if let Some(b) = &t.actions {
                         self.block(b, ctx, None);
                     }
@@ -1509,6 +1512,34 @@ impl<'a, 'g> Checker<'a, 'g> {
         }
         if let Some(t) = &r.within {
             self.time_spec(t, ctx);
+        }
+    }
+
+    /// `on approval reopened` where no request of the workflow has material fields.
+    fn reopened_without_material(&mut self, w: &Workflow, span: Span) {
+        let mut material = false;
+        for_each_block(w, &mut |b| {
+            for a in &b.actions {
+                if let Action::RequestApproval(r) = a {
+                    material |= !r.material.is_empty();
+                }
+            }
+        });
+        if !material {
+            self.push(
+                Diagnostic::new(
+                    Code::ReopenedWithoutMaterial,
+                    span,
+                    format!(
+                        "workflow `{}` requests approval without material fields",
+                        w.name.name
+                    ),
+                )
+                .with_label("an approval is only re-opened when a material field changes")
+                .with_help(
+                    "name what is approved: `request approval ... material event.data.summary`",
+                ),
+            );
         }
     }
 

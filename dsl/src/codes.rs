@@ -158,6 +158,8 @@ codes! {
     EndlessRepeat = 523, "E0523", "endless repeat before the last step";
     /// `repeat every ... times 0`.
     ZeroRepeat = 524, "E0524", "repeat zero times";
+    /// `on approval reopened` in a workflow whose requests have no material fields.
+    ReopenedWithoutMaterial = 525, "E0525", "re-opening without material fields";
 
     /// A declared connector that is not configured or cannot be loaded.
     ConnectorUnavailable = 600, "E0600", "connector not available";
