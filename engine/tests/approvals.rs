@@ -774,3 +774,123 @@ fn an_endless_last_step_repeats_until_the_ladder_stops() {
         ]
     );
 }
+
+#[test]
+fn an_edit_that_reopens_the_approval_does_not_also_take_the_old_states_transition() {
+    let text = MATERIAL.replace(
+        "on \"change.implemented\" -> done",
+        "on \"change.implemented\" -> done\n    on \"change.updated\" when event.data.close == true -> done",
+    );
+    let mut driver = Driver::new(Engine::new(rules(&text)));
+    let mut out = Vec::new();
+    let v1 = json!({"summary": "a", "plan": "p", "close": false});
+    driver.feed(
+        &event("1", "change.created", "2026-03-02T09:00:00Z", "C-1", v1),
+        &mut out,
+    );
+    driver.feed(
+        &decide("2", "2026-03-02T10:00:00Z", "alice", "approve"),
+        &mut out,
+    );
+    driver.feed(
+        &decide("3", "2026-03-02T10:01:00Z", "bob", "approve"),
+        &mut out,
+    );
+    out.clear();
+    // The edit re-opens the approval (-> reassessing); its `close` is not also acted
+    // on as if the instance were still approved.
+    driver.feed(
+        &edit(
+            "4",
+            "2026-03-02T11:00:00Z",
+            json!({"summary": "b", "plan": "p", "close": true}),
+        ),
+        &mut out,
+    );
+    assert_eq!(transitions(&out), ["reassessing"]);
+}
+
+const STORED: &str = r#"
+calendar office {
+  zone "Europe/Berlin"
+  hours mon..fri 08:00..18:00
+}
+group security = ["sam", "alice"]
+group cab = ["alice", "bob", "carol"]
+workflow change key event.subject {
+  start on "change.created"
+  escalation nag {
+    stop on "change.closed"
+    after 1 hour repeat every 1 hour times 5 only in working hours of office { evidence "nag" }
+  }
+  state assessing {
+    enter {
+      set requester = event.data.requester
+      request approval quorum 1 from security, 2 from cab
+        excluding requester veto 2 material event.data.summary within 2 days
+      escalate nag
+    }
+    on approval granted -> approved
+    on "change.updated" when false -> approved
+  }
+  final state approved
+}
+"#;
+
+#[test]
+fn approvals_and_repeating_ladders_survive_the_store_encoding() {
+    use steward_engine::store::codec::{
+        decode_instance, decode_timer, encode_instance, encode_timer,
+    };
+    let rules = rules(STORED);
+    let mut driver = Driver::new(Engine::new(rules.clone()));
+    let mut out = Vec::new();
+    driver.feed(
+        &event(
+            "1",
+            "change.created",
+            "2026-03-02T09:00:00Z",
+            "C-1",
+            json!({"requester": "carol", "summary": "s"}),
+        ),
+        &mut out,
+    );
+    driver.feed(
+        &delegate("2", "2026-03-02T09:10:00Z", "bob", "dave"),
+        &mut out,
+    );
+    driver.feed(
+        &decide("3", "2026-03-02T09:20:00Z", "alice", "reject"),
+        &mut out,
+    );
+    driver.feed(
+        &decide("4", "2026-03-02T09:30:00Z", "sam", "approve"),
+        &mut out,
+    );
+    driver.advance(t("2026-03-02T11:30:00Z"), &mut out);
+    let world = driver.engine.world();
+    let (&(w, _), inst) = world.instances.iter().next().unwrap();
+    let approval = inst.approval.as_ref().unwrap();
+    assert_eq!(
+        approval.delegations,
+        [("bob".to_string(), "dave".to_string())]
+    );
+    assert_eq!(approval.rejections, ["alice"]);
+    assert_eq!(approval.veto, 2);
+    assert_eq!(approval.roles.len(), 2);
+    assert_eq!(approval.material["event.data.summary"], "s");
+    let encoded = encode_instance(&rules, w, inst);
+    assert_eq!(decode_instance(&rules, w, &encoded).as_ref(), Some(inst));
+    let mut repeated = 0;
+    for kind in world.timers.values() {
+        if let steward_engine::core::TimerKind::Escalation { repeat, .. } = kind {
+            repeated = repeated.max(*repeat);
+        }
+        let encoded = encode_timer(&rules, kind);
+        assert_eq!(decode_timer(&rules, &encoded).as_ref(), Some(kind));
+    }
+    assert_eq!(
+        repeated, 2,
+        "the ladder's timer is for its second repetition"
+    );
+}
