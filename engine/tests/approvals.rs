@@ -329,6 +329,10 @@ fn a_delegate_decides_for_the_delegator_and_excluded_people_cannot_be_delegates(
         &delegate("5", "2026-03-02T09:13:00Z", "bob", "erin"),
         &mut out,
     );
+    driver.feed(
+        &delegate("5b", "2026-03-02T09:14:00Z", "carol", "alice"),
+        &mut out,
+    );
     assert_eq!(
         approvals(&out),
         [
@@ -340,6 +344,11 @@ fn a_delegate_decides_for_the_delegator_and_excluded_people_cannot_be_delegates(
             row("zoe", "refused", "`zoe` is not in group `cab`"),
             row("bob", "delegated", "`dave` decides for `bob`"),
             row("bob", "refused", "`bob` already delegated to `dave`"),
+            row(
+                "carol",
+                "refused",
+                "`carol` may not decide: separation of duties"
+            ),
         ]
     );
     // The delegation is evidence: who, to whom, over what.

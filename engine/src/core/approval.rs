@@ -486,7 +486,9 @@ impl Engine {
             return;
         };
         d.args = Some(serde_json::json!({"from": from, "to": to, "sha256": hash}));
-        let refusal = if approval.excluded.contains(&to) {
+        let refusal = if approval.excluded.contains(&from) {
+            Some(format!("`{from}` may not decide: separation of duties"))
+        } else if approval.excluded.contains(&to) {
             Some(format!(
                 "`{to}` may not decide: separation of duties, so cannot be delegated to"
             ))
