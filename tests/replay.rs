@@ -30,7 +30,9 @@ fn replaying_a_prefix_then_resuming_equals_one_uninterrupted_replay() {
     let n = read_lines(&iso_events()).len();
     // Among them: 14 (CHG-103 requested, before its approval expires), 15 and 19
     // (P1 incidents, mid-way through their escalation ladders), 23 (before the Q2
-    // review runs), 24 (after it ran, before its evidence), 27 (before Q3 runs).
+    // review runs), 24 (after it ran, before its evidence), 28 to 42 (CHG-201 with
+    // approvals counted, a delegation in force and an approval re-opened; emergency
+    // changes awaiting their review), 43 (before Q3 runs).
     for k in 1..n {
         let (first, second, err) = prefix_then_resume(k);
         assert_eq!(

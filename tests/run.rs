@@ -111,14 +111,15 @@ fn run_commits_decisions_outbox_evidence_seen_events_and_open_instances() {
     assert!(err.contains("1 duplicates"), "{err}");
 
     // On the wall clock, CHG-103's three business days have not passed: it is still
-    // waiting for the CAB, its expiry timer pending; finished instances are gone.
+    // waiting for the CAB, its expiry timer pending; so is emergency change CHG-202's
+    // review; finished instances are gone.
+    let open = |w: &str, k: &str, s: &str| (w.to_string(), k.to_string(), s.to_string());
     assert_eq!(
         snap.open,
-        [(
-            "change".to_string(),
-            "CHG-103".to_string(),
-            "assessing".to_string()
-        )]
+        [
+            open("change", "CHG-103", "assessing"),
+            open("emergency_change", "CHG-202", "awaiting_review"),
+        ]
     );
     assert!(snap.timers >= 1, "the approval expiry is not pending");
     assert!(snap.dead_letters.is_empty());

@@ -285,6 +285,8 @@ pub enum ApprovalOutcome {
     Granted,
     Rejected,
     Expired,
+    /// A material field changed after the decisions: they are void, approval is asked again.
+    Reopened,
 }
 
 /// `escalation ladder { stop on "pagerduty:incident.acknowledged"  after 15 minutes { .. } .. }`
@@ -301,6 +303,19 @@ pub struct Escalation {
 pub struct EscalationStep {
     pub wait: TimeSpec,
     pub actions: Block,
+    pub span: Span,
+    /// `repeat every 4 hours [times 3]`
+    pub repeat: Option<Repeat>,
+    /// `only in working hours of office`
+    pub working: Option<Ident>,
+}
+
+/// `repeat every 4 hours times 3`: after its first run, a step runs again every 4
+/// hours, 3 more times (until the ladder stops, without `times`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repeat {
+    pub every: TimeSpec,
+    pub times: Option<(u64, Span)>,
     pub span: Span,
 }
 
@@ -465,7 +480,7 @@ pub enum Action {
     /// `escalate ladder`
     Escalate { ladder: Ident, span: Span },
     /// `request approval from cab quorum 2 excluding requester within 3 days`
-    RequestApproval(ApprovalRequest),
+    RequestApproval(Box<ApprovalRequest>),
 }
 
 impl Action {
@@ -502,6 +517,22 @@ pub struct ApprovalRequest {
     /// Expressions naming people who may not approve (`requester`, `event.data.assignee`).
     pub excluding: Vec<Expr>,
     pub within: Option<TimeSpec>,
+    pub span: Span,
+    /// `quorum 1 from security, 2 from cab`: the groups after the first (which is
+    /// `group` and `quorum`), each with its own quorum.
+    pub more_roles: Vec<RoleQuorum>,
+    /// `veto 2`: how many rejections reject (one when absent).
+    pub veto: Option<(u64, Span)>,
+    /// `material event.data.issue.fields.summary, ...`: field paths whose values are
+    /// what is approved; a change re-opens the approval.
+    pub material: Vec<Expr>,
+}
+
+/// `2 from cab` in `quorum 1 from security, 2 from cab`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleQuorum {
+    pub quorum: Quorum,
+    pub group: Ident,
     pub span: Span,
 }
 

@@ -916,8 +916,9 @@ impl<'a, 'g> Checker<'a, 'g> {
                 let schema = self.schema_for(&s.pattern);
                 self.trigger(s, &ctx, schema);
             }
-            for step in &e.steps {
+            for (i, step) in e.steps.iter().enumerate() {
                 self.time_spec(&step.wait, &ctx);
+                self.escalation_step_options(step, i + 1 == e.steps.len(), &ctx);
                 self.block(&step.actions, &ctx, None);
             }
         }
@@ -995,6 +996,9 @@ impl<'a, 'g> Checker<'a, 'g> {
                             .with_label("this transition can never happen")
                             .with_help("add `request approval from GROUP quorum N` to an `enter` block, or remove this transition"),
                         );
+                    }
+                    if *outcome == ApprovalOutcome::Reopened && requests_approval {
+                        self.reopened_without_material(w, *span);
                     }
                     if let Some(b) = &t.actions {
                         self.block(b, ctx, None);
@@ -1503,27 +1507,142 @@ impl<'a, 'g> Checker<'a, 'g> {
         ctx: &Ctx<'_>,
         schema: Option<(&str, &[Vec<String>])>,
     ) {
-        let group = self.globals.groups.get(&r.group.name).map(|(_, g)| *g);
-        if group.is_none() && !self.is_broken(&r.group.name) {
+        self.role_quorum(&r.group, &r.quorum, ctx, schema);
+        let mut seen = vec![r.group.name.as_str()];
+        for role in &r.more_roles {
+            self.role_quorum(&role.group, &role.quorum, ctx, schema);
+            if seen.contains(&role.group.name.as_str()) {
+                self.push(
+                    Diagnostic::new(
+                        Code::DuplicateRole,
+                        role.group.span,
+                        format!("group `{}` is named twice in this quorum", role.group.name),
+                    )
+                    .with_label("named again here")
+                    .with_help("give each group one count: `quorum 1 from security, 2 from cab`"),
+                );
+            }
+            seen.push(role.group.name.as_str());
+        }
+        if let Some((0, span)) = r.veto {
+            self.push(
+                Diagnostic::new(Code::ZeroVeto, span, "veto is zero")
+                    .with_label("no rejection would be needed to reject")
+                    .with_help("use `veto 1` (the default) or more"),
+            );
+        }
+        for e in &r.material {
+            let refs = e.references();
+            let path = match refs.as_slice() {
+                [one] if one.span == e.span && one.path.len() > 1 && one.path[0] == "event" => {
+                    Some(one.path.join("."))
+                }
+                _ => None,
+            };
+            if path.is_none() {
+                self.push(
+                    Diagnostic::new(
+                        Code::MaterialNotAField,
+                        e.span,
+                        format!("`{}` is not a field of the event", self.text(e.span).trim()),
+                    )
+                    .with_label("material values are read from every later event")
+                    .with_help(
+                        "name event fields, such as `material event.data.issue.fields.summary`",
+                    ),
+                );
+            }
+        }
+        for e in &r.excluding {
+            self.expr(e, ctx, schema);
+        }
+        if let Some(t) = &r.within {
+            self.time_spec(t, ctx);
+        }
+    }
+
+    /// `on approval reopened` where no request of the workflow has material fields.
+    fn reopened_without_material(&mut self, w: &Workflow, span: Span) {
+        let mut material = false;
+        for_each_block(w, &mut |b| {
+            for a in &b.actions {
+                if let Action::RequestApproval(r) = a {
+                    material |= !r.material.is_empty();
+                }
+            }
+        });
+        if !material {
+            self.push(
+                Diagnostic::new(
+                    Code::ReopenedWithoutMaterial,
+                    span,
+                    format!(
+                        "workflow `{}` requests approval without material fields",
+                        w.name.name
+                    ),
+                )
+                .with_label("an approval is only re-opened when a material field changes")
+                .with_help(
+                    "name what is approved: `request approval ... material event.data.summary`",
+                ),
+            );
+        }
+    }
+
+    /// `repeat` and `only in working hours of` of an escalation step.
+    fn escalation_step_options(&mut self, step: &EscalationStep, last: bool, ctx: &Ctx<'_>) {
+        if let Some(cal) = &step.working {
+            self.calendar_ref(cal);
+        }
+        let Some(repeat) = &step.repeat else { return };
+        self.time_spec(&repeat.every, ctx);
+        match repeat.times {
+            Some((0, span)) => self.push(
+                Diagnostic::new(Code::ZeroRepeat, span, "repeat zero times")
+                    .with_label("the step would not repeat")
+                    .with_help("repeat at least once, or remove `repeat`"),
+            ),
+            None if !last => self.push(
+                Diagnostic::new(
+                    Code::EndlessRepeat,
+                    repeat.span,
+                    "this step repeats without end, so the steps after it never run",
+                )
+                .with_label("no `times` limit")
+                .with_help("add a limit (`repeat every 4 hours times 3`) or make it the last step"),
+            ),
+            _ => {}
+        }
+    }
+
+    fn role_quorum(
+        &mut self,
+        group_name: &Ident,
+        quorum: &Quorum,
+        ctx: &Ctx<'_>,
+        schema: Option<(&str, &[Vec<String>])>,
+    ) {
+        let group = self.globals.groups.get(&group_name.name).map(|(_, g)| *g);
+        if group.is_none() && !self.is_broken(&group_name.name) {
             let mut d = Diagnostic::new(
                 Code::UnknownGroup,
-                r.group.span,
-                format!("unknown group `{}`", r.group.name),
+                group_name.span,
+                format!("unknown group `{}`", group_name.name),
             )
             .with_label("no group has this name");
             d = match did_you_mean(
-                &r.group.name,
+                &group_name.name,
                 self.globals.groups.keys().map(String::as_str),
             ) {
                 Some(h) => d.with_help(h),
                 None => d.with_help(format!(
                     "define it: `group {} = [\"alice\", \"bob\"]`",
-                    r.group.name
+                    group_name.name
                 )),
             };
             self.push(d);
         }
-        match &r.quorum {
+        match quorum {
             Quorum::Count(e) => {
                 self.expr(e, ctx, schema);
                 let text = self.text(e.span).trim().to_string();
@@ -1579,12 +1698,6 @@ impl<'a, 'g> Checker<'a, 'g> {
                 }
             }
             Quorum::All(_) | Quorum::Majority(_) => {}
-        }
-        for e in &r.excluding {
-            self.expr(e, ctx, schema);
-        }
-        if let Some(t) = &r.within {
-            self.time_spec(t, ctx);
         }
     }
 

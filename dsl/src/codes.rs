@@ -152,6 +152,18 @@ codes! {
     InvalidWindow = 505, "E0505", "invalid counter window";
     /// A group without members.
     EmptyGroup = 506, "E0506", "empty group";
+    /// A group named twice in one approval request's quorum.
+    DuplicateRole = 520, "E0520", "group twice in one quorum";
+    /// `veto 0`: no rejection would be needed to reject.
+    ZeroVeto = 521, "E0521", "zero veto";
+    /// A `material` entry that is not a field path of the event.
+    MaterialNotAField = 522, "E0522", "material value is not an event field";
+    /// An escalation step that repeats without end before another step.
+    EndlessRepeat = 523, "E0523", "endless repeat before the last step";
+    /// `repeat every ... times 0`.
+    ZeroRepeat = 524, "E0524", "repeat zero times";
+    /// `on approval reopened` in a workflow whose requests have no material fields.
+    ReopenedWithoutMaterial = 525, "E0525", "re-opening without material fields";
 
     /// A declared connector that is not configured or cannot be loaded.
     ConnectorUnavailable = 600, "E0600", "connector not available";

@@ -444,6 +444,13 @@ pub(crate) fn rule_words(r: Rule) -> Option<&'static str> {
         Rule::catch_policy => "`skip`, `once` or `all`",
         Rule::catch_up => "`catch`",
         Rule::cal_freeze_every => "`freeze`",
+        Rule::kw_veto => "`veto`",
+        Rule::kw_material => "`material`",
+        Rule::kw_repeat => "`repeat`",
+        Rule::kw_times => "`times`",
+        Rule::kw_only => "`only`",
+        Rule::kw_working => "`working`",
+        Rule::kw_of => "`of`",
         Rule::expr => "an expression",
         // Composite rules, reported when several of their parts failed at one place.
         Rule::use_connector => "`use`",
@@ -490,6 +497,11 @@ pub(crate) fn rule_words(r: Rule) -> Option<&'static str> {
         Rule::quorum => "a quorum (`all`, `majority`, a number or a percentage)",
         Rule::quorum_percent => "a percentage",
         Rule::excluding => "`excluding`",
+        Rule::role_quorum => "a quorum (`all`, `majority`, a number or a percentage)",
+        Rule::veto => "`veto`",
+        Rule::material => "`material`",
+        Rule::esc_repeat => "`repeat`",
+        Rule::esc_working => "`only`",
         Rule::field_list => "`{`",
         Rule::call_arg => "an argument",
         Rule::sla_name => "a clock name",
@@ -605,6 +617,13 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_at
             | Rule::kw_with
             | Rule::kw_instance
+            | Rule::kw_veto
+            | Rule::kw_material
+            | Rule::kw_repeat
+            | Rule::kw_times
+            | Rule::kw_only
+            | Rule::kw_working
+            | Rule::kw_of
             | Rule::EOI
     )
 }
@@ -877,11 +896,28 @@ impl<'s> Builder<'s> {
                         let mut sk = kids(&s);
                         match s.as_rule() {
                             Rule::esc_stop => esc.stop.push(self.trigger(&sk.next()?)),
-                            Rule::esc_step => esc.steps.push(EscalationStep {
-                                wait: self.time_spec(&sk.next()?)?,
-                                actions: self.block(&sk.next()?),
-                                span: span(&s),
-                            }),
+                            Rule::esc_step => {
+                                let wait = self.time_spec(&sk.next()?)?;
+                                let mut repeat = None;
+                                let mut working = None;
+                                let mut actions = None;
+                                for part in sk {
+                                    match part.as_rule() {
+                                        Rule::esc_repeat => repeat = self.esc_repeat(&part),
+                                        Rule::esc_working => {
+                                            working = kids(&part).next().map(|c| ident(&c))
+                                        }
+                                        _ => actions = Some(self.block(&part)),
+                                    }
+                                }
+                                esc.steps.push(EscalationStep {
+                                    wait,
+                                    actions: actions?,
+                                    span: span(&s),
+                                    repeat,
+                                    working,
+                                });
+                            }
                             _ => {}
                         }
                     }
@@ -1010,6 +1046,7 @@ impl<'s> Builder<'s> {
                 let outcome = match o.as_str() {
                     "granted" => ApprovalOutcome::Granted,
                     "rejected" => ApprovalOutcome::Rejected,
+                    "reopened" => ApprovalOutcome::Reopened,
                     _ => ApprovalOutcome::Expired,
                 };
                 TransitionTrigger::Approval {
@@ -1268,27 +1305,55 @@ impl<'s> Builder<'s> {
                 span: sp,
             },
             Rule::act_request => {
-                let group = ident(&k.next()?);
-                let q = k.next()?;
-                let quorum = self.quorum(&q)?;
+                let mut k = k.peekable();
+                let mut roles = Vec::new();
+                while let Some(r) = k.next_if(|r| r.as_rule() == Rule::role_quorum) {
+                    let mut rk = kids(&r);
+                    let quorum = self.quorum(&rk.next()?)?;
+                    roles.push(RoleQuorum {
+                        quorum,
+                        group: ident(&rk.next()?),
+                        span: span(&r),
+                    });
+                }
+                let (group, quorum) = if roles.is_empty() {
+                    let group = ident(&k.next()?);
+                    let q = k.next()?;
+                    (group, self.quorum(&q)?)
+                } else {
+                    let first = roles.remove(0);
+                    (first.group, first.quorum)
+                };
                 let mut excluding = Vec::new();
                 let mut within = None;
+                let mut veto = None;
+                let mut material = Vec::new();
                 for c in k {
                     match c.as_rule() {
                         Rule::excluding => {
                             excluding = kids(&c).map(|e| self.expr(&e)).collect();
                         }
+                        Rule::veto => {
+                            let n = kids(&c).next()?;
+                            veto = Some((self.int(&n), span(&n)));
+                        }
+                        Rule::material => {
+                            material = kids(&c).map(|e| self.expr(&e)).collect();
+                        }
                         Rule::time_spec => within = self.time_spec(&c),
                         _ => {}
                     }
                 }
-                Action::RequestApproval(ApprovalRequest {
+                Action::RequestApproval(Box::new(ApprovalRequest {
                     group,
                     quorum,
                     excluding,
                     within,
                     span: sp,
-                })
+                    more_roles: roles,
+                    veto,
+                    material,
+                }))
             }
             Rule::act_emit => Action::Emit {
                 event_type: self.str(&k.next()?),
@@ -1332,6 +1397,17 @@ impl<'s> Builder<'s> {
             _ => return None,
         };
         Some(action)
+    }
+
+    fn esc_repeat(&mut self, p: &P<'_>) -> Option<Repeat> {
+        let mut k = kids(p);
+        let every = self.time_spec(&k.next()?)?;
+        let times = k.next().map(|n| (self.int(&n), span(&n)));
+        Some(Repeat {
+            every,
+            times,
+            span: span(p),
+        })
     }
 
     fn quorum(&mut self, p: &P<'_>) -> Option<Quorum> {

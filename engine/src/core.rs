@@ -16,14 +16,18 @@ use steward_dsl::cel::{Activation, Program, Value};
 use crate::decision::{ChainHead, Decision, EvidenceRecord, Kind};
 use crate::event::{Event, EventIdentity, format_time};
 use crate::ruleset::{
-    APPROVAL_EVENT, Action, ArgValue, Control, Quorum, Ruleset, Targets, TemplatePart, TimeSpec,
-    Transition, Trigger, Window,
+    APPROVAL_EVENT, Action, ArgValue, Control, DELEGATION_EVENT, Ruleset, Targets, TemplatePart,
+    TimeSpec, Transition, Trigger, Window,
 };
 use crate::seen::SeenSet;
 use crate::time::{period_id, period_unit};
 
 mod clocks;
+mod approval;
+mod escalation;
 pub mod outcome;
+
+use escalation::EscalationAt;
 
 /// How many generations of emitted events are fed back within one input.
 const MAX_EMIT_DEPTH: usize = 8;
@@ -62,17 +66,39 @@ pub struct Instance {
     pub slas: BTreeMap<usize, crate::sla::Clock>,
 }
 
-/// An open or decided approval request.
+/// An open or decided approval request (the rules are in core/approval.rs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Approval {
-    pub group: String,
-    pub eligible: Vec<String>,
+    /// Each group with who may approve in it and how many must, in the order written.
+    pub roles: Vec<ApprovalRole>,
     pub excluded: Vec<String>,
-    pub required: usize,
+    /// Everyone whose approval counted, in order (a delegate's under the delegator).
     pub approvals: Vec<String>,
+    /// Everyone whose rejection counted, in order.
+    pub rejections: Vec<String>,
+    /// How many rejections reject.
+    pub veto: usize,
+    /// Delegations in force: (from, to).
+    pub delegations: Vec<(String, String)>,
     pub open: bool,
+    /// The quorum was met (and no material change has re-opened it since).
+    pub granted: bool,
     /// The step that requested it; stale expiry timers compare against it.
     pub request: u64,
+    /// Which of the workflow's requests it is ([`crate::ruleset::ApprovalSpec::index`]).
+    pub spec: usize,
+    /// The material fields' values that are being (or were) approved, by path.
+    pub material: Map<String, Json>,
+}
+
+/// One group of an approval request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalRole {
+    pub group: String,
+    pub eligible: Vec<String>,
+    pub required: usize,
+    /// Whose approvals counted in this group.
+    pub approvals: Vec<String>,
 }
 
 /// What a timer does when it fires.
@@ -97,6 +123,8 @@ pub enum TimerKind {
         ladder: usize,
         run: u64,
         step: usize,
+        /// How many times the step ran before (`repeat every`); 0 for its first run.
+        repeat: u64,
     },
     Cadence {
         cadence: usize,
@@ -968,24 +996,9 @@ impl Engine {
                     self.start_ladder(*w, key, *ladder, step, out);
                 }
             }
-            Action::RequestApproval {
-                group,
-                quorum,
-                excluding,
-                within,
-            } => {
+            Action::RequestApproval(spec) => {
                 if let Owner::Instance(w, key) = owner {
-                    self.request_approval(
-                        *w,
-                        key,
-                        group,
-                        quorum,
-                        excluding,
-                        within.as_ref(),
-                        step,
-                        extra,
-                        out,
-                    )?;
+                    self.request_approval(*w, key, spec, step, extra, out)?;
                 }
             }
         }
@@ -1068,6 +1081,7 @@ impl Engine {
         if let Some(inst) = self.world.instances.get_mut(&ik) {
             inst.step += 1;
             let state = inst.state;
+            let seq = inst.seq;
             let before = out.len();
             // SLA clocks see the event first, so a transition it causes finds them
             // already stopped or paused (docs/language.md, "What happens at run time").
@@ -1083,12 +1097,19 @@ impl Engine {
             let owner = Owner::Instance(w, &key);
             if event.event_type == APPROVAL_EVENT {
                 self.approval_decision(w, &key, step, out);
+            } else if event.event_type == DELEGATION_EVENT {
+                self.approval_delegation(w, &key, step, out);
+            } else {
+                self.material_check(w, &key, step, out);
             }
+            // An approval outcome that moved the instance has used the event up.
+            let moved = self.world.instances.get(&ik).is_none_or(|i| i.seq != seq);
             self.stop_ladders(w, &key, step, out);
             // The first transition of the current state whose trigger holds.
             let fired = wf.states[state]
                 .on_event
                 .iter()
+                .filter(|_| !moved)
                 .find(|(trigger, _)| self.condition(trigger, owner.clone(), step, &[], out))
                 .map(|(_, t)| t);
             if let Some(transition) = fired {
@@ -1292,215 +1313,6 @@ impl Engine {
         self.mark(&ik);
     }
 
-    // ---------------------------------------------------------------- approvals
-
-    #[allow(clippy::too_many_arguments)]
-    fn request_approval(
-        &mut self,
-        w: usize,
-        key: &Arc<str>,
-        group: &str,
-        quorum: &Quorum,
-        excluding: &[Program],
-        within: Option<&TimeSpec>,
-        step: &Step<'_>,
-        extra: &[(&'static str, Value)],
-        out: &mut Vec<Decision>,
-    ) -> Result<(), String> {
-        let owner = Owner::Instance(w, key);
-        let members = self.rules.groups.get(group).cloned().unwrap_or_default();
-        let mut excluded = Vec::new();
-        for p in excluding {
-            match self.eval(p, &owner, step, extra)? {
-                Value::List(items) => excluded.extend(items.iter().filter_map(value_key)),
-                Value::Null => {}
-                v => excluded.extend(value_key(&v)),
-            }
-        }
-        let eligible: Vec<String> = members
-            .iter()
-            .filter(|m| !excluded.contains(m))
-            .cloned()
-            .collect();
-        let n = eligible.len();
-        let required = match quorum {
-            Quorum::Count(p) => match self.eval(p, &owner, step, extra)? {
-                Value::Int(i) => {
-                    usize::try_from(i).map_err(|_| format!("quorum `{i}` is negative"))?
-                }
-                Value::Uint(u) => usize::try_from(u).unwrap_or(usize::MAX),
-                v => return Err(format!("quorum is `{}`, not an int", v.type_name())),
-            },
-            Quorum::All => n,
-            Quorum::Majority => n / 2 + 1,
-            Quorum::Percent(p) => (n * *p as usize).div_ceil(100),
-        }
-        .max(1);
-        let ik = (w, key.clone());
-        let request = self.world.instances.get(&ik).map_or(0, |i| i.step);
-        if let Some(inst) = self.world.instances.get_mut(&ik) {
-            inst.approval = Some(Approval {
-                group: group.to_string(),
-                eligible: eligible.clone(),
-                excluded: excluded.clone(),
-                required,
-                approvals: Vec::new(),
-                open: true,
-                request,
-            });
-        }
-        self.mark(&ik);
-        let mut d = self.base(&owner, step, Kind::Approval);
-        d.outcome = Some("requested".to_string());
-        d.message = Some(format!("{required} of {n} eligible in `{group}`"));
-        d.args = Some(
-            serde_json::json!({"group": group, "required": required, "eligible": eligible, "excluded": excluded}),
-        );
-        self.decide(d, out);
-        if required > n {
-            self.error(
-                &owner,
-                step,
-                format!("quorum {required} exceeds the {n} eligible approvers of `{group}`"),
-                out,
-            );
-        }
-        if let Some(spec) = within {
-            let due = self.due(step.now, spec);
-            self.add_timer(
-                due,
-                TimerKind::ApprovalExpiry {
-                    workflow: w,
-                    key: key.clone(),
-                    request,
-                },
-            );
-        }
-        Ok(())
-    }
-
-    fn approval_decision(
-        &mut self,
-        w: usize,
-        key: &Arc<str>,
-        step: &mut Step<'_>,
-        out: &mut Vec<Decision>,
-    ) {
-        let ik = (w, key.clone());
-        let Some(approval) = self
-            .world
-            .instances
-            .get(&ik)
-            .and_then(|i| i.approval.clone())
-            .filter(|a| a.open)
-        else {
-            return;
-        };
-        let Some(event) = step.event else { return };
-        let data = event.data.as_ref();
-        let approver = data
-            .and_then(|d| d.get("approver"))
-            .and_then(Json::as_str)
-            .map(str::to_string);
-        let verdict = data
-            .and_then(|d| d.get("decision"))
-            .and_then(Json::as_str)
-            .map(str::to_ascii_lowercase);
-        let owner = Owner::Instance(w, key);
-        let mut d = self.base(&owner, step, Kind::Approval);
-        d.approver = approver.clone();
-        let (Some(approver), Some(verdict)) = (approver, verdict) else {
-            d.outcome = Some("refused".to_string());
-            d.message = Some("decision without `data.approver` and `data.decision`".to_string());
-            self.decide(d, out);
-            return;
-        };
-        let approve = matches!(verdict.as_str(), "approve" | "approved" | "granted");
-        let reject = matches!(verdict.as_str(), "reject" | "rejected" | "denied");
-        let refusal = if approval.excluded.contains(&approver) {
-            Some(format!("`{approver}` may not decide: separation of duties"))
-        } else if !approval.eligible.contains(&approver) {
-            Some(format!("`{approver}` is not in group `{}`", approval.group))
-        } else if approval.approvals.contains(&approver) {
-            Some(format!("`{approver}` already approved"))
-        } else if !approve && !reject {
-            Some(format!("unknown decision `{verdict}`"))
-        } else {
-            None
-        };
-        if let Some(reason) = refusal {
-            d.outcome = Some("refused".to_string());
-            d.message = Some(reason);
-            self.decide(d, out);
-            return;
-        }
-        let outcome = if reject {
-            d.outcome = Some("rejected".to_string());
-            self.decide(d, out);
-            Some(ApprovalOutcome::Rejected)
-        } else {
-            let mut count = 0;
-            if let Some(a) = self
-                .world
-                .instances
-                .get_mut(&ik)
-                .and_then(|i| i.approval.as_mut())
-            {
-                a.approvals.push(approver.clone());
-                count = a.approvals.len();
-            }
-            self.mark(&ik);
-            d.outcome = Some("approved".to_string());
-            d.message = Some(format!("{count} of {}", approval.required));
-            self.decide(d, out);
-            (count >= approval.required).then_some(ApprovalOutcome::Granted)
-        };
-        if let Some(outcome) = outcome {
-            self.approval_outcome(w, key, outcome, step, out);
-        }
-    }
-
-    fn approval_outcome(
-        &mut self,
-        w: usize,
-        key: &Arc<str>,
-        outcome: ApprovalOutcome,
-        step: &mut Step<'_>,
-        out: &mut Vec<Decision>,
-    ) {
-        let ik = (w, key.clone());
-        if let Some(a) = self
-            .world
-            .instances
-            .get_mut(&ik)
-            .and_then(|i| i.approval.as_mut())
-        {
-            a.open = false;
-        }
-        self.mark(&ik);
-        let mut d = self.base(&Owner::Instance(w, key), step, Kind::Approval);
-        d.outcome = Some(
-            match outcome {
-                ApprovalOutcome::Granted => "granted",
-                ApprovalOutcome::Rejected => "vetoed",
-                ApprovalOutcome::Expired => "expired",
-            }
-            .to_string(),
-        );
-        self.decide(d, out);
-        let rules = self.rules.clone();
-        let Some(state) = self.world.instances.get(&ik).map(|i| i.state) else {
-            return;
-        };
-        if let Some((_, t)) = rules.workflows[w].states[state]
-            .on_approval
-            .iter()
-            .find(|(o, _)| *o == outcome)
-        {
-            self.take(w, key, t, step, out);
-        }
-    }
-
     // ---------------------------------------------------------------- escalation
 
     fn start_ladder(
@@ -1538,6 +1350,7 @@ impl Engine {
                     ladder,
                     run,
                     step: 0,
+                    repeat: 0,
                 },
             );
         }
@@ -1645,6 +1458,7 @@ impl Engine {
                 ladder,
                 run,
                 step: index,
+                repeat,
             } => {
                 let ik = (workflow, key.clone());
                 let active = self
@@ -1663,9 +1477,22 @@ impl Engine {
                 let Some((_, actions)) = l.steps.get(index) else {
                     return;
                 };
+                let at = EscalationAt {
+                    workflow,
+                    ladder,
+                    run,
+                    index,
+                    repeat,
+                };
+                if self.defer_escalation(&key, &at, &step, out) {
+                    return;
+                }
                 let mut d = self.base(&Owner::Instance(workflow, &key), &step, Kind::Escalation);
                 d.to = Some(l.name.clone());
                 d.outcome = Some(format!("step {}", index + 1));
+                d.args = Some(
+                    serde_json::json!({"ladder": l.name, "step": index + 1, "repeat": repeat}),
+                );
                 self.decide(d, out);
                 let goto = self.run(
                     actions,
@@ -1674,21 +1501,7 @@ impl Engine {
                     &[],
                     out,
                 );
-                if let Some(next) = l.steps.get(index + 1) {
-                    let due = self.due(due, &next.0);
-                    self.add_timer(
-                        due,
-                        TimerKind::Escalation {
-                            workflow,
-                            key: key.clone(),
-                            ladder,
-                            run,
-                            step: index + 1,
-                        },
-                    );
-                } else if let Some(inst) = self.world.instances.get_mut(&ik) {
-                    inst.ladders.retain(|x| *x != (ladder, run));
-                }
+                self.schedule_next_escalation(&key, &at, due);
                 if let Some(target) = goto {
                     let from = self.world.instances.get(&ik).map(|i| i.state);
                     self.enter(workflow, &key, target, from, &mut step, out);

@@ -119,12 +119,32 @@ pub enum Action {
     },
     Goto(usize),
     Escalate(usize),
-    RequestApproval {
-        group: String,
-        quorum: Quorum,
-        excluding: Vec<Program>,
-        within: Option<TimeSpec>,
-    },
+    RequestApproval(Arc<ApprovalSpec>),
+}
+
+/// A compiled `request approval` (docs/language.md, "Approval requests").
+#[derive(Debug, Clone)]
+pub struct ApprovalSpec {
+    /// Its position in [`Workflow::approvals`]: how an open request finds its spec again.
+    pub index: usize,
+    /// Each group with its quorum, in the order written; all must be met.
+    pub roles: Vec<(String, Quorum)>,
+    pub excluding: Vec<Program>,
+    /// How many rejections reject (1 by default).
+    pub veto: usize,
+    /// The material field paths as written (`event.data.issue.fields.summary`).
+    pub material: Vec<(String, Program)>,
+    pub within: Option<TimeSpec>,
+}
+
+/// `repeat` and `only in working hours of` of an escalation step.
+#[derive(Debug, Clone, Default)]
+pub struct StepOptions {
+    /// `repeat every D [times N]`: the interval, and how many repetitions (unbounded
+    /// when `None`).
+    pub repeat: Option<(TimeSpec, Option<u64>)>,
+    /// `only in working hours of CAL`: the calendar's name and hours.
+    pub working: Option<(String, Arc<BusinessCalendar>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +181,8 @@ pub struct Ladder {
     pub name: String,
     pub stop: Vec<Trigger>,
     pub steps: Vec<(TimeSpec, Vec<Action>)>,
+    /// Per step, in the order of `steps`.
+    pub options: Vec<StepOptions>,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +193,8 @@ pub struct Workflow {
     pub starts: Vec<Trigger>,
     pub states: Vec<State>,
     pub ladders: Vec<Ladder>,
+    /// Its approval requests, in the order compiled (see [`ApprovalSpec::index`]).
+    pub approvals: Vec<Arc<ApprovalSpec>>,
     /// `name@version` of the policies it reads, recorded with its decisions.
     pub policy: Option<Arc<str>>,
     /// SLA clocks, in declaration order.
@@ -350,6 +374,8 @@ pub struct Ruleset {
 
 /// Approval decisions arrive as events of this type (see docs/language.md).
 pub const APPROVAL_EVENT: &str = "approval.decided";
+/// Delegations of an approver's decision arrive as events of this type.
+pub const DELEGATION_EVENT: &str = "approval.delegated";
 
 impl Ruleset {
     /// Compiles checked files. `sources` are the texts, used only for the version hash.
@@ -426,8 +452,9 @@ impl Ruleset {
                 }
             }
             let approval = Pattern::Exact(APPROVAL_EVENT.to_string());
-            if w.states.iter().any(|s| !s.on_approval.is_empty()) {
+            if w.states.iter().any(|s| !s.on_approval.is_empty()) || !w.approvals.is_empty() {
                 entries.push((approval, i, 1));
+                entries.push((Pattern::Exact(DELEGATION_EVENT.to_string()), i, 1));
             }
             for p in patterns {
                 entries.push((p.clone(), i, 1));
@@ -499,6 +526,8 @@ struct Compiler {
     used: std::cell::RefCell<std::collections::BTreeSet<String>>,
     /// Path names shared by all the ruleset's expressions.
     names: std::cell::RefCell<SharedNames>,
+    /// The approval requests of the workflow being compiled.
+    approvals: std::cell::RefCell<Vec<Arc<ApprovalSpec>>>,
 }
 
 fn compile_expr(expr: &Expr) -> Result<Program, CompileError> {
@@ -748,24 +777,73 @@ impl Compiler {
                             .get(&ladder.name)
                             .ok_or_else(|| err(format!("unknown escalation `{}`", ladder.name)))?,
                     ),
-                    ast::Action::RequestApproval(r) => Action::RequestApproval {
-                        group: r.group.name.clone(),
-                        quorum: match &r.quorum {
-                            ast::Quorum::Count(e) => Quorum::Count(self.program(e)?),
-                            ast::Quorum::All(_) => Quorum::All,
-                            ast::Quorum::Majority(_) => Quorum::Majority,
-                            ast::Quorum::Percent(p, _) => Quorum::Percent(*p),
-                        },
-                        excluding: r
-                            .excluding
-                            .iter()
-                            .map(|e| self.program(e))
-                            .collect::<Result<_, _>>()?,
-                        within: r.within.as_ref().map(|t| self.time_spec(t)).transpose()?,
-                    },
+                    ast::Action::RequestApproval(r) => Action::RequestApproval(self.approval(r)?),
                 })
             })
             .collect()
+    }
+
+    fn quorum(&self, q: &ast::Quorum) -> Result<Quorum, CompileError> {
+        Ok(match q {
+            ast::Quorum::Count(e) => Quorum::Count(self.program(e)?),
+            ast::Quorum::All(_) => Quorum::All,
+            ast::Quorum::Majority(_) => Quorum::Majority,
+            ast::Quorum::Percent(p, _) => Quorum::Percent(*p),
+        })
+    }
+
+    fn approval(&self, r: &ast::ApprovalRequest) -> Result<Arc<ApprovalSpec>, CompileError> {
+        let mut roles = vec![(r.group.name.clone(), self.quorum(&r.quorum)?)];
+        for role in &r.more_roles {
+            roles.push((role.group.name.clone(), self.quorum(&role.quorum)?));
+        }
+        let material = r
+            .material
+            .iter()
+            .map(|e| {
+                let path = e
+                    .references()
+                    .first()
+                    .map(|r| r.path.join("."))
+                    .ok_or_else(|| err("a material value is not an event field"))?;
+                Ok((path, self.program(e)?))
+            })
+            .collect::<Result<_, CompileError>>()?;
+        let mut list = self.approvals.borrow_mut();
+        let spec = Arc::new(ApprovalSpec {
+            index: list.len(),
+            roles,
+            excluding: r
+                .excluding
+                .iter()
+                .map(|e| self.program(e))
+                .collect::<Result<_, _>>()?,
+            veto: r
+                .veto
+                .map_or(1, |(n, _)| usize::try_from(n).unwrap_or(usize::MAX).max(1)),
+            material,
+            within: r.within.as_ref().map(|t| self.time_spec(t)).transpose()?,
+        });
+        list.push(spec.clone());
+        Ok(spec)
+    }
+
+    fn step_options(&self, s: &ast::EscalationStep) -> Result<StepOptions, CompileError> {
+        let working = match &s.working {
+            Some(name) => Some((
+                name.name.clone(),
+                self.calendars
+                    .get(&name.name)
+                    .cloned()
+                    .ok_or_else(|| err(format!("unknown calendar `{}`", name.name)))?,
+            )),
+            None => None,
+        };
+        let repeat = match &s.repeat {
+            Some(r) => Some((self.time_spec(&r.every)?, r.times.map(|(n, _)| n))),
+            None => None,
+        };
+        Ok(StepOptions { repeat, working })
     }
 
     fn rule(&self, r: &ast::Rule) -> Result<Rule, CompileError> {
@@ -784,6 +862,7 @@ impl Compiler {
 
     fn workflow(&self, w: &ast::Workflow) -> Result<Workflow, CompileError> {
         self.used.borrow_mut().clear();
+        self.approvals.borrow_mut().clear();
         let states: HashMap<String, usize> = w
             .states
             .iter()
@@ -871,6 +950,11 @@ impl Compiler {
                             ))
                         })
                         .collect::<Result<_, CompileError>>()?,
+                    options: l
+                        .steps
+                        .iter()
+                        .map(|s| self.step_options(s))
+                        .collect::<Result<_, CompileError>>()?,
                 })
             })
             .collect::<Result<_, CompileError>>()?;
@@ -885,6 +969,7 @@ impl Compiler {
                 .collect::<Result<_, _>>()?,
             states: compiled_states,
             ladders,
+            approvals: std::mem::take(&mut *self.approvals.borrow_mut()),
             policy: None,
             slas: w
                 .slas

@@ -266,7 +266,7 @@ async fn resume_anywhere_matches_uninterrupted_run<P: Place>(place: impl Fn(&str
     let events = example_events();
     let expected = uninterrupted(&rules, &events);
     assert!(expected.len() > 40, "the example should decide a lot");
-    for cut in [1, 2, 5, 9, 13, 15, 18, 22, events.len()] {
+    for cut in [1, 2, 5, 9, 13, 15, 18, 22, 30, 37, events.len()] {
         let place = place(&format!("resume-{cut}"));
         let got = stop_and_resume(&place, &rules, &events, cut).await;
         assert_eq!(
@@ -307,12 +307,12 @@ async fn load_reproduces_the_world<P: Place>(place: P) {
     let store = place.open().await;
     let mut driver = Driver::new(Engine::new(rules.clone()));
     let mut out = Vec::new();
-    // The stream up to INC-8's creation (evt-0018), so open instances (with a running
-    // SLA clock), timers and expectations remain.
+    // Up to CHG-201 half re-approved (a delegation used, one approval of two), so open
+    // instances, approvals and timers remain.
     let events = example_events();
     let upto = events
         .iter()
-        .position(|e| e.id == "evt-0018")
+        .position(|e| e.id == "evt-0110")
         .map_or(events.len() / 2, |i| i + 1);
     for (i, e) in events.iter().take(upto).enumerate() {
         driver.feed(e, &mut out);

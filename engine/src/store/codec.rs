@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value as Json, json};
 use steward_dsl::cel::{Key, MapValue, Value};
 
-use crate::core::{Approval, CounterState, Instance, TimerKind};
+use crate::core::{Approval, ApprovalRole, CounterState, Instance, TimerKind};
 use crate::ruleset::Ruleset;
 use crate::sla::{Clock, Phase};
 
@@ -151,10 +151,7 @@ pub fn encode_instance(rules: &Ruleset, w: usize, inst: &Instance) -> Json {
         "seq": inst.seq,
         "step": inst.step,
         "vars": inst.vars.iter().map(|(k, v)| (k.clone(), encode_value(v))).collect::<serde_json::Map<_, _>>(),
-        "approval": inst.approval.as_ref().map(|a| json!({
-            "group": a.group, "eligible": a.eligible, "excluded": a.excluded,
-            "required": a.required, "approvals": a.approvals, "open": a.open, "request": a.request,
-        })),
+        "approval": inst.approval.as_ref().map(encode_approval),
         "ladders": inst.ladders.iter().map(|(l, run)| json!([wf.ladders[*l].name, run])).collect::<Vec<_>>(),
         "state_timers": inst.state_timers,
         "slas": encode_clocks(rules, w, &inst.slas),
@@ -228,20 +225,62 @@ fn strings(j: &Json) -> Vec<String> {
         .collect()
 }
 
+fn encode_approval(a: &Approval) -> Json {
+    json!({
+        "roles": a.roles.iter().map(|r| json!({
+            "group": r.group, "eligible": r.eligible, "required": r.required, "approvals": r.approvals,
+        })).collect::<Vec<_>>(),
+        "excluded": a.excluded, "approvals": a.approvals, "rejections": a.rejections,
+        "veto": a.veto,
+        "delegations": a.delegations.iter().map(|(f, t)| json!([f, t])).collect::<Vec<_>>(),
+        "open": a.open, "granted": a.granted, "request": a.request, "spec": a.spec,
+        "material": a.material,
+    })
+}
+
+fn decode_approval(a: &Json) -> Approval {
+    let role = |r: &Json| ApprovalRole {
+        group: r["group"].as_str().unwrap_or_default().to_string(),
+        eligible: strings(&r["eligible"]),
+        required: r["required"].as_u64().unwrap_or(1) as usize,
+        approvals: strings(&r["approvals"]),
+    };
+    let roles = match a.get("roles").and_then(Json::as_array) {
+        Some(list) => list.iter().map(role).collect(),
+        // Written before quorums per group: one group, its fields at the top.
+        None => vec![role(a)],
+    };
+    Approval {
+        roles,
+        excluded: strings(&a["excluded"]),
+        approvals: strings(&a["approvals"]),
+        rejections: strings(&a["rejections"]),
+        veto: a["veto"].as_u64().unwrap_or(1) as usize,
+        delegations: a["delegations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| {
+                Some((
+                    d.get(0)?.as_str()?.to_string(),
+                    d.get(1)?.as_str()?.to_string(),
+                ))
+            })
+            .collect(),
+        open: a["open"].as_bool().unwrap_or(false),
+        granted: a["granted"].as_bool().unwrap_or(false),
+        request: a["request"].as_u64().unwrap_or(0),
+        spec: a["spec"].as_u64().unwrap_or(0) as usize,
+        material: a["material"].as_object().cloned().unwrap_or_default(),
+    }
+}
+
 pub fn decode_instance(rules: &Ruleset, w: usize, j: &Json) -> Option<Instance> {
     let state = state_index(rules, w, j.get("state")?.as_str()?)?;
     let approval = j
         .get("approval")
         .filter(|a| !a.is_null())
-        .map(|a| Approval {
-            group: a["group"].as_str().unwrap_or_default().to_string(),
-            eligible: strings(&a["eligible"]),
-            excluded: strings(&a["excluded"]),
-            required: a["required"].as_u64().unwrap_or(1) as usize,
-            approvals: strings(&a["approvals"]),
-            open: a["open"].as_bool().unwrap_or(false),
-            request: a["request"].as_u64().unwrap_or(0),
-        });
+        .map(decode_approval);
     Some(Instance {
         state,
         seq: j.get("seq")?.as_u64()?,
@@ -302,9 +341,10 @@ pub fn encode_timer(rules: &Ruleset, kind: &TimerKind) -> Json {
             ladder,
             run,
             step,
+            repeat,
         } => {
             json!({"type": "escalation", "workflow": rules.workflows[*workflow].name, "key": key.as_ref(),
-            "ladder": rules.workflows[*workflow].ladders[*ladder].name, "run": run, "step": step})
+            "ladder": rules.workflows[*workflow].ladders[*ladder].name, "run": run, "step": step, "repeat": repeat})
         }
         TimerKind::Cadence { cadence } => {
             json!({"type": "cadence", "cadence": rules.cadences[*cadence].name})
@@ -352,6 +392,7 @@ pub fn decode_timer(rules: &Ruleset, j: &Json) -> Option<TimerKind> {
                 ladder: ladder_index(rules, w, j.get("ladder")?.as_str()?)?,
                 run: j.get("run")?.as_u64()?,
                 step: j.get("step")?.as_u64()? as usize,
+                repeat: j.get("repeat").and_then(Json::as_u64).unwrap_or(0),
             }
         }
         "cadence" => TimerKind::Cadence {
