@@ -169,18 +169,31 @@ fn core(n: usize) {
             .args(["--child", ty, &n.to_string()])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
-        let v: Vec<f64> = text.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let v: Vec<f64> = text
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
         (v[0], v[1], v[2], v[3] as usize)
     };
     let (plain_ns, plain_bytes, _, _) = side("plain.opened");
     let (hold_ns, hold_bytes, fire_ns, pending) = side("hold.opened");
     assert_eq!(pending, n);
-    println!("core      {n} instances without a timer: {plain_ns:.0} ns/event, {:.0} MiB ({:.0} B/instance)",
-        plain_bytes / 1048576.0, plain_bytes / n as f64);
-    println!("core      {n} instances with a pending timer: {hold_ns:.0} ns/event, {:.0} MiB ({:.0} B/instance)",
-        hold_bytes / 1048576.0, hold_bytes / n as f64);
+    println!(
+        "core      {n} instances without a timer: {plain_ns:.0} ns/event, {:.0} MiB ({:.0} B/instance)",
+        plain_bytes / 1048576.0,
+        plain_bytes / n as f64
+    );
+    println!(
+        "core      {n} instances with a pending timer: {hold_ns:.0} ns/event, {:.0} MiB ({:.0} B/instance)",
+        hold_bytes / 1048576.0,
+        hold_bytes / n as f64
+    );
     println!(
         "core      a pending timer costs {:.0} ns to schedule and {:.0} B; firing {n} in due order: {fire_ns:.0} ns/timer",
         hold_ns - plain_ns,
@@ -208,7 +221,11 @@ fn replay(steward: &Path, rules: &Path, events: &Path, db: &Path) -> Duration {
         .stdout(Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     began.elapsed()
 }
 
@@ -238,7 +255,14 @@ fn run(pending: usize, firing: usize, rate: usize, overdue: usize) {
     let holds = dir.path().join("holds.jsonl");
     write_lines(
         &holds,
-        (0..pending).map(|i| event("hold.opened", &format!("h{i}"), &format!("h{i}"), Some(opened))),
+        (0..pending).map(|i| {
+            event(
+                "hold.opened",
+                &format!("h{i}"),
+                &format!("h{i}"),
+                Some(opened),
+            )
+        }),
     );
     let took = replay(&steward, &rules, &holds, &db);
     println!(
@@ -264,8 +288,14 @@ fn run(pending: usize, firing: usize, rate: usize, overdue: usize) {
     write_lines(
         &soon,
         (0..firing).map(|i| {
-            let due = t1 + TimeDelta::microseconds((i as f64 * window * 1e6 / firing as f64) as i64);
-            event("soon.opened", &format!("s{i}"), &format!("s{i}"), Some(due - TimeDelta::days(1)))
+            let due =
+                t1 + TimeDelta::microseconds((i as f64 * window * 1e6 / firing as f64) as i64);
+            event(
+                "soon.opened",
+                &format!("s{i}"),
+                &format!("s{i}"),
+                Some(due - TimeDelta::days(1)),
+            )
         }),
     );
     replay(&steward, &rules, &soon, &db);
@@ -307,7 +337,12 @@ fn run(pending: usize, firing: usize, rate: usize, overdue: usize) {
         if due > now {
             std::thread::sleep(due - now);
         }
-        let line = event("hold.closed", &format!("c{sent}"), &format!("h{sent}"), None);
+        let line = event(
+            "hold.closed",
+            &format!("c{sent}"),
+            &format!("h{sent}"),
+            None,
+        );
         writeln!(stdin, "{line}").unwrap();
         sent += 1;
     }
@@ -335,7 +370,12 @@ fn run(pending: usize, firing: usize, rate: usize, overdue: usize) {
         &late,
         (0..overdue).map(|i| {
             let due = from + TimeDelta::microseconds(i as i64 * 10);
-            event("soon.opened", &format!("o{i}"), &format!("o{i}"), Some(due - TimeDelta::days(1)))
+            event(
+                "soon.opened",
+                &format!("o{i}"),
+                &format!("o{i}"),
+                Some(due - TimeDelta::days(1)),
+            )
         }),
     );
     let db = overdue_db;
@@ -352,7 +392,11 @@ fn run(pending: usize, firing: usize, rate: usize, overdue: usize) {
             .output()
             .unwrap();
         let took = began.elapsed();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
         let dues: Vec<DateTime<Utc>> = text.lines().filter_map(soon_fired).collect();
         assert_eq!(dues.len(), expect, "overdue timers fired once");

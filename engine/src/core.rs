@@ -22,8 +22,8 @@ use crate::ruleset::{
 use crate::seen::SeenSet;
 use crate::time::{period_id, period_unit};
 
-mod clocks;
 mod approval;
+mod clocks;
 mod escalation;
 pub mod outcome;
 

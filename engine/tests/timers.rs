@@ -157,10 +157,9 @@ async fn with_restarts(
     cuts: &[usize],
     seed: u64,
 ) -> Vec<Decision> {
-    let db = TempDb(std::env::temp_dir().join(format!(
-        "steward-timers-{}-{seed}.db",
-        std::process::id()
-    )));
+    let db = TempDb(
+        std::env::temp_dir().join(format!("steward-timers-{}-{seed}.db", std::process::id())),
+    );
     let mut rng = Rng(seed);
     let mut out = Vec::new();
     let mut next = 0;
@@ -231,7 +230,11 @@ fn check_timers(out: &[Decision]) {
             entered.insert(format!("{key}/{to}"), d.at);
         }
     }
-    assert!(fired.len() > 500, "the month should fire many timers: {}", fired.len());
+    assert!(
+        fired.len() > 500,
+        "the month should fire many timers: {}",
+        fired.len()
+    );
 }
 
 #[tokio::test]
