@@ -62,12 +62,12 @@ impl<V: Vendor> Vendor for Timed<V> {
 }
 
 /// A Jira site with the projects and changes the example works on: `CHG-101` …
-/// `CHG-103` in `Submitted` (the change workflow), and the `SMS` project the
+/// `CHG-103` and `CHG-201` … `CHG-203` in `Submitted` (the change workflow), and the `SMS` project the
 /// management review creates its issues in.
 fn jira() -> Server<Timed<Jira>> {
     let mut site = Jira::new(EMAIL, TOKEN);
     site.projects.push("SMS".into());
-    for n in 101..=103 {
+    for n in (101..=103).chain(201..=203) {
         site.issues.push(Issue {
             id: format!("{}", 20000 + n),
             key: format!("CHG-{n}"),
