@@ -13,7 +13,8 @@
 //!   from publish to its first decision on stdout, p50 and p99.
 //!
 //! Arguments: `--events N` (default 100000), `--only NAME` (ceiling, sqlite,
-//! postgres, cluster1, cluster3, latency).
+//! postgres, cluster1, cluster3, latency). `BENCH_LATENCIES=FILE` writes each latency
+//! event's publish offset and latency (ms) to FILE, to see when the slow ones came.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -471,6 +472,24 @@ fn latency(b: &Bench, rate: f64, events: &[(String, String, Vec<u8>)]) -> (f64, 
         .iter()
         .map(|(id, at)| at.duration_since(sent[id]).as_secs_f64() * 1000.0)
         .collect();
+    // `BENCH_LATENCIES=FILE`: each event's publish offset and latency, in ms.
+    if let Ok(file) = std::env::var("BENCH_LATENCIES") {
+        let mut rows: Vec<(f64, f64)> = seen
+            .iter()
+            .map(|(id, at)| {
+                (
+                    sent[id].duration_since(start).as_secs_f64() * 1000.0,
+                    at.duration_since(sent[id]).as_secs_f64() * 1000.0,
+                )
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let text: String = rows
+            .iter()
+            .map(|(s, l)| format!("{s:.3} {l:.3}\n"))
+            .collect();
+        std::fs::write(file, text).unwrap();
+    }
     lat.sort_by(f64::total_cmp);
     let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
     (achieved, p(0.50), p(0.99))

@@ -143,6 +143,19 @@ pub enum TimerKind {
     },
 }
 
+impl TimerKind {
+    /// The instance a timer belongs to; cadence timers belong to none.
+    pub fn owner(&self) -> Option<InstanceKey> {
+        match self {
+            TimerKind::State { workflow, key, .. }
+            | TimerKind::ApprovalExpiry { workflow, key, .. }
+            | TimerKind::Escalation { workflow, key, .. }
+            | TimerKind::Sla { workflow, key, .. } => Some((*workflow, key.clone())),
+            TimerKind::Cadence { .. } | TimerKind::Expect { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timer {
     pub id: u64,
@@ -306,6 +319,9 @@ pub struct Engine {
     record_changes: bool,
     /// Each pending timer's due time, so a timer is removed by id without a scan.
     timer_due: FastMap<u64, DateTime<Utc>>,
+    /// The pending timers of each instance, so finishing an instance, stopping a
+    /// ladder or closing an approval never scans every pending timer.
+    instance_timers: FastMap<InstanceKey, Vec<u64>>,
     pub stats: Stats,
     /// The instant of the last [`Engine::start`]: cadence runs due before it were
     /// missed (the engine was down) and follow their cadence's `catch up` policy.
@@ -460,8 +476,15 @@ impl Engine {
     /// Resumes from a persisted world.
     pub fn with_world(rules: Arc<Ruleset>, world: World) -> Self {
         let timer_due = world.timers.keys().map(|&(due, id)| (id, due)).collect();
+        let mut instance_timers: FastMap<InstanceKey, Vec<u64>> = FastMap::default();
+        for (&(_, id), kind) in &world.timers {
+            if let Some(owner) = kind.owner() {
+                instance_timers.entry(owner).or_default().push(id);
+            }
+        }
         Engine {
             timer_due,
+            instance_timers,
             rules,
             world,
             routes: FastMap::default(),
@@ -534,6 +557,9 @@ impl Engine {
     fn add_timer(&mut self, due: DateTime<Utc>, kind: TimerKind) -> u64 {
         self.world.next_timer += 1;
         let id = self.world.next_timer;
+        if let Some(owner) = kind.owner() {
+            self.instance_timers.entry(owner).or_default().push(id);
+        }
         self.world.timers.insert((due, id), kind.clone());
         self.timer_due.insert(id, due);
         if self.record_changes {
@@ -542,15 +568,46 @@ impl Engine {
         id
     }
 
+    /// Forgets a timer that left `world.timers` in the index of its instance.
+    fn unindex(&mut self, kind: &TimerKind, id: u64) {
+        if let Some(owner) = kind.owner()
+            && let Some(ids) = self.instance_timers.get_mut(&owner)
+        {
+            ids.retain(|t| *t != id);
+            if ids.is_empty() {
+                self.instance_timers.remove(&owner);
+            }
+        }
+    }
+
+    /// The pending timers of an instance for which `pick` holds: (due, id).
+    fn timers_of(
+        &self,
+        w: usize,
+        key: &Arc<str>,
+        pick: impl Fn(&TimerKind) -> bool,
+    ) -> Vec<(DateTime<Utc>, u64)> {
+        let Some(ids) = self.instance_timers.get(&(w, key.clone())) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter_map(|&id| {
+                let due = *self.timer_due.get(&id)?;
+                pick(self.world.timers.get(&(due, id))?).then_some((due, id))
+            })
+            .collect()
+    }
+
     fn remove_timer(&mut self, due_hint: Option<DateTime<Utc>>, id: u64) {
         let key = match due_hint {
             Some(due) => Some((due, id)),
             None => self.timer_due.get(&id).map(|&due| (due, id)),
         };
         if let Some(key) = key
-            && self.world.timers.remove(&key).is_some()
+            && let Some(kind) = self.world.timers.remove(&key)
         {
             self.timer_due.remove(&id);
+            self.unindex(&kind, id);
             if self.record_changes {
                 self.changes.timers_removed.push(id);
             }
@@ -584,6 +641,7 @@ impl Engine {
                 break;
             };
             self.timer_due.remove(&id);
+            self.unindex(&kind, id);
             if self.record_changes {
                 self.changes.timers_removed.push(id);
             }
@@ -1285,29 +1343,9 @@ impl Engine {
         let ik = (w, key.clone());
         self.stop_all_ladders(w, key, step, "workflow finished", out);
         self.stop_all_clocks(w, key, step, out);
-        let timers: Vec<u64> = self
-            .world
-            .timers
-            .iter()
-            .filter(|(_, k)| match k {
-                TimerKind::State {
-                    workflow, key: k, ..
-                }
-                | TimerKind::ApprovalExpiry {
-                    workflow, key: k, ..
-                }
-                | TimerKind::Escalation {
-                    workflow, key: k, ..
-                }
-                | TimerKind::Sla {
-                    workflow, key: k, ..
-                } => *workflow == w && k == key,
-                _ => false,
-            })
-            .map(|((_, id), _)| *id)
-            .collect();
-        for id in timers {
-            self.remove_timer(None, id);
+        let timers = self.timers_of(w, key, |_| true);
+        for (due, id) in timers {
+            self.remove_timer(Some(due), id);
         }
         self.world.instances.remove(&ik);
         self.mark(&ik);
@@ -1378,13 +1416,9 @@ impl Engine {
                 inst.ladders.retain(|(l, r)| !(*l == ladder && *r == run));
             }
             self.mark(&ik);
-            let timers: Vec<(DateTime<Utc>, u64)> = self
-                .world
-                .timers
-                .iter()
-                .filter(|(_, k)| matches!(k, TimerKind::Escalation { workflow, key: k, ladder: l, run: r, .. } if *workflow == w && k == key && *l == ladder && *r == run))
-                .map(|(k, _)| *k)
-                .collect();
+            let timers = self.timers_of(w, key, |k| {
+                matches!(k, TimerKind::Escalation { ladder: l, run: r, .. } if *l == ladder && *r == run)
+            });
             for (due, id) in timers {
                 self.remove_timer(Some(due), id);
             }

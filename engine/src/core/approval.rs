@@ -190,15 +190,9 @@ impl Engine {
 
     /// Removes the pending expiry timers of an instance's approval.
     fn cancel_expiry(&mut self, w: usize, key: &Arc<str>) {
-        let timers: Vec<u64> = self
-            .world
-            .timers
-            .iter()
-            .filter(|(_, k)| matches!(k, TimerKind::ApprovalExpiry { workflow, key: k, .. } if *workflow == w && k == key))
-            .map(|((_, id), _)| *id)
-            .collect();
-        for id in timers {
-            self.remove_timer(None, id);
+        let timers = self.timers_of(w, key, |k| matches!(k, TimerKind::ApprovalExpiry { .. }));
+        for (due, id) in timers {
+            self.remove_timer(Some(due), id);
         }
     }
 
