@@ -143,11 +143,17 @@ impl Default for SourceConfig {
 pub struct EngineConfig {
     /// Events per committed batch.
     pub batch: usize,
+    /// The longest an applied event or a fired timer waits for its batch to be
+    /// committed (and its decisions printed) while input keeps arriving, in ms.
+    pub linger_ms: u64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { batch: 256 }
+        EngineConfig {
+            batch: 256,
+            linger_ms: 5,
+        }
     }
 }
 
@@ -296,6 +302,9 @@ pub(super) struct Runner {
     store: AnyStore,
     batch: usize,
     pending: usize,
+    /// When the oldest work not yet committed was done (`None`: nothing pending).
+    dirty_since: Option<std::time::Instant>,
+    linger: Duration,
     out: Vec<Decision>,
     dead: usize,
     /// Webhook deliveries from the HTTP endpoint, when listening.
@@ -446,6 +455,8 @@ impl Runner {
             store,
             batch: config.engine.batch.max(1),
             pending: 0,
+            dirty_since: None,
+            linger: Duration::from_millis(config.engine.linger_ms),
             out: Vec::new(),
             dead: 0,
             webhooks: None,
@@ -485,6 +496,7 @@ impl Runner {
             self.settled.clear();
         }
         self.pending = 0;
+        self.dirty_since = None;
         self.metrics
             .committed(&self.engine.stats, self.engine.world().timers.len());
         self.print()
@@ -618,6 +630,7 @@ impl Runner {
                 self.engine.advance(now, &mut self.out);
                 self.engine.apply(&event, now, &mut self.out);
                 self.pending += 1;
+                self.dirty_since.get_or_insert_with(std::time::Instant::now);
                 if self.pending >= self.batch {
                     self.commit().await?;
                 }
@@ -855,14 +868,22 @@ impl Runner {
         Ok(true)
     }
 
+    /// How long the loop may wait for input: until the next timer is due, or until
+    /// uncommitted work has lingered `[engine] linger_ms`.
     fn until_due(&self) -> Duration {
         let idle = Duration::from_millis(200);
-        match self.engine.next_due() {
+        let wait = match self.engine.next_due() {
             Some(due) => (due - Utc::now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
                 .min(idle),
             None => idle,
+        };
+        match self.dirty_since {
+            Some(since) => {
+                wait.min((since + self.linger).saturating_duration_since(std::time::Instant::now()))
+            }
+            None => wait,
         }
     }
 
