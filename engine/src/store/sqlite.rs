@@ -277,6 +277,7 @@ impl Store for SqliteStore {
         // Upserts and deletes touch distinct keys (one entry per key in `changes`),
         // so their order does not matter.
         let mut upserts = Vec::new();
+        let mut finished: Vec<(&str, &str)> = Vec::new();
         for ((w, key), inst) in &changes.instances {
             let workflow = &rules.workflows[*w].name;
             match inst {
@@ -285,14 +286,28 @@ impl Store for SqliteStore {
                     key.as_ref(),
                     encode_instance(rules, *w, inst).to_string(),
                 )),
-                None => {
-                    sqlx::query("DELETE FROM instances WHERE workflow = ? AND key = ?")
-                        .bind(workflow)
-                        .bind(key.as_ref())
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                None => finished.push((workflow.as_str(), key.as_ref())),
             }
+        }
+        // Finished instances go many to a statement: after a restart, a backlog of
+        // overdue timers can finish a hundred thousand at once.
+        for chunk in finished.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "DELETE FROM instances WHERE (workflow, key) IN (VALUES ",
+            );
+            let mut rows = q.separated(", ");
+            for (workflow, key) in chunk {
+                rows.push("(")
+                    .push_bind_unseparated(*workflow)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(*key)
+                    .push_unseparated(")");
+            }
+            q.push(")");
+            q.build()
+                .persistent(chunk.len() == ROWS_PER_INSERT)
+                .execute(&mut *tx)
+                .await?;
         }
         insert_rows(
             &mut tx,
