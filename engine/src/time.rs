@@ -542,11 +542,11 @@ pub fn weekday(name: &str) -> Option<Weekday> {
 mod tests {
     use super::*;
 
-    fn utc(s: &str) -> DateTime<Utc> {
+    pub(super) fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn office() -> BusinessCalendar {
+    pub(super) fn office() -> BusinessCalendar {
         let mut cal = BusinessCalendar::new(chrono_tz::Europe::Berlin);
         for day in 0..5 {
             cal.hours[day] = vec![(8 * 60, 18 * 60)];
@@ -644,19 +644,8 @@ mod tests {
 
 #[cfg(test)]
 mod working_time_tests {
+    use super::tests::{office, utc};
     use super::*;
-
-    fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    fn office() -> BusinessCalendar {
-        let mut cal = BusinessCalendar::new(chrono_tz::Europe::Berlin);
-        for day in 0..5 {
-            cal.hours[day] = vec![(8 * 60, 18 * 60)];
-        }
-        cal
-    }
 
     #[test]
     fn working_time_between_skips_nights_and_weekends() {
