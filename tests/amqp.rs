@@ -2,7 +2,8 @@
 //! (127.0.0.1:5672, guest/guest), state in a real SQLite file. Each test declares its
 //! own uniquely named exchange and queues and deletes them. The tests skip with a
 //! message when the broker is unreachable, and fail then when
-//! `STEWARD_REQUIRE_SERVICES=1`.
+//! `STEWARD_REQUIRE_SERVICES=1`. One test restarts the broker (`rabbitmqctl
+//! stop_app`/`start_app`); it runs while no other test of this file does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -11,103 +12,59 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 use std::time::{Duration, Instant};
 
+use common::amqp::{Session, URL, close_connection, connection_of, restart_broker, unique};
 use common::*;
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::Value;
-
-const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// A connection to the test broker, and the names this test uses (deleted on drop).
 struct Broker {
-    rt: tokio::runtime::Runtime,
-    channel: Channel,
-    _connection: Connection,
+    session: Session,
     exchange: String,
     queue: String,
     dlx: String,
     dlq: String,
+    _turn: Turn,
+}
+
+/// The tests of this file share the broker; the one that restarts it runs alone.
+static BROKER: RwLock<()> = RwLock::new(());
+
+enum Turn {
+    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
 }
 
 /// Connects, or skips (returns `None`) when the broker is unreachable.
 fn broker(test: &str) -> Option<Broker> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let connected = rt.block_on(async {
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            Connection::connect(URL, ConnectionProperties::default()),
-        )
-        .await
-    });
-    let connection = match connected {
-        Ok(Ok(c)) => c,
-        other => {
-            let why = match other {
-                Ok(Err(e)) => e.to_string(),
-                _ => "timed out".to_string(),
-            };
-            if std::env::var("STEWARD_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("RabbitMQ at {URL} is required (STEWARD_REQUIRE_SERVICES=1): {why}");
-            }
-            eprintln!("SKIPPED {test}: RabbitMQ at {URL} is unreachable ({why})");
-            return None;
-        }
-    };
-    let channel = rt.block_on(async {
-        let ch = connection.create_channel().await.unwrap();
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
-        ch
-    });
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let base = format!("steward-test-{test}-{}-{nanos}", std::process::id());
-    Some(Broker {
-        rt,
-        channel,
-        _connection: connection,
-        exchange: format!("{base}.x"),
-        queue: format!("{base}.q"),
-        dlx: format!("{base}.dlx"),
-        dlq: format!("{base}.dlq"),
-    })
+    let turn = Turn::Shared(BROKER.read().unwrap_or_else(|e| e.into_inner()));
+    connect(test, turn)
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let ch = self.channel.clone();
-        let (q, dlq, x, dlx) = (
-            self.queue.clone(),
-            self.dlq.clone(),
-            self.exchange.clone(),
-            self.dlx.clone(),
-        );
-        self.rt.block_on(async move {
-            for queue in [q, dlq] {
-                let _ = ch
-                    .queue_delete(queue.into(), QueueDeleteOptions::default())
-                    .await;
-            }
-            for exchange in [x, dlx] {
-                let _ = ch
-                    .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
-                    .await;
-            }
-        });
-    }
+/// [`broker`], for a test that disturbs the broker: no other test of this file runs
+/// meanwhile.
+fn broker_alone(test: &str) -> Option<Broker> {
+    let turn = Turn::Alone(BROKER.write().unwrap_or_else(|e| e.into_inner()));
+    connect(test, turn)
+}
+
+fn connect(test: &str, turn: Turn) -> Option<Broker> {
+    let mut session = Session::connect(test)?;
+    let base = unique(test);
+    let name = |suffix: &str| format!("{base}.{suffix}");
+    session.owns([name("q"), name("dlq")], [name("x"), name("dlx")]);
+    Some(Broker {
+        exchange: name("x"),
+        queue: name("q"),
+        dlx: name("dlx"),
+        dlq: name("dlq"),
+        session,
+        _turn: turn,
+    })
 }
 
 /// A message to publish: routing key suffix, properties, body.
@@ -156,75 +113,41 @@ fn binary(line: &str, prefix: &str) -> Out {
 
 impl Broker {
     fn publish(&self, messages: &[Out]) {
-        let ch = self.channel.clone();
-        let exchange = self.exchange.clone();
-        self.rt.block_on(async move {
-            let mut confirms = Vec::new();
-            for m in messages {
-                confirms.push(
-                    ch.basic_publish(
-                        exchange.as_str().into(),
-                        "events.test".into(),
-                        BasicPublishOptions::default(),
-                        &m.body,
-                        m.properties.clone().with_delivery_mode(2),
-                    )
-                    .await
-                    .unwrap(),
-                );
-            }
-            for c in confirms {
-                assert!(c.await.unwrap().is_ack());
-            }
-        });
+        self.session.publish(
+            &self.exchange,
+            messages.iter().map(|m| {
+                let properties = m.properties.clone().with_delivery_mode(2);
+                ("events.test", properties, m.body.as_slice())
+            }),
+        );
     }
 
-    /// Ready messages in a queue.
+    /// Ready messages in a queue (declared by `steward run`).
     fn count(&self, queue: &str) -> u32 {
-        let ch = self.channel.clone();
-        let queue = queue.to_string();
-        self.rt.block_on(async move {
-            ch.queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap()
-            .message_count()
-        })
+        self.session
+            .count(queue)
+            .unwrap_or_else(|| panic!("queue {queue} is not declared"))
     }
 
     /// Takes every message of the dead-letter queue: (reason header, message id, body).
     fn dead_letters(&self) -> Vec<(String, Option<String>, Vec<u8>)> {
-        let ch = self.channel.clone();
-        let dlq = self.dlq.clone();
-        self.rt.block_on(async move {
-            let mut out = Vec::new();
-            while let Some(m) = ch
-                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
-                .await
-                .unwrap()
-            {
-                let headers = m.properties.headers().clone().unwrap_or_default();
-                let reason = match headers.inner().get("x-steward-reason") {
-                    Some(AMQPValue::LongString(s)) => {
-                        String::from_utf8_lossy(s.as_bytes()).into_owned()
-                    }
-                    other => panic!("no reason header: {other:?}"),
-                };
-                let id = m
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|s: &ShortString| s.as_str().to_string());
-                out.push((reason, id, m.data.clone()));
-            }
-            out
-        })
+        let mut out = Vec::new();
+        for m in self.session.take_all(&self.dlq) {
+            let headers = m.properties.headers().clone().unwrap_or_default();
+            let reason = match headers.inner().get("x-steward-reason") {
+                Some(AMQPValue::LongString(s)) => {
+                    String::from_utf8_lossy(s.as_bytes()).into_owned()
+                }
+                other => panic!("no reason header: {other:?}"),
+            };
+            let id = m
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s: &ShortString| s.as_str().to_string());
+            out.push((reason, id, m.data.clone()));
+        }
+        out
     }
 
     fn config(&self, dir: &Path, prefetch: u16) -> PathBuf {
@@ -744,56 +667,62 @@ fn a_sigkill_mid_stream_and_a_restart_apply_every_event_exactly_once() {
     assert!(snap.dead_letters.is_empty(), "{:?}", snap.dead_letters);
 }
 
-/// The broker's id of the connection named after `queue`; `None` when `rabbitmqctl`
-/// is not usable here.
-fn connection_of(queue: &str) -> Option<String> {
-    let list = Command::new("rabbitmqctl")
-        .args(["-q", "list_connections", "pid", "client_properties"])
-        .output()
-        .ok()?;
-    if !list.status.success() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&list.stdout);
-    let pid = text
-        .lines()
-        .find(|l| l.contains(queue))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no connection for {queue} in:\n{text}"));
-    Some(pid.to_string())
-}
-
-/// Closes a connection from the broker's side.
-fn close_connection(pid: &str) {
-    let status = Command::new("rabbitmqctl")
-        .args(["-q", "close_connection", pid, "closed by the steward test"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "rabbitmqctl close_connection failed");
+#[test]
+fn a_connection_closed_by_the_broker_is_reopened_and_nothing_is_lost() {
+    let Some(mut broker) = broker("reconnect") else {
+        return;
+    };
+    // A quorum queue, and small batches so the stream is still flowing at the cut.
+    cut_mid_stream(&mut broker, "quorum", 120, |broker| {
+        let Some(connection) = connection_of(&broker.queue) else {
+            return false;
+        };
+        close_connection(&connection);
+        true
+    });
 }
 
 #[test]
-fn a_connection_closed_by_the_broker_is_reopened_and_nothing_is_lost() {
-    let Some(broker) = broker("reconnect") else {
+fn a_broker_restart_mid_stream_is_waited_out_and_nothing_is_lost() {
+    let Some(mut broker) = broker_alone("restart") else {
         return;
     };
+    // Fewer events: this test runs alone.
+    cut_mid_stream(&mut broker, "classic", 40, |broker| {
+        if !restart_broker(Duration::from_secs(2)) {
+            return false;
+        }
+        broker.session.reopen();
+        true
+    });
+}
+
+/// Runs `copies` of the ISO example's events through `[amqp]` (one event a batch) and
+/// cuts the engine's connection with `cut` once some decisions are out (`cut` returns
+/// `false` when it cannot be done here: the test is skipped). The engine must
+/// reconnect and end where a file run of the same events ends, each decision printed
+/// once.
+fn cut_mid_stream(
+    broker: &mut Broker,
+    queue_type: &str,
+    copies: usize,
+    cut: impl FnOnce(&mut Broker) -> bool,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let lines = many_events(120);
+    let lines = many_events(copies);
     let events = dir.path().join("events.jsonl");
     write_lines(&events, &lines);
     let (expected, file_snap) = file_run(&events, dir.path());
 
-    // A quorum queue, and small batches so the stream is still flowing at the cut.
-    let config = broker.config_with(dir.path(), 4, 1, "quorum");
+    let config = broker.config_with(dir.path(), 4, 1, queue_type);
     let mut engine = Engine::spawn(&iso(), &config);
-    let Some(connection) = connection_of(&broker.queue) else {
-        eprintln!("SKIPPED a_connection_closed_by_the_broker_…: rabbitmqctl is not usable here");
-        return;
-    };
     let messages: Vec<Out> = lines.iter().map(|l| structured(l)).collect();
     broker.publish(&messages);
     engine.wait_until("some decisions", |e| e.decisions.len() >= 50);
-    close_connection(&connection);
+    if !cut(broker) {
+        eprintln!("SKIPPED (cut mid-stream): rabbitmqctl is not usable here");
+        return;
+    }
     engine.wait_until("the reconnection", |e| {
         e.log.matches("amqp: consuming from queue").count() >= 2
     });

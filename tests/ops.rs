@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::amqp::{Session, URL, unique};
 use common::*;
 use serde_json::Value;
 
@@ -378,113 +379,25 @@ reconnect_max_ms = 200
         .unwrap()
 }
 
-const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-/// A connection to the test broker, publishing to the test's exchange with confirms;
-/// the test's queues and exchanges are deleted when dropped.
-struct Topology {
-    rt: tokio::runtime::Runtime,
-    channel: lapin::Channel,
-    _connection: lapin::Connection,
-    names: String,
+/// Connects to the test broker for the queues and exchanges `steward run` declares
+/// under `names` (deleted when the session drops); `None` skips the test.
+fn topology(test: &str, names: &str) -> Option<Session> {
+    let mut session = Session::connect(test)?;
+    let name = |suffix: &str| format!("{names}.{suffix}");
+    session.owns([name("q"), name("dlq")], [name("x"), name("dlx")]);
+    Some(session)
 }
 
-impl Topology {
-    /// Connects, or skips (`None`) when the broker is unreachable; fails instead with
-    /// `STEWARD_REQUIRE_SERVICES=1`.
-    fn connect(test: &str, names: &str) -> Option<Topology> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let connected = rt.block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(5),
-                lapin::Connection::connect(URL, lapin::ConnectionProperties::default()),
-            )
-            .await
-        });
-        let connection = match connected {
-            Ok(Ok(c)) => c,
-            other => {
-                let why = match other {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "timed out".to_string(),
-                };
-                if std::env::var("STEWARD_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                    panic!("RabbitMQ at {URL} is required (STEWARD_REQUIRE_SERVICES=1): {why}");
-                }
-                eprintln!("SKIPPED {test}: RabbitMQ at {URL} is unreachable ({why})");
-                return None;
-            }
-        };
-        let channel = rt.block_on(async {
-            let ch = connection.create_channel().await.unwrap();
-            ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
-                .await
-                .unwrap();
-            ch
-        });
-        Some(Topology {
-            rt,
-            channel,
-            _connection: connection,
-            names: names.to_string(),
-        })
-    }
-
-    fn publish(&self, bodies: &[&str]) {
-        self.rt.block_on(async {
-            for body in bodies {
-                let confirm = self
-                    .channel
-                    .basic_publish(
-                        format!("{}.x", self.names).as_str().into(),
-                        "events.test".into(),
-                        lapin::options::BasicPublishOptions::default(),
-                        body.as_bytes(),
-                        lapin::BasicProperties::default()
-                            .with_content_type("application/cloudevents+json".into()),
-                    )
-                    .await
-                    .unwrap();
-                assert!(confirm.await.unwrap().is_ack());
-            }
-        });
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        self.rt.block_on(async {
-            for queue in ["q", "dlq"] {
-                let _ = self
-                    .channel
-                    .queue_delete(
-                        format!("{}.{queue}", self.names).as_str().into(),
-                        lapin::options::QueueDeleteOptions::default(),
-                    )
-                    .await;
-            }
-            for exchange in ["x", "dlx"] {
-                let _ = self
-                    .channel
-                    .exchange_delete(
-                        format!("{}.{exchange}", self.names).as_str().into(),
-                        lapin::options::ExchangeDeleteOptions::default(),
-                    )
-                    .await;
-            }
-        });
-    }
-}
-
-fn unique(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("steward-test-{test}-{}-{nanos}", std::process::id())
+/// Publishes CloudEvents in structured mode to the exchange named after `names`.
+fn publish(session: &Session, names: &str, bodies: &[&str]) {
+    let properties =
+        lapin::BasicProperties::default().with_content_type("application/cloudevents+json".into());
+    session.publish(
+        &format!("{names}.x"),
+        bodies
+            .iter()
+            .map(|b| ("events.test", properties.clone(), b.as_bytes())),
+    );
 }
 
 fn stop(child: Child) -> Output {
@@ -497,7 +410,7 @@ fn stop(child: Child) -> Output {
 #[test]
 fn ready_when_the_amqp_consumer_consumes() {
     let names = unique("ops-ready");
-    let Some(topology) = Topology::connect("ready_when_the_amqp_consumer_consumes", &names) else {
+    let Some(topology) = topology("ready_when_the_amqp_consumer_consumes", &names) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -509,7 +422,7 @@ fn ready_when_the_amqp_consumer_consumes() {
     assert_eq!(ready["not_ready"], serde_json::json!([]), "{body}");
 
     let lines = read_lines(&iso_events());
-    topology.publish(&[&lines[0], &lines[1], "{not json"]);
+    publish(&topology, &names, &[&lines[0], &lines[1], "{not json"]);
     let queue = format!("{names}.q");
     let (_, metrics) = wait_for(port, "/metrics", &mut child, "3 messages", |_, m| {
         sample(m, r#"steward_events_received_total{source="amqp"}"#) == Some(3.0)

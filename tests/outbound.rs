@@ -11,82 +11,32 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::amqp::{Session, URL, close_connection, connection_of, unique};
 use common::*;
-use lapin::options::{
-    BasicGetOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::ExchangeKind;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::{Value, json};
-
-const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// A connection to the test broker and this test's exchange and queue (deleted on
 /// drop).
 struct Broker {
-    rt: tokio::runtime::Runtime,
-    channel: Channel,
-    _connection: Connection,
+    session: Session,
     exchange: String,
     queue: String,
 }
 
 /// Connects, or skips (returns `None`) when the broker is unreachable.
 fn broker(test: &str) -> Option<Broker> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let connected = rt.block_on(async {
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            Connection::connect(URL, ConnectionProperties::default()),
-        )
-        .await
-    });
-    let connection = match connected {
-        Ok(Ok(c)) => c,
-        other => {
-            let why = match other {
-                Ok(Err(e)) => e.to_string(),
-                _ => "timed out".to_string(),
-            };
-            if std::env::var("STEWARD_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("RabbitMQ at {URL} is required (STEWARD_REQUIRE_SERVICES=1): {why}");
-            }
-            eprintln!("SKIPPED {test}: RabbitMQ at {URL} is unreachable ({why})");
-            return None;
-        }
-    };
-    let channel = rt.block_on(connection.create_channel()).unwrap();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let base = format!("steward-test-out-{test}-{}-{nanos}", std::process::id());
+    let mut session = Session::connect(test)?;
+    let base = unique(&format!("out-{test}"));
+    let (exchange, queue) = (format!("{base}.x"), format!("{base}.q"));
+    session.owns([queue.clone()], [exchange.clone()]);
     Some(Broker {
-        rt,
-        channel,
-        _connection: connection,
-        exchange: format!("{base}.x"),
-        queue: format!("{base}.q"),
+        session,
+        exchange,
+        queue,
     })
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let ch = self.channel.clone();
-        let (q, x) = (self.queue.clone(), self.exchange.clone());
-        self.rt.block_on(async move {
-            let _ = ch
-                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                .await;
-            let _ = ch
-                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
-        });
-    }
 }
 
 /// One consumed message.
@@ -103,9 +53,9 @@ struct Got {
 impl Broker {
     /// Declares the exchange (as `steward run` does) and a queue bound to everything.
     fn bind_queue(&self) {
-        let ch = self.channel.clone();
-        let (q, x) = (self.queue.clone(), self.exchange.clone());
-        self.rt.block_on(async move {
+        let ch = &self.session.channel;
+        let (q, x) = (&self.queue, &self.exchange);
+        self.session.rt.block_on(async move {
             ch.exchange_declare(
                 x.as_str().into(),
                 ExchangeKind::Topic,
@@ -141,43 +91,35 @@ impl Broker {
 
     /// Takes every message of the queue.
     fn take(&self) -> Vec<Got> {
-        let ch = self.channel.clone();
-        let q = self.queue.clone();
-        self.rt.block_on(async move {
-            let mut out = Vec::new();
-            while let Some(m) = ch
-                .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
-                .await
-                .unwrap()
-            {
-                let p = &m.properties;
-                let headers = p
-                    .headers()
-                    .clone()
-                    .unwrap_or_default()
-                    .inner()
-                    .iter()
-                    .map(|(k, v)| {
-                        let v = match v {
-                            AMQPValue::LongString(s) => {
-                                String::from_utf8_lossy(s.as_bytes()).into_owned()
-                            }
-                            other => format!("{other:?}"),
-                        };
-                        (k.as_str().to_string(), v)
-                    })
-                    .collect();
-                out.push(Got {
-                    routing_key: m.routing_key.as_str().to_string(),
-                    message_id: p.message_id().as_ref().map(|s| s.as_str().to_string()),
-                    content_type: p.content_type().as_ref().map(|s| s.as_str().to_string()),
-                    persistent: *p.delivery_mode() == Some(2),
-                    headers,
-                    body: serde_json::from_slice(&m.data).unwrap(),
-                });
-            }
-            out
-        })
+        let mut out = Vec::new();
+        for m in self.session.take_all(&self.queue) {
+            let p = &m.properties;
+            let headers = p
+                .headers()
+                .clone()
+                .unwrap_or_default()
+                .inner()
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        AMQPValue::LongString(s) => {
+                            String::from_utf8_lossy(s.as_bytes()).into_owned()
+                        }
+                        other => format!("{other:?}"),
+                    };
+                    (k.as_str().to_string(), v)
+                })
+                .collect();
+            out.push(Got {
+                routing_key: m.routing_key.as_str().to_string(),
+                message_id: p.message_id().as_ref().map(|s| s.as_str().to_string()),
+                content_type: p.content_type().as_ref().map(|s| s.as_str().to_string()),
+                persistent: *p.delivery_mode() == Some(2),
+                headers,
+                body: serde_json::from_slice(&m.data).unwrap(),
+            });
+        }
+        out
     }
 
     fn config(&self, dir: &Path, exchange: &str, extra: &str) -> PathBuf {
@@ -447,25 +389,6 @@ routes = ["ticketing"]
     }
 }
 
-/// The broker's id of the connection whose name mentions `exchange`; `None` when
-/// `rabbitmqctl` is not usable here.
-fn connection_of(exchange: &str) -> Option<String> {
-    let list = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "list_connections", "pid", "client_properties"])
-        .output()
-        .ok()?;
-    if !list.status.success() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&list.stdout);
-    let line = text.lines().find(|l| l.contains(exchange));
-    let pid = line.and_then(|l| l.split_whitespace().next());
-    Some(
-        pid.unwrap_or_else(|| panic!("no connection for {exchange} in:\n{text}"))
-            .to_string(),
-    )
-}
-
 #[test]
 fn a_connection_closed_by_the_broker_is_reopened_for_the_next_publish() {
     let Some(broker) = broker("reconnect") else {
@@ -515,16 +438,7 @@ fn a_connection_closed_by_the_broker_is_reopened_for_the_next_publish() {
         eprintln!("SKIPPED a_connection_closed_by_the_broker_…: rabbitmqctl is not usable here");
         return;
     };
-    let closed = std::process::Command::new("rabbitmqctl")
-        .args([
-            "-q",
-            "close_connection",
-            &connection,
-            "closed by the steward test",
-        ])
-        .status()
-        .unwrap();
-    assert!(closed.success());
+    close_connection(&connection);
     write_lines(&inbox.join("2.jsonl"), &[event("e-2", "T-2")]);
     settled(4);
     let _ = std::process::Command::new("kill")

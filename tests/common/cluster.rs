@@ -11,27 +11,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::ExchangeDeclareOptions;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, ExchangeKind};
 use serde_json::Value;
 use steward_engine::store::Store;
 use steward_engine::store::postgres::PostgresStore;
 
+use super::amqp::Session;
 use super::{Snapshot, ok, ruleset, run, snapshot, steward, write_lines};
 
-pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub use super::amqp::{URL as AMQP, required};
 
 pub fn pg_url() -> String {
     std::env::var("STEWARD_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-pub fn required() -> bool {
-    std::env::var("STEWARD_REQUIRE_SERVICES").as_deref() == Ok("1")
 }
 
 /// Events of one key must be applied in order: an update out of sequence is a
@@ -71,55 +65,26 @@ pub fn events(keys: usize, updates: usize) -> Vec<(String, String)> {
     out
 }
 
-/// The broker side of a test: its exchange, partition queues and dead-letter names.
+/// The broker side of a test: its exchange, partition queues and dead-letter names
+/// (deleted when dropped).
 pub struct Broker {
-    pub rt: tokio::runtime::Runtime,
-    channel: Channel,
-    connection: Connection,
+    session: Session,
     pub base: String,
     pub partitions: u32,
 }
 
 impl Broker {
     pub fn connect(test: &str, partitions: u32) -> Option<Broker> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let connected = rt.block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(5),
-                Connection::connect(AMQP, ConnectionProperties::default()),
-            )
-            .await
-        });
-        let connection = match connected {
-            Ok(Ok(c)) => c,
-            other => {
-                let why = match other {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "timed out".to_string(),
-                };
-                assert!(!required(), "RabbitMQ at {AMQP} is required: {why}");
-                eprintln!("SKIPPED {test}: RabbitMQ at {AMQP} is unreachable ({why})");
-                return None;
-            }
-        };
+        let session = Session::connect(test)?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
+        // Short: the partition schemas in PostgreSQL are named after it.
         let base = format!("t{}_{}", std::process::id(), nanos % 1_000_000_000);
-        let channel = rt.block_on(async {
-            let ch = connection.create_channel().await.unwrap();
-            ch.confirm_select(ConfirmSelectOptions::default())
-                .await
-                .unwrap();
-            ch
-        });
         // The plugin's exchange type, tried on a channel of its own (a failure closes it).
-        let probe = rt.block_on(async {
-            let ch = connection.create_channel().await.unwrap();
+        let probe = session.rt.block_on(async {
+            let ch = session.connection.create_channel().await.unwrap();
             ch.exchange_declare(
                 format!("{base}.probe").as_str().into(),
                 ExchangeKind::Custom("x-consistent-hash".into()),
@@ -140,17 +105,20 @@ impl Broker {
             eprintln!("SKIPPED {test}: the consistent-hash exchange plugin is not enabled ({e})");
             return None;
         }
-        let _ = rt.block_on(channel.exchange_delete(
-            format!("{base}.probe").as_str().into(),
-            ExchangeDeleteOptions::default(),
-        ));
-        Some(Broker {
-            rt,
-            channel,
-            connection,
+        let mut broker = Broker {
+            session,
             base,
             partitions,
-        })
+        };
+        let mut queues = broker.queues();
+        queues.push(format!("{}.dlq", broker.base));
+        let exchanges = [
+            format!("{}.probe", broker.base),
+            broker.exchange(),
+            format!("{}.dlx", broker.base),
+        ];
+        broker.session.owns(queues, exchanges);
+        Some(broker)
     }
 
     pub fn exchange(&self) -> String {
@@ -165,79 +133,21 @@ impl Broker {
 
     /// Publishes each line with its key as routing key, persistent, with confirms.
     pub fn publish(&self, events: &[(String, String)]) {
-        let ch = self.channel.clone();
-        let exchange = self.exchange();
-        self.rt.block_on(async move {
-            for chunk in events.chunks(5000) {
-                let mut confirms = Vec::new();
-                for (key, line) in chunk {
-                    confirms.push(
-                        ch.basic_publish(
-                            exchange.as_str().into(),
-                            key.as_str().into(),
-                            BasicPublishOptions::default(),
-                            line.as_bytes(),
-                            BasicProperties::default()
-                                .with_content_type("application/cloudevents+json".into())
-                                .with_delivery_mode(2),
-                        )
-                        .await
-                        .unwrap(),
-                    );
-                }
-                for c in confirms {
-                    assert!(c.await.unwrap().is_ack());
-                }
-            }
-        });
+        let properties = BasicProperties::default()
+            .with_content_type("application/cloudevents+json".into())
+            .with_delivery_mode(2);
+        self.session.publish(
+            &self.exchange(),
+            events
+                .iter()
+                .map(|(key, line)| (key.as_str(), properties.clone(), line.as_bytes())),
+        );
     }
 
-    /// Ready plus unacknowledged messages over every partition queue; `None` while a
-    /// queue is not declared yet.
+    /// Ready messages over every partition queue; `None` while a queue is not
+    /// declared yet.
     pub fn backlog(&self) -> Option<u32> {
-        let connection = &self.connection;
-        let queues = self.queues();
-        self.rt.block_on(async move {
-            // A channel of its own: a passive declare of a missing queue closes it.
-            let ch = connection.create_channel().await.ok()?;
-            let mut total = 0;
-            for q in queues {
-                let declared = ch
-                    .queue_declare(
-                        q.as_str().into(),
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..QueueDeclareOptions::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await;
-                total += declared.ok()?.message_count();
-            }
-            let _ = ch.close(200, "done".into()).await;
-            Some(total)
-        })
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let ch = self.channel.clone();
-        let mut queues = self.queues();
-        queues.push(format!("{}.dlq", self.base));
-        let exchanges = [self.exchange(), format!("{}.dlx", self.base)];
-        self.rt.block_on(async move {
-            for q in queues {
-                let _ = ch
-                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-            for x in exchanges {
-                let _ = ch
-                    .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-                    .await;
-            }
-        });
+        self.queues().iter().map(|q| self.session.count(q)).sum()
     }
 }
 

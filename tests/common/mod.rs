@@ -1,7 +1,9 @@
 //! Helpers shared by the CLI integration tests: the real `steward` binary, the
-//! repository's paths, and a reader for the SQLite store.
+//! repository's paths, and a reader for the SQLite store; the test broker in
+//! [`amqp`], the `[cluster]` deployments in [`cluster`].
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod amqp;
 pub mod cluster;
 
 use std::path::{Path, PathBuf};
