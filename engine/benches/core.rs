@@ -519,7 +519,6 @@ fn raw_inserts(events: &Path, db: &Path, rows: usize) -> Row {
         .build()
         .unwrap();
     let store = runtime.block_on(SqliteStore::open(db)).unwrap();
-    let pool = store.pool().clone();
     let ids: Vec<String> = BufReader::new(std::fs::File::open(events).unwrap())
         .lines()
         .map(|l| {
@@ -531,8 +530,10 @@ fn raw_inserts(events: &Path, db: &Path, rows: usize) -> Row {
         .collect();
     let t = Clock::start();
     runtime.block_on(async {
+        use sqlx::Connection;
+        let mut conn = store.connection().await;
         for batch in ids.chunks(BATCH) {
-            let mut tx = pool.begin().await.unwrap();
+            let mut tx = conn.begin().await.unwrap();
             for chunk in batch.chunks(rows) {
                 let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                     "INSERT OR IGNORE INTO seen_events (source, id) ",

@@ -5,8 +5,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use sqlx::query_builder::Separated;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
+use tokio::sync::{Mutex, MutexGuard};
 
 use super::codec::{
     counter_index, decode_counter, decode_instance, decode_time, decode_timer, encode_counter,
@@ -23,7 +24,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    /// The one connection: the engine is the only writer, and SQLite serialises
+    /// writes. Held directly rather than in a pool, whose every checkout and return
+    /// costs a round trip to SQLite's worker thread (a ping) on top of the work.
+    conn: Arc<Mutex<SqliteConnection>>,
     /// Whether emitted events' outbox rows are left for a dispatcher to publish.
     dispatch_emitted: bool,
     /// Checkpoints the write-ahead log beside the writer (file databases only).
@@ -54,7 +58,6 @@ impl Drop for Checkpointer {
 
 impl Checkpointer {
     async fn start(options: &SqliteConnectOptions) -> Result<Checkpointer, StoreError> {
-        use sqlx::Connection;
         let mut conn = SqliteConnection::connect_with(options).await?;
         let task = tokio::spawn(async move {
             let mut every = tokio::time::interval(CHECKPOINT_EVERY);
@@ -115,51 +118,97 @@ impl SqliteStore {
     }
 
     async fn connect(options: SqliteConnectOptions) -> Result<SqliteStore, StoreError> {
-        // One connection: the engine is the only writer, and SQLite serialises writes.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await?;
-        MIGRATOR.run(&pool).await?;
+        let mut conn =
+            SqliteConnection::connect_with(&options.statement_cache_capacity(STATEMENTS)).await?;
+        MIGRATOR.run(&mut conn).await?;
         Ok(SqliteStore {
-            pool,
+            conn: Arc::new(Mutex::new(conn)),
             dispatch_emitted: false,
             _checkpoints: None,
         })
     }
 
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The store's connection, for tools that read or write beside the engine (it
+    /// waits while a commit is running).
+    pub async fn connection(&self) -> MutexGuard<'_, SqliteConnection> {
+        self.conn.lock().await
     }
 }
+
+/// Prepared statements kept on the connection (least recently used dropped first). A
+/// commit's script differs by its row counts; with small batches (events arriving
+/// slower than they are applied) the same few scripts recur, and parsing them again
+/// on every commit cost more than running them.
+const STATEMENTS: usize = 128;
 
 fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt(what.into())
 }
 
-/// Rows per multi-row INSERT. Full chunks share one prepared statement; the
-/// remainder of a batch is prepared once and not cached.
-const ROWS_PER_INSERT: usize = 256;
+/// Rows per multi-row statement.
+const ROWS_PER_STATEMENT: usize = 256;
 
-/// Inserts `rows` with multi-row `INSERT … VALUES (…), (…) tail` statements.
-async fn insert_rows<'r, T>(
-    conn: &mut SqliteConnection,
-    head: &str,
-    tail: &str,
-    rows: &'r [T],
-    bind: impl Fn(&mut Separated<'_, 'r, Sqlite, &'static str>, &'r T),
-) -> Result<(), StoreError> {
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Sqlite>::new(head);
-        q.push_values(chunk, |mut b, row| bind(&mut b, row));
-        q.push(tail);
-        q.build()
-            .persistent(chunk.len() == ROWS_PER_INSERT)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
+/// A commit's writes as one SQL script: SQLite's worker thread runs it in one round
+/// trip, where a statement at a time cost a wake-up of each side per statement (with
+/// small batches, those wake-ups were most of a commit's time).
+struct Script<'a> {
+    q: QueryBuilder<'a, Sqlite>,
+    params: usize,
 }
+
+impl<'a> Script<'a> {
+    fn new() -> Script<'a> {
+        Script {
+            q: QueryBuilder::new(""),
+            params: 0,
+        }
+    }
+
+    /// Adds one statement, written by `write`, which binds `params` values.
+    fn statement(&mut self, params: usize, write: impl FnOnce(&mut QueryBuilder<'a, Sqlite>)) {
+        write(&mut self.q);
+        self.q.push(";\n");
+        self.params += params;
+    }
+
+    /// Adds `INSERT … VALUES (…), (…) tail` statements for `rows`, each binding
+    /// `columns` values per row.
+    fn values<T>(
+        &mut self,
+        head: &str,
+        tail: &str,
+        columns: usize,
+        rows: &'a [T],
+        bind: impl Fn(&mut Separated<'_, 'a, Sqlite, &'static str>, &'a T),
+    ) {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            self.statement(chunk.len() * columns, |q| {
+                q.push(head);
+                q.push_values(chunk, |mut b, row| bind(&mut b, row));
+                q.push(tail);
+            });
+        }
+    }
+
+    async fn run(mut self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        // Small scripts recur (one or a few events a batch) and stay prepared; large
+        // ones rarely repeat and are prepared for the one use.
+        self.q
+            .build()
+            .persistent(self.params <= CACHED_PARAMS)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// An expectation to write: cadence, period, and its due time and timer (`None`:
+/// delete it).
+type ExpectationRow<'r> = (&'r str, &'r str, Option<(String, i64)>);
+
+/// Scripts with at most this many bound values are kept prepared (see
+/// [`STATEMENTS`]).
+const CACHED_PARAMS: usize = 512;
 
 fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, StoreError> {
     serde_json::from_str(text).map_err(|e| corrupt(format!("{what}: {e}")))
@@ -167,9 +216,10 @@ fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, StoreError> {
 
 impl Store for SqliteStore {
     async fn load(&self, rules: &Ruleset) -> Result<World, StoreError> {
+        let mut conn = self.conn.lock().await;
         let mut world = World::default();
         for row in sqlx::query("SELECT name, value FROM meta")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?
         {
             let name: String = row.try_get("name")?;
@@ -190,7 +240,7 @@ impl Store for SqliteStore {
             }
         }
         for row in sqlx::query("SELECT workflow, key, body FROM instances")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?
         {
             let workflow: String = row.try_get("workflow")?;
@@ -203,7 +253,7 @@ impl Store for SqliteStore {
             }
         }
         for row in sqlx::query("SELECT id, due, body FROM timers ORDER BY due, id")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?
         {
             let id: i64 = row.try_get("id")?;
@@ -215,7 +265,7 @@ impl Store for SqliteStore {
             }
         }
         for row in sqlx::query("SELECT source, id FROM seen_events")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?
         {
             let source: String = row.try_get("source")?;
@@ -223,7 +273,7 @@ impl Store for SqliteStore {
             world.seen.insert(&source, &id);
         }
         for row in sqlx::query("SELECT counter, key, body FROM counters")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?
         {
             let counter: String = row.try_get("counter")?;
@@ -234,7 +284,7 @@ impl Store for SqliteStore {
             }
         }
         for row in sqlx::query("SELECT cadence, period, due, timer FROM expectations")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?
         {
             let cadence: String = row.try_get("cadence")?;
@@ -273,7 +323,6 @@ impl Store for SqliteStore {
         meta: &Meta,
         settled: &[Settlement],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
         // Upserts and deletes touch distinct keys (one entry per key in `changes`),
         // so their order does not matter.
         let mut upserts = Vec::new();
@@ -289,38 +338,6 @@ impl Store for SqliteStore {
                 None => finished.push((workflow.as_str(), key.as_ref())),
             }
         }
-        // Finished instances go many to a statement: after a restart, a backlog of
-        // overdue timers can finish a hundred thousand at once.
-        for chunk in finished.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "DELETE FROM instances WHERE (workflow, key) IN (VALUES ",
-            );
-            let mut rows = q.separated(", ");
-            for (workflow, key) in chunk {
-                rows.push("(")
-                    .push_bind_unseparated(*workflow)
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(*key)
-                    .push_unseparated(")");
-            }
-            q.push(")");
-            q.build()
-                .persistent(chunk.len() == ROWS_PER_INSERT)
-                .execute(&mut *tx)
-                .await?;
-        }
-        insert_rows(
-            &mut tx,
-            "INSERT INTO instances (workflow, key, body) ",
-            " ON CONFLICT (workflow, key) DO UPDATE SET body = excluded.body",
-            &upserts,
-            |b, (workflow, key, body)| {
-                b.push_bind(*workflow)
-                    .push_bind(*key)
-                    .push_bind(body.as_str());
-            },
-        )
-        .await?;
         let timers: Vec<(i64, String, String)> = changes
             .timers_added
             .iter()
@@ -332,41 +349,6 @@ impl Store for SqliteStore {
                 )
             })
             .collect();
-        insert_rows(
-            &mut tx,
-            "INSERT INTO timers (id, due, body) ",
-            "",
-            &timers,
-            |b, (id, due, body)| {
-                b.push_bind(*id)
-                    .push_bind(due.as_str())
-                    .push_bind(body.as_str());
-            },
-        )
-        .await?;
-        for ids in changes.timers_removed.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM timers WHERE id IN (");
-            let mut list = q.separated(", ");
-            for id in ids {
-                list.push_bind(*id as i64);
-            }
-            q.push(")");
-            q.build()
-                .persistent(ids.len() == ROWS_PER_INSERT)
-                .execute(&mut *tx)
-                .await?;
-        }
-        insert_rows(
-            &mut tx,
-            "INSERT OR IGNORE INTO seen_events (source, id) ",
-            "",
-            &changes.seen,
-            |b, seen| {
-                b.push_bind(seen.source.as_ref())
-                    .push_bind(seen.id.as_ref());
-            },
-        )
-        .await?;
         let counters: Vec<(&str, &str, String)> = changes
             .counters
             .iter()
@@ -378,57 +360,18 @@ impl Store for SqliteStore {
                 )
             })
             .collect();
-        insert_rows(
-            &mut tx,
-            "INSERT INTO counters (counter, key, body) ",
-            " ON CONFLICT (counter, key) DO UPDATE SET body = excluded.body",
-            &counters,
-            |b, (counter, key, body)| {
-                b.push_bind(*counter)
-                    .push_bind(*key)
-                    .push_bind(body.as_str());
-            },
-        )
-        .await?;
-        for ((c, period), exp) in &changes.expectations {
-            let cadence = &rules.cadences[*c].name;
-            match exp {
-                Some(exp) => {
-                    sqlx::query(
-                        "INSERT INTO expectations (cadence, period, due, timer) VALUES (?, ?, ?, ?) \
-                         ON CONFLICT (cadence, period) DO UPDATE SET due = excluded.due, timer = excluded.timer",
-                    )
-                    .bind(cadence)
-                    .bind(period)
-                    .bind(encode_time(exp.due))
-                    .bind(exp.timer as i64)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    sqlx::query("DELETE FROM expectations WHERE cadence = ? AND period = ?")
-                        .bind(cadence)
-                        .bind(period)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-        }
-        insert_rows(
-            &mut tx,
-            "INSERT INTO evidence (seq, at, kind, record, prev_hash, hash) ",
-            "",
-            &changes.evidence,
-            |b, r| {
-                b.push_bind(r.seq as i64)
-                    .push_bind(r.at.as_str())
-                    .push_bind(r.kind.as_str())
-                    .push_bind(r.record.as_str())
-                    .push_bind(r.prev_hash.as_str())
-                    .push_bind(r.hash.as_str());
-            },
-        )
-        .await?;
+        let expectations: Vec<ExpectationRow> = changes
+            .expectations
+            .iter()
+            .map(|((c, period), exp)| {
+                (
+                    rules.cadences[*c].name.as_str(),
+                    period.as_str(),
+                    exp.as_ref()
+                        .map(|exp| (encode_time(exp.due), exp.timer as i64)),
+                )
+            })
+            .collect();
         let mut routes = super::outbox_routes(changes);
         let outbox: Vec<_> = changes
             .outbox
@@ -450,10 +393,126 @@ impl Store for SqliteStore {
                 )
             })
             .collect();
-        insert_rows(
-            &mut tx,
+        let entries = [
+            ("next_timer", meta.next_timer.to_string()),
+            ("chain_seq", meta.chain.seq.to_string()),
+            ("chain_hash", hex::encode(meta.chain.hash)),
+            ("now", meta.now.map(encode_time).unwrap_or_default()),
+            ("cadences_scheduled", meta.cadences_scheduled.to_string()),
+        ];
+
+        let mut script = Script::new();
+        // Finished instances go many to a statement: after a restart, a backlog of
+        // overdue timers can finish a hundred thousand at once.
+        for chunk in finished.chunks(ROWS_PER_STATEMENT) {
+            script.statement(chunk.len() * 2, |q| {
+                q.push("DELETE FROM instances WHERE (workflow, key) IN (VALUES ");
+                let mut rows = q.separated(", ");
+                for (workflow, key) in chunk {
+                    rows.push("(")
+                        .push_bind_unseparated(*workflow)
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(*key)
+                        .push_unseparated(")");
+                }
+                q.push(")");
+            });
+        }
+        script.values(
+            "INSERT INTO instances (workflow, key, body) ",
+            " ON CONFLICT (workflow, key) DO UPDATE SET body = excluded.body",
+            3,
+            &upserts,
+            |b, (workflow, key, body)| {
+                b.push_bind(*workflow)
+                    .push_bind(*key)
+                    .push_bind(body.as_str());
+            },
+        );
+        script.values(
+            "INSERT INTO timers (id, due, body) ",
+            "",
+            3,
+            &timers,
+            |b, (id, due, body)| {
+                b.push_bind(*id)
+                    .push_bind(due.as_str())
+                    .push_bind(body.as_str());
+            },
+        );
+        for ids in changes.timers_removed.chunks(ROWS_PER_STATEMENT) {
+            script.statement(ids.len(), |q| {
+                q.push("DELETE FROM timers WHERE id IN (");
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(*id as i64);
+                }
+                q.push(")");
+            });
+        }
+        script.values(
+            "INSERT OR IGNORE INTO seen_events (source, id) ",
+            "",
+            2,
+            &changes.seen,
+            |b, seen| {
+                b.push_bind(seen.source.as_ref())
+                    .push_bind(seen.id.as_ref());
+            },
+        );
+        script.values(
+            "INSERT INTO counters (counter, key, body) ",
+            " ON CONFLICT (counter, key) DO UPDATE SET body = excluded.body",
+            3,
+            &counters,
+            |b, (counter, key, body)| {
+                b.push_bind(*counter)
+                    .push_bind(*key)
+                    .push_bind(body.as_str());
+            },
+        );
+        for (cadence, period, exp) in &expectations {
+            match exp {
+                Some((due, timer)) => script.statement(4, |q| {
+                    q.push("INSERT INTO expectations (cadence, period, due, timer) VALUES (")
+                        .push_bind(*cadence)
+                        .push(", ")
+                        .push_bind(*period)
+                        .push(", ")
+                        .push_bind(due.as_str())
+                        .push(", ")
+                        .push_bind(*timer)
+                        .push(
+                            ") ON CONFLICT (cadence, period) \
+                             DO UPDATE SET due = excluded.due, timer = excluded.timer",
+                        );
+                }),
+                None => script.statement(2, |q| {
+                    q.push("DELETE FROM expectations WHERE cadence = ")
+                        .push_bind(*cadence)
+                        .push(" AND period = ")
+                        .push_bind(*period);
+                }),
+            }
+        }
+        script.values(
+            "INSERT INTO evidence (seq, at, kind, record, prev_hash, hash) ",
+            "",
+            6,
+            &changes.evidence,
+            |b, r| {
+                b.push_bind(r.seq as i64)
+                    .push_bind(r.at.as_str())
+                    .push_bind(r.kind.as_str())
+                    .push_bind(r.record.as_str())
+                    .push_bind(r.prev_hash.as_str())
+                    .push_bind(r.hash.as_str());
+            },
+        );
+        script.values(
             "INSERT OR IGNORE INTO outbox (action_id, at, connector, op, args, workflow, key, status) ",
             "",
+            8,
             &outbox,
             |b, (action_id, at, connector, op, args, (workflow, key, status))| {
                 b.push_bind(*action_id)
@@ -465,43 +524,38 @@ impl Store for SqliteStore {
                     .push_bind(key.as_deref())
                     .push_bind(*status);
             },
-        )
-        .await?;
+        );
         for s in settled {
             let (status, result, reason) = match &s.end {
                 SettledAs::Done { result } => ("done", Some(result.as_str()), None),
                 SettledAs::Dead { reason } => ("dead", None, Some(reason.as_str())),
             };
-            sqlx::query(
-                "UPDATE outbox SET status = ?, result = ?, last_error = coalesce(?, last_error), \
-                 attempts = max(attempts, ?), lease_ms = NULL \
-                 WHERE action_id = ? AND status NOT IN ('done', 'dead')",
-            )
-            .bind(status)
-            .bind(result)
-            .bind(reason)
-            .bind(i64::from(s.attempt))
-            .bind(&s.action_id)
-            .execute(&mut *tx)
-            .await?;
+            script.statement(5, |q| {
+                q.push("UPDATE outbox SET status = ")
+                    .push_bind(status)
+                    .push(", result = ")
+                    .push_bind(result)
+                    .push(", last_error = coalesce(")
+                    .push_bind(reason)
+                    .push(", last_error), attempts = max(attempts, ")
+                    .push_bind(i64::from(s.attempt))
+                    .push("), lease_ms = NULL WHERE action_id = ")
+                    .push_bind(s.action_id.as_str())
+                    .push(" AND status NOT IN ('done', 'dead')");
+            });
         }
-        let entries = [
-            ("next_timer", meta.next_timer.to_string()),
-            ("chain_seq", meta.chain.seq.to_string()),
-            ("chain_hash", hex::encode(meta.chain.hash)),
-            ("now", meta.now.map(encode_time).unwrap_or_default()),
-            ("cadences_scheduled", meta.cadences_scheduled.to_string()),
-        ];
-        for (name, value) in entries {
-            sqlx::query(
-                "INSERT INTO meta (name, value) VALUES (?, ?) \
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            )
-            .bind(name)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
-        }
+        script.values(
+            "INSERT INTO meta (name, value) ",
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            2,
+            &entries,
+            |b, (name, value)| {
+                b.push_bind(*name).push_bind(value.as_str());
+            },
+        );
+        let mut conn = self.conn.lock().await;
+        let mut tx = conn.begin().await?;
+        script.run(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -511,7 +565,7 @@ impl Store for SqliteStore {
             "SELECT seq, at, kind, record, prev_hash, hash FROM evidence WHERE seq > ? ORDER BY seq",
         )
         .bind(after as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn.lock().await)
         .await?;
         rows.iter().map(super::evidence_from_row).collect()
     }
@@ -524,7 +578,7 @@ impl Store for SqliteStore {
         .bind(&letter.origin)
         .bind(&letter.reason)
         .bind(&letter.body)
-        .execute(&self.pool)
+        .execute(&mut *self.conn.lock().await)
         .await?;
         Ok(())
     }
@@ -532,7 +586,7 @@ impl Store for SqliteStore {
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         let rows =
             sqlx::query("SELECT received_at, origin, reason, body FROM dead_letters ORDER BY id")
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn.lock().await)
                 .await?;
         rows.into_iter()
             .map(|row| {
@@ -552,7 +606,7 @@ impl Store for SqliteStore {
             "SELECT action_id, at, connector, op, args, status, attempts, workflow, key, due_ms, \
              lease_ms, last_error, result FROM outbox ORDER BY at, action_id",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn.lock().await)
         .await?;
         rows.iter()
             .map(|row| super::outbox_lifecycle_from_row(row, row.try_get("at")?))
@@ -582,7 +636,7 @@ impl Store for SqliteStore {
         .bind(lease_until_ms)
         .bind(now_ms)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn.lock().await)
         .await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -609,7 +663,7 @@ impl Store for SqliteStore {
         .bind(error)
         .bind(action_id)
         .bind(i64::from(attempt))
-        .execute(&self.pool)
+        .execute(&mut *self.conn.lock().await)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -620,7 +674,7 @@ impl Store for SqliteStore {
         )
         .bind(action_id)
         .bind(i64::from(attempt))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn.lock().await)
         .await?;
         Ok(row.is_some())
     }
@@ -631,7 +685,7 @@ impl Store for SqliteStore {
              min(CASE status WHEN 'in_flight' THEN lease_ms ELSE due_ms END) AS next_ms \
              FROM outbox WHERE status IN ('pending', 'retry', 'in_flight')",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conn.lock().await)
         .await?;
         let open: i64 = row.try_get("open")?;
         Ok(OutboxBacklog {
