@@ -9,11 +9,16 @@
 //!   queue filled beforehand, from the first consumed message to the last event's
 //!   decision printed (decisions are printed after their commit);
 //! - **cluster, PostgreSQL, 1 and 3 processes**: `[cluster]` with 6 partitions;
-//! - **latency**: events published at half the SQLite rate, each stamped; the time
-//!   from publish to its first decision on stdout, p50 and p99.
+//! - **latency**: events published at half the SQLite rate (then a quarter and an
+//!   eighth), each stamped; the time from publish to its first decision on stdout, p50
+//!   and p99; before each, its peer: the time from publish to delivery for lapin alone
+//!   consuming the same paced stream.
+//!
+//! - **commit**: no broker: `steward run` on a file of 20,000 of the same events with
+//!   `[engine] batch` 1, 16 and 256, for the store's cost per commit.
 //!
 //! Arguments: `--events N` (default 100000), `--only NAME` (ceiling, sqlite,
-//! postgres, cluster1, cluster3, latency). `BENCH_LATENCIES=FILE` writes each latency
+//! postgres, cluster1, cluster3, commit, latency). `BENCH_LATENCIES=FILE` writes each latency
 //! event's publish offset and latency (ms) to FILE, to see when the slow ones came.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -31,7 +36,7 @@ use lapin::options::{
     QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -213,22 +218,7 @@ impl Bench {
     fn raw(&self, queue: &str, n: usize) -> f64 {
         let connection = &self.connection;
         self.rt.block_on(async move {
-            let c = connection.create_channel().await.unwrap();
-            c.basic_qos(
-                prefetch().parse().unwrap_or(2048),
-                BasicQosOptions::default(),
-            )
-            .await
-            .unwrap();
-            let mut consumer = c
-                .basic_consume(
-                    queue.into(),
-                    "raw".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
+            let (c, mut consumer) = consume(connection, queue, "raw").await;
             let mut start = None;
             let mut got = 0;
             while let Some(d) = consumer.next().await {
@@ -291,6 +281,27 @@ impl Bench {
             .spawn()
             .unwrap()
     }
+}
+
+/// A channel with steward's prefetch, consuming `queue` with manual acks.
+async fn consume(connection: &Connection, queue: &str, tag: &str) -> (Channel, Consumer) {
+    let c = connection.create_channel().await.unwrap();
+    c.basic_qos(
+        prefetch().parse().unwrap_or(2048),
+        BasicQosOptions::default(),
+    )
+    .await
+    .unwrap();
+    let consumer = c
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (c, consumer)
 }
 
 /// Reads decision lines of several processes; reports (event id, when first seen).
@@ -422,20 +433,93 @@ fn cluster(b: &Bench, tag: &str, processes: usize, events: &[(String, String, Ve
 }
 
 /// Publishes at `rate` per second and measures publish-to-decision latency.
-fn latency(b: &Bench, rate: f64, events: &[(String, String, Vec<u8>)]) -> (f64, f64, f64) {
-    let exchange = format!("{}.lat.x", b.base);
-    let queue = format!("{}.lat.q", b.base);
+fn latency(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]) -> Latency {
+    let exchange = format!("{}.{tag}.x", b.base);
+    let queue = format!("{}.{tag}.q", b.base);
     b.declare(
         &exchange,
         ExchangeKind::Direct,
         std::slice::from_ref(&queue),
         "#",
     );
-    let db = b.dir.path().join("latency.db");
-    let config = b.config("lat", &db.display().to_string(), &queue, &exchange, None);
+    let db = b.dir.path().join(format!("{tag}.db"));
+    let config = b.config(tag, &db.display().to_string(), &queue, &exchange, None);
     let mut child = vec![b.spawn(&config)];
     let rx = watch(&mut child);
     std::thread::sleep(Duration::from_secs(1));
+    let (start, sent) = paced(b, &exchange, rate, events);
+    let (_, _, seen) = until_all(&rx, events.len());
+    stop(child);
+    b.delete(&[exchange], &[queue]);
+    Latency::of(start, &sent, &seen)
+}
+
+/// The peer of [`latency`]: lapin alone consuming the same paced stream, stamping
+/// each message when it arrives and acknowledging what arrived together with one ack,
+/// as steward does (a thread of its own, with its own connection).
+fn latency_peer(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]) -> Latency {
+    let exchange = format!("{}.{tag}.x", b.base);
+    let queue = format!("{}.{tag}.q", b.base);
+    b.declare(
+        &exchange,
+        ExchangeKind::Direct,
+        std::slice::from_ref(&queue),
+        "#",
+    );
+    let (tx, rx) = mpsc::channel();
+    let (n, consumed) = (events.len(), queue.clone());
+    let consumer = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let connection = Connection::connect(AMQP, ConnectionProperties::default())
+                .await
+                .unwrap();
+            let (_channel, mut consumer) = consume(&connection, &consumed, "peer").await;
+            // As steward's consumer does: what has arrived is taken at once and
+            // acknowledged with one `multiple` ack.
+            let mut got = 0;
+            while got < n {
+                let Some(d) = consumer.next().await else {
+                    break;
+                };
+                let mut last = d.unwrap();
+                let mut batch = vec![(Instant::now(), last.data.clone())];
+                while let Ok(Some(d)) = tokio::time::timeout(Duration::ZERO, consumer.next()).await
+                {
+                    last = d.unwrap();
+                    batch.push((Instant::now(), last.data.clone()));
+                }
+                last.acker
+                    .ack(BasicAckOptions { multiple: true })
+                    .await
+                    .unwrap();
+                for (at, data) in batch {
+                    let body: serde_json::Value = serde_json::from_slice(&data).unwrap();
+                    let _ = tx.send((body["id"].as_str().unwrap().to_string(), at));
+                    got += 1;
+                }
+            }
+            let _ = connection.close(200, "done".into()).await;
+        });
+    });
+    let (start, sent) = paced(b, &exchange, rate, events);
+    let (_, _, seen) = until_all(&rx, events.len());
+    consumer.join().unwrap();
+    b.delete(&[exchange], &[queue]);
+    Latency::of(start, &sent, &seen)
+}
+
+/// Publishes `events` to `exchange` at `rate` per second (persistent, with confirms,
+/// as in the other rows); returns when it began and when each event was sent.
+fn paced(
+    b: &Bench,
+    exchange: &str,
+    rate: f64,
+    events: &[(String, String, Vec<u8>)],
+) -> (Instant, HashMap<String, Instant>) {
     let ch = b.channel.clone();
     let mut sent: HashMap<String, Instant> = HashMap::with_capacity(events.len());
     let start = Instant::now();
@@ -450,7 +534,7 @@ fn latency(b: &Bench, rate: f64, events: &[(String, String, Vec<u8>)]) -> (f64, 
             sent.insert(id.clone(), Instant::now());
             confirms.push(
                 ch.basic_publish(
-                    exchange.as_str().into(),
+                    exchange.into(),
                     "#".into(),
                     BasicPublishOptions::default(),
                     body,
@@ -464,35 +548,82 @@ fn latency(b: &Bench, rate: f64, events: &[(String, String, Vec<u8>)]) -> (f64, 
             assert!(c.await.unwrap().is_ack());
         }
     });
-    let achieved = events.len() as f64 / start.elapsed().as_secs_f64();
-    let (_, _, seen) = until_all(&rx, events.len());
-    stop(child);
-    b.delete(&[exchange], &[queue]);
-    let mut lat: Vec<f64> = seen
-        .iter()
-        .map(|(id, at)| at.duration_since(sent[id]).as_secs_f64() * 1000.0)
-        .collect();
-    // `BENCH_LATENCIES=FILE`: each event's publish offset and latency, in ms.
-    if let Ok(file) = std::env::var("BENCH_LATENCIES") {
+    (start, sent)
+}
+
+/// A latency row: the rate achieved and the percentiles, in ms.
+struct Latency {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+}
+
+impl Latency {
+    fn of(
+        start: Instant,
+        sent: &HashMap<String, Instant>,
+        seen: &HashMap<String, Instant>,
+    ) -> Latency {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let mut rows: Vec<(f64, f64)> = seen
             .iter()
-            .map(|(id, at)| {
-                (
-                    sent[id].duration_since(start).as_secs_f64() * 1000.0,
-                    at.duration_since(sent[id]).as_secs_f64() * 1000.0,
-                )
-            })
+            .map(|(id, at)| (ms(sent[id] - start), ms(at.duration_since(sent[id]))))
             .collect();
         rows.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let text: String = rows
-            .iter()
-            .map(|(s, l)| format!("{s:.3} {l:.3}\n"))
-            .collect();
-        std::fs::write(file, text).unwrap();
+        // `BENCH_LATENCIES=FILE`: each event's publish offset and latency, in ms (the
+        // last latency row measured wins).
+        if let Ok(file) = std::env::var("BENCH_LATENCIES") {
+            let text: String = rows
+                .iter()
+                .map(|(s, l)| format!("{s:.3} {l:.3}\n"))
+                .collect();
+            std::fs::write(file, text).unwrap();
+        }
+        let last = rows.last().map_or(0.0, |r| r.0) / 1000.0;
+        let mut lat: Vec<f64> = rows.iter().map(|r| r.1).collect();
+        lat.sort_by(f64::total_cmp);
+        let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
+        Latency {
+            rate: lat.len() as f64 / last.max(f64::EPSILON),
+            p50: p(0.50),
+            p99: p(0.99),
+        }
     }
-    lat.sort_by(f64::total_cmp);
-    let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
-    (achieved, p(0.50), p(0.99))
+}
+
+/// `steward run` on a file of the same events with `[engine] batch` = `batch`: the
+/// store's cost per commit without the broker. Returns (events/s, µs per commit).
+fn per_commit(b: &Bench, batch: usize, events: &[(String, String, Vec<u8>)]) -> (f64, f64) {
+    let file = b.dir.path().join("commit.jsonl");
+    let mut text = Vec::new();
+    for (_, _, body) in events {
+        text.extend_from_slice(body);
+        text.push(b'\n');
+    }
+    std::fs::write(&file, text).unwrap();
+    let db = b.dir.path().join(format!("commit-{batch}.db"));
+    let began = Instant::now();
+    let out = Command::new(&b.steward)
+        .arg("run")
+        .arg(&b.rules)
+        .arg("--events")
+        .arg(&file)
+        .arg("--db")
+        .arg(&db)
+        .env("STEWARD_ENGINE__BATCH", batch.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let took = began.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let commits = events.len().div_ceil(batch) as f64;
+    (events.len() as f64 / took, took / commits * 1e6)
 }
 
 fn main() {
@@ -586,12 +717,36 @@ fn main() {
             ratio(rate)
         );
     }
+    if wants("commit") {
+        let events = events("fc", 20_000);
+        for batch in [1, 16, 256] {
+            let (rate, micros) = per_commit(&b, batch, &events);
+            println!(
+                "commit    file, batch {batch:>3}, 20,000 events {rate:>9.0} ev/s  {micros:.0} µs per commit"
+            );
+        }
+    }
     if wants("latency") {
-        let rate = sqlite_rate.unwrap_or(10_000.0) / 2.0;
-        let m = (rate * 10.0) as usize;
-        let (achieved, p50, p99) = latency(&b, rate, &events("lat", m));
-        println!(
-            "latency   sqlite at {achieved:.0} ev/s (half)    p50 {p50:.2} ms  p99 {p99:.2} ms"
-        );
+        // Half the SQLite rate (the target's), then a quarter and an eighth, to see
+        // where the broker's own latency (the peer's) stops dominating.
+        let half = sqlite_rate.unwrap_or(10_000.0) / 2.0;
+        for (i, rate) in [half, half / 2.0, half / 4.0].into_iter().enumerate() {
+            let m = (rate * 10.0) as usize;
+            let peer = latency_peer(
+                &b,
+                &format!("peer{i}"),
+                rate,
+                &events(&format!("peer{i}"), m),
+            );
+            println!(
+                "latency   lapin alone at {:>6.0} ev/s     p50 {:>8.2} ms  p99 {:>8.2} ms",
+                peer.rate, peer.p50, peer.p99
+            );
+            let l = latency(&b, &format!("lat{i}"), rate, &events(&format!("lat{i}"), m));
+            println!(
+                "latency   sqlite at {:>6.0} ev/s          p50 {:>8.2} ms  p99 {:>8.2} ms",
+                l.rate, l.p50, l.p99
+            );
+        }
     }
 }

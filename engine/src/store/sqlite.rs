@@ -148,27 +148,62 @@ fn corrupt(what: impl Into<String>) -> StoreError {
 /// Rows per multi-row statement.
 const ROWS_PER_STATEMENT: usize = 256;
 
-/// A commit's writes as one SQL script: SQLite's worker thread runs it in one round
-/// trip, where a statement at a time cost a wake-up of each side per statement (with
-/// small batches, those wake-ups were most of a commit's time).
+/// A commit's writes, sent to SQLite in as few round trips as run well: small
+/// statements go together as one script, which SQLite's worker thread runs in one
+/// round trip (a statement at a time cost a wake-up of each side per statement; with
+/// small batches those wake-ups were most of a commit's time). A statement of a full
+/// [`ROWS_PER_STATEMENT`] rows is sent alone instead, so that it stays prepared: large
+/// batches repeat it, and parsing it for every commit cost more than its round trip.
+/// The parts run in the order they were added.
 struct Script<'a> {
+    parts: Vec<Part<'a>>,
+    /// The script being written, and the values it binds.
+    open: Option<(QueryBuilder<'a, Sqlite>, usize)>,
+}
+
+struct Part<'a> {
     q: QueryBuilder<'a, Sqlite>,
-    params: usize,
+    /// Values bound in this part; `None` for a full-size statement sent alone.
+    params: Option<usize>,
 }
 
 impl<'a> Script<'a> {
     fn new() -> Script<'a> {
         Script {
-            q: QueryBuilder::new(""),
-            params: 0,
+            parts: Vec::new(),
+            open: None,
         }
     }
 
-    /// Adds one statement, written by `write`, which binds `params` values.
-    fn statement(&mut self, params: usize, write: impl FnOnce(&mut QueryBuilder<'a, Sqlite>)) {
-        write(&mut self.q);
-        self.q.push(";\n");
-        self.params += params;
+    /// Adds one statement of `rows` rows, written by `write`, which binds `params`
+    /// values.
+    fn statement(
+        &mut self,
+        rows: usize,
+        params: usize,
+        write: impl FnOnce(&mut QueryBuilder<'a, Sqlite>),
+    ) {
+        if rows == ROWS_PER_STATEMENT {
+            self.close();
+            let mut q = QueryBuilder::new("");
+            write(&mut q);
+            self.parts.push(Part { q, params: None });
+            return;
+        }
+        let (q, bound) = self.open.get_or_insert_with(|| (QueryBuilder::new(""), 0));
+        write(q);
+        q.push(";\n");
+        *bound += params;
+    }
+
+    /// Ends the script being written: what comes next runs after it.
+    fn close(&mut self) {
+        if let Some((q, bound)) = self.open.take() {
+            self.parts.push(Part {
+                q,
+                params: Some(bound),
+            });
+        }
     }
 
     /// Adds `INSERT … VALUES (…), (…) tail` statements for `rows`, each binding
@@ -182,7 +217,7 @@ impl<'a> Script<'a> {
         bind: impl Fn(&mut Separated<'_, 'a, Sqlite, &'static str>, &'a T),
     ) {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            self.statement(chunk.len() * columns, |q| {
+            self.statement(chunk.len(), chunk.len() * columns, |q| {
                 q.push(head);
                 q.push_values(chunk, |mut b, row| bind(&mut b, row));
                 q.push(tail);
@@ -191,13 +226,13 @@ impl<'a> Script<'a> {
     }
 
     async fn run(mut self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
-        // Small scripts recur (one or a few events a batch) and stay prepared; large
-        // ones rarely repeat and are prepared for the one use.
-        self.q
-            .build()
-            .persistent(self.params <= CACHED_PARAMS)
-            .execute(conn)
-            .await?;
+        self.close();
+        for mut part in self.parts {
+            // Full-size statements and small scripts recur and stay prepared; large
+            // scripts rarely repeat and are prepared for their one use.
+            let keep = part.params.is_none_or(|n| n <= CACHED_PARAMS);
+            part.q.build().persistent(keep).execute(&mut *conn).await?;
+        }
         Ok(())
     }
 }
@@ -405,7 +440,7 @@ impl Store for SqliteStore {
         // Finished instances go many to a statement: after a restart, a backlog of
         // overdue timers can finish a hundred thousand at once.
         for chunk in finished.chunks(ROWS_PER_STATEMENT) {
-            script.statement(chunk.len() * 2, |q| {
+            script.statement(chunk.len(), chunk.len() * 2, |q| {
                 q.push("DELETE FROM instances WHERE (workflow, key) IN (VALUES ");
                 let mut rows = q.separated(", ");
                 for (workflow, key) in chunk {
@@ -441,7 +476,7 @@ impl Store for SqliteStore {
             },
         );
         for ids in changes.timers_removed.chunks(ROWS_PER_STATEMENT) {
-            script.statement(ids.len(), |q| {
+            script.statement(ids.len(), ids.len(), |q| {
                 q.push("DELETE FROM timers WHERE id IN (");
                 let mut list = q.separated(", ");
                 for id in ids {
@@ -473,7 +508,7 @@ impl Store for SqliteStore {
         );
         for (cadence, period, exp) in &expectations {
             match exp {
-                Some((due, timer)) => script.statement(4, |q| {
+                Some((due, timer)) => script.statement(1, 4, |q| {
                     q.push("INSERT INTO expectations (cadence, period, due, timer) VALUES (")
                         .push_bind(*cadence)
                         .push(", ")
@@ -487,7 +522,7 @@ impl Store for SqliteStore {
                              DO UPDATE SET due = excluded.due, timer = excluded.timer",
                         );
                 }),
-                None => script.statement(2, |q| {
+                None => script.statement(1, 2, |q| {
                     q.push("DELETE FROM expectations WHERE cadence = ")
                         .push_bind(*cadence)
                         .push(" AND period = ")
@@ -530,7 +565,7 @@ impl Store for SqliteStore {
                 SettledAs::Done { result } => ("done", Some(result.as_str()), None),
                 SettledAs::Dead { reason } => ("dead", None, Some(reason.as_str())),
             };
-            script.statement(5, |q| {
+            script.statement(1, 5, |q| {
                 q.push("UPDATE outbox SET status = ")
                     .push_bind(status)
                     .push(", result = ")
