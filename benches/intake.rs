@@ -173,6 +173,20 @@ impl Bench {
         });
     }
 
+    /// A direct exchange and its queue for the row `tag`, bound with the key `#`
+    /// (every row publishes with that key); returns their names.
+    fn direct(&self, tag: &str) -> (String, String) {
+        let exchange = format!("{}.{tag}.x", self.base);
+        let queue = format!("{}.{tag}.q", self.base);
+        self.declare(
+            &exchange,
+            ExchangeKind::Direct,
+            std::slice::from_ref(&queue),
+            "#",
+        );
+        (exchange, queue)
+    }
+
     fn publish(&self, exchange: &str, events: &[(String, String, Vec<u8>)]) {
         let ch = self.channel.clone();
         self.rt.block_on(async move {
@@ -380,14 +394,7 @@ fn drop_schemas(rt: &tokio::runtime::Runtime, names: &[String]) {
 
 /// Steward unclustered on a queue filled beforehand: events per second.
 fn single(b: &Bench, tag: &str, store: &str, events: &[(String, String, Vec<u8>)]) -> f64 {
-    let exchange = format!("{}.{tag}.x", b.base);
-    let queue = format!("{}.{tag}.q", b.base);
-    b.declare(
-        &exchange,
-        ExchangeKind::Direct,
-        std::slice::from_ref(&queue),
-        "#",
-    );
+    let (exchange, queue) = b.direct(tag);
     // Direct exchange bound with "#" only routes the key "#": publish with that key.
     let keyed: Vec<(String, String, Vec<u8>)> = events
         .iter()
@@ -434,14 +441,7 @@ fn cluster(b: &Bench, tag: &str, processes: usize, events: &[(String, String, Ve
 
 /// Publishes at `rate` per second and measures publish-to-decision latency.
 fn latency(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]) -> Latency {
-    let exchange = format!("{}.{tag}.x", b.base);
-    let queue = format!("{}.{tag}.q", b.base);
-    b.declare(
-        &exchange,
-        ExchangeKind::Direct,
-        std::slice::from_ref(&queue),
-        "#",
-    );
+    let (exchange, queue) = b.direct(tag);
     let db = b.dir.path().join(format!("{tag}.db"));
     let config = b.config(tag, &db.display().to_string(), &queue, &exchange, None);
     let mut child = vec![b.spawn(&config)];
@@ -458,14 +458,7 @@ fn latency(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]
 /// each message when it arrives and acknowledging what arrived together with one ack,
 /// as steward does (a thread of its own, with its own connection).
 fn latency_peer(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]) -> Latency {
-    let exchange = format!("{}.{tag}.x", b.base);
-    let queue = format!("{}.{tag}.q", b.base);
-    b.declare(
-        &exchange,
-        ExchangeKind::Direct,
-        std::slice::from_ref(&queue),
-        "#",
-    );
+    let (exchange, queue) = b.direct(tag);
     let (tx, rx) = mpsc::channel();
     let (n, consumed) = (events.len(), queue.clone());
     let consumer = std::thread::spawn(move || {
@@ -646,14 +639,7 @@ fn main() {
 
     let mut ceiling = None;
     if wants("ceiling") || wants("sqlite") || wants("postgres") {
-        let exchange = format!("{}.raw.x", b.base);
-        let queue = format!("{}.raw.q", b.base);
-        b.declare(
-            &exchange,
-            ExchangeKind::Direct,
-            std::slice::from_ref(&queue),
-            "#",
-        );
+        let (exchange, queue) = b.direct("raw");
         let keyed: Vec<(String, String, Vec<u8>)> = events("raw", n)
             .into_iter()
             .map(|(_, id, body)| ("#".to_string(), id, body))
