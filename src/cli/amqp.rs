@@ -42,6 +42,24 @@ use tokio::sync::{mpsc, watch};
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest a settlement (an ack, or a dead-letter copy and its confirm) waits for
+/// the broker. On a connection that died while the batch was being committed (a
+/// broker restart), lapin may never complete it; the engine loop must go on, and the
+/// broker redelivers whatever was not settled.
+const SETTLE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Runs a settlement, failing it after [`SETTLE_WITHIN`].
+async fn within<T>(settling: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(SETTLE_WITHIN, settling)
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "the broker did not answer within {} s",
+                SETTLE_WITHIN.as_secs()
+            )
+        })?
+}
+
 /// The header that carries the reason of a dead-lettered message.
 pub const REASON_HEADER: &str = "x-steward-reason";
 
@@ -223,11 +241,12 @@ impl Batch {
         // channel, and earlier batches are settled before this one).
         if outcomes.len() == messages.len() && outcomes.iter().all(|o| matches!(o, Settle::Ack)) {
             if let Some(last) = messages.last()
-                && let Err(e) = last
-                    .delivery
-                    .acker
-                    .ack(BasicAckOptions { multiple: true })
-                    .await
+                && let Err(e) = within(async {
+                    let acked = last.delivery.acker.ack(BasicAckOptions { multiple: true });
+                    acked.await?;
+                    Ok(())
+                })
+                .await
             {
                 tracing::warn!(
                     origin = %last.origin,
@@ -241,15 +260,17 @@ impl Batch {
         }
         for (message, outcome) in messages.iter().zip(outcomes) {
             let done = match outcome {
-                Settle::Ack => message
-                    .delivery
-                    .acker
-                    .ack(BasicAckOptions::default())
+                Settle::Ack => {
+                    within(async {
+                        let acked = message.delivery.acker.ack(BasicAckOptions::default());
+                        acked.await?;
+                        Ok(())
+                    })
                     .await
-                    .map(|_| ())
-                    .map_err(anyhow::Error::from),
+                }
                 Settle::DeadLetter(reason) => {
-                    dead_letter(&publisher, dead_letter_exchange.as_deref(), message, reason).await
+                    let exchange = dead_letter_exchange.as_deref();
+                    within(dead_letter(&publisher, exchange, message, reason)).await
                 }
             };
             if let Err(e) = done {
