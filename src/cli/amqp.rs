@@ -60,6 +60,17 @@ async fn within<T>(settling: impl std::future::Future<Output = Result<T>>) -> Re
         })?
 }
 
+/// Acknowledges a message (with `multiple`, every earlier one on its channel too),
+/// within [`SETTLE_WITHIN`].
+async fn ack(message: &Message, multiple: bool) -> Result<()> {
+    within(async {
+        let acked = message.delivery.acker.ack(BasicAckOptions { multiple });
+        acked.await?;
+        Ok(())
+    })
+    .await
+}
+
 /// The header that carries the reason of a dead-lettered message.
 pub const REASON_HEADER: &str = "x-steward-reason";
 
@@ -241,12 +252,7 @@ impl Batch {
         // channel, and earlier batches are settled before this one).
         if outcomes.len() == messages.len() && outcomes.iter().all(|o| matches!(o, Settle::Ack)) {
             if let Some(last) = messages.last()
-                && let Err(e) = within(async {
-                    let acked = last.delivery.acker.ack(BasicAckOptions { multiple: true });
-                    acked.await?;
-                    Ok(())
-                })
-                .await
+                && let Err(e) = ack(last, true).await
             {
                 tracing::warn!(
                     origin = %last.origin,
@@ -260,14 +266,7 @@ impl Batch {
         }
         for (message, outcome) in messages.iter().zip(outcomes) {
             let done = match outcome {
-                Settle::Ack => {
-                    within(async {
-                        let acked = message.delivery.acker.ack(BasicAckOptions::default());
-                        acked.await?;
-                        Ok(())
-                    })
-                    .await
-                }
+                Settle::Ack => ack(message, false).await,
                 Settle::DeadLetter(reason) => {
                     let exchange = dead_letter_exchange.as_deref();
                     within(dead_letter(&publisher, exchange, message, reason)).await

@@ -60,13 +60,7 @@ impl Session {
             Ok(Err(e)) => return skip(test, &e.to_string()),
             Err(_) => return skip(test, "timed out"),
         };
-        let channel = rt.block_on(async {
-            let ch = connection.create_channel().await.unwrap();
-            ch.confirm_select(ConfirmSelectOptions::default())
-                .await
-                .unwrap();
-            ch
-        });
+        let channel = confirming(&rt, &connection);
         Some(Session {
             rt,
             channel,
@@ -148,6 +142,38 @@ impl Session {
             out
         })
     }
+
+    /// Connects again, after the broker closed the connection (a restart); retries for
+    /// up to a minute.
+    pub fn reopen(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let connection = loop {
+            let connected = self.rt.block_on(async {
+                let connect = Connection::connect(URL, ConnectionProperties::default());
+                tokio::time::timeout(Duration::from_secs(5), connect).await
+            });
+            match connected {
+                Ok(Ok(c)) => break c,
+                _ if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                other => panic!("the broker is not back: {other:?}"),
+            }
+        };
+        self.channel = confirming(&self.rt, &connection);
+        self.connection = connection;
+    }
+}
+
+/// A new channel of `connection`, in confirm mode.
+fn confirming(rt: &tokio::runtime::Runtime, connection: &Connection) -> Channel {
+    rt.block_on(async {
+        let ch = connection.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        ch
+    })
 }
 
 fn skip(test: &str, why: &str) -> Option<Session> {
@@ -232,33 +258,4 @@ pub fn restart_broker(down_for: Duration) -> bool {
     assert!(stopped, "rabbitmqctl stop_app failed");
     assert!(started, "the broker did not start again");
     true
-}
-
-impl Session {
-    /// Connects again, after the broker closed the connection (a restart); retries for
-    /// up to a minute.
-    pub fn reopen(&mut self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let connection = loop {
-            let connected = self.rt.block_on(async {
-                let connect = Connection::connect(URL, ConnectionProperties::default());
-                tokio::time::timeout(Duration::from_secs(5), connect).await
-            });
-            match connected {
-                Ok(Ok(c)) => break c,
-                _ if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(200))
-                }
-                other => panic!("the broker is not back: {other:?}"),
-            }
-        };
-        self.channel = self.rt.block_on(async {
-            let ch = connection.create_channel().await.unwrap();
-            ch.confirm_select(ConfirmSelectOptions::default())
-                .await
-                .unwrap();
-            ch
-        });
-        self.connection = connection;
-    }
 }

@@ -163,9 +163,14 @@ struct Script<'a> {
 
 struct Part<'a> {
     q: QueryBuilder<'a, Sqlite>,
-    /// Values bound in this part; `None` for a full-size statement sent alone.
-    params: Option<usize>,
+    /// Whether to keep it prepared: full-size statements and small scripts recur;
+    /// large scripts rarely repeat and are prepared for their one use.
+    keep: bool,
 }
+
+/// Scripts with at most this many bound values are kept prepared (see
+/// [`STATEMENTS`]).
+const CACHED_PARAMS: usize = 512;
 
 impl<'a> Script<'a> {
     fn new() -> Script<'a> {
@@ -187,7 +192,7 @@ impl<'a> Script<'a> {
             self.close();
             let mut q = QueryBuilder::new("");
             write(&mut q);
-            self.parts.push(Part { q, params: None });
+            self.parts.push(Part { q, keep: true });
             return;
         }
         let (q, bound) = self.open.get_or_insert_with(|| (QueryBuilder::new(""), 0));
@@ -199,10 +204,8 @@ impl<'a> Script<'a> {
     /// Ends the script being written: what comes next runs after it.
     fn close(&mut self) {
         if let Some((q, bound)) = self.open.take() {
-            self.parts.push(Part {
-                q,
-                params: Some(bound),
-            });
+            let keep = bound <= CACHED_PARAMS;
+            self.parts.push(Part { q, keep });
         }
     }
 
@@ -228,10 +231,8 @@ impl<'a> Script<'a> {
     async fn run(mut self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
         self.close();
         for mut part in self.parts {
-            // Full-size statements and small scripts recur and stay prepared; large
-            // scripts rarely repeat and are prepared for their one use.
-            let keep = part.params.is_none_or(|n| n <= CACHED_PARAMS);
-            part.q.build().persistent(keep).execute(&mut *conn).await?;
+            let query = part.q.build().persistent(part.keep);
+            query.execute(&mut *conn).await?;
         }
         Ok(())
     }
@@ -240,10 +241,6 @@ impl<'a> Script<'a> {
 /// An expectation to write: cadence, period, and its due time and timer (`None`:
 /// delete it).
 type ExpectationRow<'r> = (&'r str, &'r str, Option<(String, i64)>);
-
-/// Scripts with at most this many bound values are kept prepared (see
-/// [`STATEMENTS`]).
-const CACHED_PARAMS: usize = 512;
 
 fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, StoreError> {
     serde_json::from_str(text).map_err(|e| corrupt(format!("{what}: {e}")))
