@@ -214,6 +214,9 @@ fn collect_globals<'a>(
 ) {
     // First definition of each (kind, name): where it is.
     let mut seen: HashMap<(&'static str, String), (usize, Span)> = HashMap::new();
+    // Policies, groups and calendars are values in expressions under their names: the
+    // first of them to take each name, and where.
+    let mut values: HashMap<String, (&'static str, usize, Span)> = HashMap::new();
     for (i, file) in files.iter().enumerate() {
         for item in &file.items {
             let (kind, name, span) = match item {
@@ -265,7 +268,31 @@ fn collect_globals<'a>(
                     )),
                 )),
                 None => {
-                    seen.insert((kind, name), (i, span));
+                    seen.insert((kind, name.clone()), (i, span));
+                }
+            }
+            if !matches!(kind, "policy" | "group" | "calendar") {
+                continue;
+            }
+            match values.get(&name) {
+                Some(&(other, file, first)) if other != kind => diags.push((
+                    i,
+                    Diagnostic::new(
+                        Code::SharedValueName,
+                        span,
+                        format!("{kind} `{name}` has the name of {other} `{name}`"),
+                    )
+                    .with_label(format!("also the name of a {other}"))
+                    .with_help(format!(
+                        "policies, groups and calendars are values in expressions under their \
+                         names, so `{name}` would mean both; the {other} is at {}; rename one \
+                         of them",
+                        g.place(file, first)
+                    )),
+                )),
+                Some(_) => {}
+                None => {
+                    values.insert(name, (kind, i, span));
                 }
             }
         }

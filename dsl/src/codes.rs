@@ -87,6 +87,9 @@ codes! {
     DuplicateField = 214, "E0214", "duplicate field";
     /// An event type pattern with a `*` anywhere but at the end.
     InvalidPattern = 215, "E0215", "invalid event pattern";
+    /// A policy, a group and a calendar are values in expressions under their names,
+    /// so two of different kinds cannot share one.
+    SharedValueName = 216, "E0216", "name shared by a policy, group or calendar";
 
     /// A workflow without states.
     NoStates = 300, "E0300", "workflow without states";
