@@ -274,7 +274,7 @@ impl ChainHead {
     pub fn append(&mut self, decision: &Decision) -> EvidenceRecord {
         let record = decision.canonical();
         let hash = chain_hash(&self.hash, &record);
-        let prev = hex::encode(self.hash);
+        let prev = hash_hex(&self.hash);
         self.seq += 1;
         self.hash = hash;
         EvidenceRecord {
@@ -283,7 +283,7 @@ impl ChainHead {
             kind: decision.kind.name().to_string(),
             record,
             prev_hash: prev,
-            hash: hex::encode(hash),
+            hash: hash_hex(&hash),
         }
     }
 
@@ -293,6 +293,19 @@ impl ChainHead {
         self.hash = chain_hash(&self.hash, &decision.canonical());
         self.seq += 1;
     }
+}
+
+/// A chain hash in lower-case hex, as records and the store keep it, written into a
+/// string of the right size (`hex::encode` collects it a char at a time, which cost
+/// about 3% of an event's time on the engine thread).
+pub fn hash_hex(hash: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in hash {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 pub fn chain_hash(prev: &[u8; 32], record: &str) -> [u8; 32] {
@@ -352,11 +365,11 @@ pub fn verify_chain<'a>(
         if r.seq != head.seq + 1 {
             return Err((r.seq, format!("expected record {}", head.seq + 1)));
         }
-        if r.prev_hash != hex::encode(head.hash) {
+        if r.prev_hash != hash_hex(&head.hash) {
             return Err((r.seq, "previous hash does not match".to_string()));
         }
         let hash = chain_hash(&head.hash, &r.record);
-        if hex::encode(hash) != r.hash {
+        if hash_hex(&hash) != r.hash {
             return Err((r.seq, "record hash does not match its content".to_string()));
         }
         head.seq = r.seq;
@@ -368,6 +381,17 @@ pub fn verify_chain<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashes_print_as_the_hex_crate_prints_them() {
+        let mut hash = [0u8; 32];
+        for (i, b) in hash.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(37).wrapping_add(0x0f);
+        }
+        for h in [hash, [0; 32], [0xff; 32], chain_hash(&hash, "{}")] {
+            assert_eq!(hash_hex(&h), hex::encode(h));
+        }
+    }
 
     #[test]
     fn canonical_json_sorts_keys() {

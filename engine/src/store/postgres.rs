@@ -569,7 +569,7 @@ impl Store for PostgresStore {
         let values = [
             meta.next_timer.to_string(),
             meta.chain.seq.to_string(),
-            hex::encode(meta.chain.hash),
+            crate::decision::hash_hex(&meta.chain.hash),
             meta.now.map(encode_time).unwrap_or_default(),
             meta.cadences_scheduled.to_string(),
         ];

@@ -428,7 +428,7 @@ impl Store for SqliteStore {
         let entries = [
             ("next_timer", meta.next_timer.to_string()),
             ("chain_seq", meta.chain.seq.to_string()),
-            ("chain_hash", hex::encode(meta.chain.hash)),
+            ("chain_hash", crate::decision::hash_hex(&meta.chain.hash)),
             ("now", meta.now.map(encode_time).unwrap_or_default()),
             ("cadences_scheduled", meta.cadences_scheduled.to_string()),
         ];
