@@ -7,7 +7,8 @@
 //!   runs;
 //! - **steward, SQLite** and **steward, PostgreSQL**: `steward run` with `[amqp]` on a
 //!   queue filled beforehand, from the first consumed message to the last event's
-//!   decision printed (decisions are printed after their commit);
+//!   decision printed (decisions are printed after their commit), with steward's CPU
+//!   per event (user + system, all its threads, from `/proc`);
 //! - **cluster, PostgreSQL, 1 and 3 processes**: `[cluster]` with 6 partitions;
 //! - **latency**: events published at half the SQLite rate (then a quarter and an
 //!   eighth), each stamped; the time from publish to its first decision on stdout, p50
@@ -392,8 +393,19 @@ fn drop_schemas(rt: &tokio::runtime::Runtime, names: &[String]) {
     });
 }
 
-/// Steward unclustered on a queue filled beforehand: events per second.
-fn single(b: &Bench, tag: &str, store: &str, events: &[(String, String, Vec<u8>)]) -> f64 {
+/// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat` (in
+/// clock ticks of 1/100 s, Linux's fixed `USER_HZ`).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command (which may hold spaces), from field 3 on.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks = |i: usize| fields[i - 3].parse::<f64>().unwrap();
+    (ticks(14) + ticks(15)) / 100.0
+}
+
+/// Steward unclustered on a queue filled beforehand: events per second, and steward's
+/// CPU per event in µs (all its threads, start-up included).
+fn single(b: &Bench, tag: &str, store: &str, events: &[(String, String, Vec<u8>)]) -> (f64, f64) {
     let (exchange, queue) = b.direct(tag);
     // Direct exchange bound with "#" only routes the key "#": publish with that key.
     let keyed: Vec<(String, String, Vec<u8>)> = events
@@ -405,9 +417,13 @@ fn single(b: &Bench, tag: &str, store: &str, events: &[(String, String, Vec<u8>)
     let mut child = vec![b.spawn(&config)];
     let rx = watch(&mut child);
     let (first, last, _) = until_all(&rx, events.len());
+    let cpu = cpu_seconds(child[0].id());
     stop(child);
     b.delete(&[exchange], &[queue]);
-    events.len() as f64 / (last - first).as_secs_f64()
+    (
+        events.len() as f64 / (last - first).as_secs_f64(),
+        cpu / events.len() as f64 * 1e6,
+    )
 }
 
 fn cluster(b: &Bench, tag: &str, processes: usize, events: &[(String, String, Vec<u8>)]) -> f64 {
@@ -660,9 +676,9 @@ fn main() {
     let mut sqlite_rate = None;
     if wants("sqlite") || wants("latency") {
         let db = b.dir.path().join("single.db");
-        let rate = single(&b, "sqlite", &db.display().to_string(), &events("sq", n));
+        let (rate, cpu) = single(&b, "sqlite", &db.display().to_string(), &events("sq", n));
         println!(
-            "sqlite    steward run, 1 process         {rate:>9.0} ev/s  {}",
+            "sqlite    steward run, 1 process         {rate:>9.0} ev/s  {}  {cpu:.1} µs CPU per event",
             ratio(rate)
         );
         sqlite_rate = Some(rate);
@@ -677,7 +693,7 @@ fn main() {
                 .await
                 .unwrap();
         });
-        let rate = single(&b, "postgres", &url, &events("pg", n));
+        let (rate, cpu) = single(&b, "postgres", &url, &events("pg", n));
         b.rt.block_on(async {
             let pool = sqlx::PgPool::connect(PG).await.unwrap();
             let _ = sqlx::query(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"))
@@ -685,7 +701,7 @@ fn main() {
                 .await;
         });
         println!(
-            "postgres  steward run, 1 process         {rate:>9.0} ev/s  {}",
+            "postgres  steward run, 1 process         {rate:>9.0} ev/s  {}  {cpu:.1} µs CPU per event",
             ratio(rate)
         );
     }

@@ -536,7 +536,7 @@ fn raw_inserts(events: &Path, db: &Path, rows: usize) -> Row {
             let mut tx = conn.begin().await.unwrap();
             for chunk in batch.chunks(rows) {
                 let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                    "INSERT OR IGNORE INTO seen_events (source, id) ",
+                    "INSERT INTO seen_events (source, id) ",
                 );
                 q.push_values(chunk, |mut b, id| {
                     b.push_bind("https://bench.example/jira")

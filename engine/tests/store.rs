@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -945,6 +946,73 @@ where
     assert_eq!(all.len(), N, "no row claimed twice");
 }
 
+/// The migrations of `backend` before `version`: a store as an earlier release left it.
+async fn migrations_before(backend: &str, version: i64) -> sqlx::migrate::Migrator {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let mut migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    migrator.migrations = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version < version)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    assert!(!migrator.migrations.is_empty());
+    migrator
+}
+
+/// How many events of the example were already seen when a store from before migration
+/// 4 (identities keyed by (`source`, `id`)) is migrated.
+const SEEN_BEFORE: usize = 5;
+
+/// The example's distinct identities, in order of arrival (it delivers some events
+/// twice).
+fn identities() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for e in example_events() {
+        let identity = (e.source.to_string(), e.id.to_string());
+        if !out.contains(&identity) {
+            out.push(identity);
+        }
+    }
+    out
+}
+
+/// The first [`SEEN_BEFORE`] identities of the example, as rows.
+fn seen_before() -> Vec<(String, String)> {
+    identities().into_iter().take(SEEN_BEFORE).collect()
+}
+
+/// A store written before migration 4 with [`seen_before`] in `seen_events`, migrated by
+/// opening it: those events are still duplicates, and identities committed afterwards
+/// are kept beside them (each once).
+async fn identities_survive_migration_4<P: Place>(place: &P) {
+    let rules = example_rules();
+    let events = example_events();
+    let store = place.open().await;
+    let world = store.load(&rules).await.unwrap();
+    assert_eq!(world.seen.len(), SEEN_BEFORE);
+    let mut driver = Driver::new(Engine::with_world(rules.clone(), world));
+    let mut out = Vec::new();
+    for e in &events {
+        driver.feed(e, &mut out);
+    }
+    let redelivered = (events.len() - identities().len()) as u64;
+    assert_eq!(
+        driver.engine.stats.duplicates,
+        SEEN_BEFORE as u64 + redelivered
+    );
+    commit(&store, &mut driver).await;
+    drop(store);
+    let world = place.open().await.load(&rules).await.unwrap();
+    assert_eq!(world.seen.len(), identities().len());
+    for e in &events {
+        assert!(world.seen.contains(&e.source, &e.id), "{} lost", e.id);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // SQLite
 
@@ -991,6 +1059,37 @@ async fn sqlite_outbox_orders_each_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_concurrent_claims_are_disjoint() {
     concurrent_claims_are_disjoint(sqlite("claims")).await;
+}
+
+#[tokio::test]
+async fn sqlite_identities_survive_migration_4() {
+    let db = sqlite("migration-4");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&db.0)
+        .create_if_missing(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    migrations_before("sqlite", 4)
+        .await
+        .run(&mut conn)
+        .await
+        .unwrap();
+    for (source, id) in seen_before() {
+        sqlx::query("INSERT INTO seen_events (source, id) VALUES (?, ?)")
+            .bind(source)
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
+    identities_survive_migration_4(&db).await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM seen_events")
+        .fetch_one(&mut *db.open().await.connection().await)
+        .await
+        .unwrap();
+    assert_eq!(rows as usize, identities().len(), "each identity once");
 }
 
 #[tokio::test]
@@ -1052,6 +1151,44 @@ async fn postgres_outbox_orders_each_instance() {
 async fn postgres_concurrent_claims_are_disjoint() {
     let Some(url) = postgres().await else { return };
     concurrent_claims_are_disjoint(Schema::new(&url, "claims")).await;
+}
+
+#[tokio::test]
+async fn postgres_identities_survive_migration_4() {
+    let Some(url) = postgres().await else { return };
+    let schema = Schema::new(&url, "migration_4");
+    let options = sqlx::postgres::PgConnectOptions::from_str(&url).unwrap();
+    let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    let quoted = format!("\"{}\"", schema.name);
+    sqlx::query(&format!("CREATE SCHEMA {quoted}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let mut conn =
+        sqlx::PgConnection::connect_with(&options.options([("search_path", quoted.as_str())]))
+            .await
+            .unwrap();
+    migrations_before("postgres", 4)
+        .await
+        .run(&mut conn)
+        .await
+        .unwrap();
+    for (source, id) in seen_before() {
+        sqlx::query("INSERT INTO seen_events (source, id) VALUES ($1, $2)")
+            .bind(source)
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    identities_survive_migration_4(&schema).await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM seen_events")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows as usize, identities().len(), "each identity once");
+    conn.close().await.unwrap();
 }
 
 #[tokio::test]

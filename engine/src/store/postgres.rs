@@ -386,7 +386,7 @@ impl Store for PostgresStore {
             let ids: Vec<&str> = changes.seen.iter().map(|s| s.id.as_ref()).collect();
             sqlx::query(
                 "INSERT INTO seen_events (source, id) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+                 SELECT * FROM UNNEST($1::text[], $2::text[])",
             )
             .bind(&sources)
             .bind(&ids)

@@ -483,7 +483,7 @@ impl Store for SqliteStore {
             });
         }
         script.values(
-            "INSERT OR IGNORE INTO seen_events (source, id) ",
+            "INSERT INTO seen_events (source, id) ",
             "",
             2,
             &changes.seen,
