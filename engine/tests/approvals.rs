@@ -888,7 +888,8 @@ fn approvals_and_repeating_ladders_survive_the_store_encoding() {
     assert_eq!(approval.veto, 2);
     assert_eq!(approval.roles.len(), 2);
     assert_eq!(approval.material["event.data.summary"], "s");
-    let encoded = encode_instance(&rules, w, inst);
+    let encoded: serde_json::Value =
+        serde_json::from_str(&encode_instance(&rules, w, inst)).unwrap();
     assert_eq!(decode_instance(&rules, w, &encoded).as_ref(), Some(inst));
     let mut repeated = 0;
     for kind in world.timers.values() {

@@ -315,7 +315,7 @@ impl Store for PostgresStore {
                 Some(inst) => {
                     put_w.push(workflow);
                     put_k.push(key.as_ref());
-                    put_b.push(encode_instance(rules, *w, inst).to_string());
+                    put_b.push(encode_instance(rules, *w, inst));
                 }
                 None => {
                     del_w.push(workflow);

@@ -365,7 +365,7 @@ impl Store for SqliteStore {
                 Some(inst) => upserts.push((
                     workflow.as_str(),
                     key.as_ref(),
-                    encode_instance(rules, *w, inst).to_string(),
+                    encode_instance(rules, *w, inst),
                 )),
                 None => finished.push((workflow.as_str(), key.as_ref())),
             }
