@@ -10,17 +10,21 @@
 //!   decision printed (decisions are printed after their commit), with steward's CPU
 //!   per event (user + system, all its threads, from `/proc`);
 //! - **cluster, PostgreSQL, 1 and 3 processes**: `[cluster]` with 6 partitions;
+//! - **sustained**: steward (SQLite) consuming while the events are published as fast
+//!   as the publisher goes, on the same machine: the rate kept with events arriving;
 //! - **latency**: events published at half the SQLite rate (then a quarter and an
-//!   eighth), each stamped; the time from publish to its first decision on stdout, p50
-//!   and p99; before each, its peer: the time from publish to delivery for lapin alone
-//!   consuming the same paced stream.
+//!   eighth, then half the sustained rate), each stamped; the time from publish to its
+//!   first decision on stdout, p50 and p99; before each, its peer: the time from
+//!   publish to delivery for lapin alone consuming the same paced stream.
 //!
 //! - **commit**: no broker: `steward run` on a file of 20,000 of the same events with
 //!   `[engine] batch` 1, 16 and 256, for the store's cost per commit.
 //!
 //! Arguments: `--events N` (default 100000), `--only NAME` (ceiling, sqlite,
-//! postgres, cluster1, cluster3, commit, latency). `BENCH_LATENCIES=FILE` writes each latency
-//! event's publish offset and latency (ms) to FILE, to see when the slow ones came.
+//! postgres, cluster1, cluster3, commit, latency). `BENCH_LATENCIES=PREFIX` writes each
+//! latency event's publish offset and latency (ms) to `PREFIX.TAG` for each latency row
+//! (`peer0`, `lat0` at half rate, `peer1`, `lat1` at a quarter, …), to see when the slow
+//! ones came.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -467,7 +471,29 @@ fn latency(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]
     let (_, _, seen) = until_all(&rx, events.len());
     stop(child);
     b.delete(&[exchange], &[queue]);
-    Latency::of(start, &sent, &seen)
+    Latency::of(tag, start, &sent, &seen)
+}
+
+/// Steward consuming while the events are published as fast as the publisher goes
+/// (persistent, with confirms, on the same machine): the rate it sustains with events
+/// arriving. Returns (steward's events/s, the publisher's messages/s).
+fn sustained(b: &Bench, tag: &str, events: &[(String, String, Vec<u8>)]) -> (f64, f64) {
+    let (exchange, queue) = b.direct(tag);
+    let db = b.dir.path().join(format!("{tag}.db"));
+    let config = b.config(tag, &db.display().to_string(), &queue, &exchange, None);
+    let mut child = vec![b.spawn(&config)];
+    let rx = watch(&mut child);
+    std::thread::sleep(Duration::from_secs(1));
+    let (start, _) = paced(b, &exchange, f64::INFINITY, events);
+    let published = start.elapsed();
+    let (first, last, _) = until_all(&rx, events.len());
+    stop(child);
+    b.delete(&[exchange], &[queue]);
+    let n = events.len() as f64;
+    (
+        n / (last - first).as_secs_f64(),
+        n / published.as_secs_f64(),
+    )
 }
 
 /// The peer of [`latency`]: lapin alone consuming the same paced stream, stamping
@@ -518,7 +544,7 @@ fn latency_peer(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<
     let (_, _, seen) = until_all(&rx, events.len());
     consumer.join().unwrap();
     b.delete(&[exchange], &[queue]);
-    Latency::of(start, &sent, &seen)
+    Latency::of(tag, start, &sent, &seen)
 }
 
 /// Publishes `events` to `exchange` at `rate` per second (persistent, with confirms,
@@ -569,6 +595,7 @@ struct Latency {
 
 impl Latency {
     fn of(
+        tag: &str,
         start: Instant,
         sent: &HashMap<String, Instant>,
         seen: &HashMap<String, Instant>,
@@ -579,14 +606,13 @@ impl Latency {
             .map(|(id, at)| (ms(sent[id] - start), ms(at.duration_since(sent[id]))))
             .collect();
         rows.sort_by(|a, b| a.0.total_cmp(&b.0));
-        // `BENCH_LATENCIES=FILE`: each event's publish offset and latency, in ms (the
-        // last latency row measured wins).
-        if let Ok(file) = std::env::var("BENCH_LATENCIES") {
+        // `BENCH_LATENCIES=PREFIX`: each event's publish offset and latency, in ms.
+        if let Ok(prefix) = std::env::var("BENCH_LATENCIES") {
             let text: String = rows
                 .iter()
                 .map(|(s, l)| format!("{s:.3} {l:.3}\n"))
                 .collect();
-            std::fs::write(file, text).unwrap();
+            std::fs::write(format!("{prefix}.{tag}"), text).unwrap();
         }
         let last = rows.last().map_or(0.0, |r| r.0) / 1000.0;
         let mut lat: Vec<f64> = rows.iter().map(|r| r.1).collect();
@@ -729,10 +755,19 @@ fn main() {
         }
     }
     if wants("latency") {
-        // Half the SQLite rate (the target's), then a quarter and an eighth, to see
-        // where the broker's own latency (the peer's) stops dominating.
+        // The rate sustained while the events are published on the same machine.
+        let (kept, offered) = sustained(&b, "sustained", &events("su", n));
+        println!(
+            "sustained steward run while publishing  {kept:>9.0} ev/s  (published at {offered:.0} msg/s)"
+        );
+        // Half the SQLite rate from a filled queue, a quarter and an eighth, to see
+        // where the broker's own latency (the peer's) stops dominating; and half the
+        // rate sustained while publishing.
         let half = sqlite_rate.unwrap_or(10_000.0) / 2.0;
-        for (i, rate) in [half, half / 2.0, half / 4.0].into_iter().enumerate() {
+        for (i, rate) in [half, half / 2.0, half / 4.0, kept / 2.0]
+            .into_iter()
+            .enumerate()
+        {
             let m = (rate * 10.0) as usize;
             let peer = latency_peer(
                 &b,
