@@ -459,8 +459,22 @@ fn cluster(b: &Bench, tag: &str, processes: usize, events: &[(String, String, Ve
     events.len() as f64 / (last - first).as_secs_f64()
 }
 
-/// Publishes at `rate` per second and measures publish-to-decision latency.
-fn latency(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]) -> Latency {
+/// One steward (SQLite) run on events published while it consumes.
+struct Live {
+    /// When publishing began, when each event was sent, and how long it took.
+    start: Instant,
+    sent: HashMap<String, Instant>,
+    published: Duration,
+    /// When the first decision came, when the last event's first decision came, and
+    /// when each event's first decision came.
+    first: Instant,
+    last: Instant,
+    seen: HashMap<String, Instant>,
+}
+
+/// Starts steward on a queue of its own, publishes `events` at `rate` per second
+/// (`f64::INFINITY`: as fast as the publisher goes), and waits for every decision.
+fn live(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]) -> Live {
     let (exchange, queue) = b.direct(tag);
     let db = b.dir.path().join(format!("{tag}.db"));
     let config = b.config(tag, &db.display().to_string(), &queue, &exchange, None);
@@ -468,31 +482,35 @@ fn latency(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]
     let rx = watch(&mut child);
     std::thread::sleep(Duration::from_secs(1));
     let (start, sent) = paced(b, &exchange, rate, events);
-    let (_, _, seen) = until_all(&rx, events.len());
+    let published = start.elapsed();
+    let (first, last, seen) = until_all(&rx, events.len());
     stop(child);
     b.delete(&[exchange], &[queue]);
-    Latency::of(tag, start, &sent, &seen)
+    Live {
+        start,
+        sent,
+        published,
+        first,
+        last,
+        seen,
+    }
+}
+
+/// Publishes at `rate` per second and measures publish-to-decision latency.
+fn latency(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]) -> Latency {
+    let run = live(b, tag, rate, events);
+    Latency::of(tag, run.start, &run.sent, &run.seen)
 }
 
 /// Steward consuming while the events are published as fast as the publisher goes
 /// (persistent, with confirms, on the same machine): the rate it sustains with events
 /// arriving. Returns (steward's events/s, the publisher's messages/s).
 fn sustained(b: &Bench, tag: &str, events: &[(String, String, Vec<u8>)]) -> (f64, f64) {
-    let (exchange, queue) = b.direct(tag);
-    let db = b.dir.path().join(format!("{tag}.db"));
-    let config = b.config(tag, &db.display().to_string(), &queue, &exchange, None);
-    let mut child = vec![b.spawn(&config)];
-    let rx = watch(&mut child);
-    std::thread::sleep(Duration::from_secs(1));
-    let (start, _) = paced(b, &exchange, f64::INFINITY, events);
-    let published = start.elapsed();
-    let (first, last, _) = until_all(&rx, events.len());
-    stop(child);
-    b.delete(&[exchange], &[queue]);
+    let run = live(b, tag, f64::INFINITY, events);
     let n = events.len() as f64;
     (
-        n / (last - first).as_secs_f64(),
-        n / published.as_secs_f64(),
+        n / (run.last - run.first).as_secs_f64(),
+        n / run.published.as_secs_f64(),
     )
 }
 

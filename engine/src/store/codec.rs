@@ -18,6 +18,7 @@ use crate::sla::{Clock, Phase};
 /// Encodes a CEL value so that [`decode_value`] gives it back exactly. Strings, bools,
 /// ints, null and lists are plain JSON; other types are one-key tagged objects.
 pub fn encode_value(v: &Value) -> Json {
+    // Cannot fail: every map key written is a string.
     serde_json::to_value(Encoded(v)).unwrap_or(Json::Null)
 }
 
@@ -200,6 +201,7 @@ pub fn encode_instance(rules: &Ruleset, w: usize, inst: &Instance) -> String {
         state_timers: &inst.state_timers,
         slas: encode_clocks(rules, w, &inst.slas),
     };
+    // Cannot fail: every map key written is a string.
     serde_json::to_string(&row).unwrap_or_default()
 }
 
