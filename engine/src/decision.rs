@@ -361,11 +361,14 @@ pub fn verify_chain<'a>(
     records: impl IntoIterator<Item = &'a EvidenceRecord>,
 ) -> Result<u64, (u64, String)> {
     let mut head = ChainHead::default();
+    let genesis = hash_hex(&head.hash);
+    // The previous hash in hex: once verified, a record's own `hash` is the next one's.
+    let mut prev: &str = &genesis;
     for r in records {
         if r.seq != head.seq + 1 {
             return Err((r.seq, format!("expected record {}", head.seq + 1)));
         }
-        if r.prev_hash != hash_hex(&head.hash) {
+        if r.prev_hash != prev {
             return Err((r.seq, "previous hash does not match".to_string()));
         }
         let hash = chain_hash(&head.hash, &r.record);
@@ -374,6 +377,7 @@ pub fn verify_chain<'a>(
         }
         head.seq = r.seq;
         head.hash = hash;
+        prev = &r.hash;
     }
     Ok(head.seq)
 }
@@ -464,6 +468,12 @@ mod tests {
             })
             .collect();
         assert_eq!(verify_chain(&records), Ok(3));
+        let mut relinked = records.clone();
+        relinked[2].prev_hash = relinked[0].hash.clone();
+        assert_eq!(
+            verify_chain(&relinked),
+            Err((3, "previous hash does not match".to_string()))
+        );
         records[1].record = records[1].record.replace("m1", "m9");
         assert_eq!(verify_chain(&records).unwrap_err().0, 2);
     }
