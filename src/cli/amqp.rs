@@ -19,6 +19,8 @@
 //! publish fail, the original is rejected without requeue, so the queue's own
 //! `x-dead-letter-exchange` still routes it (without the reason header).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -60,11 +62,10 @@ async fn within<T>(settling: impl std::future::Future<Output = Result<T>>) -> Re
         })?
 }
 
-/// Acknowledges a message (with `multiple`, every earlier one on its channel too),
-/// within [`SETTLE_WITHIN`].
-async fn ack(message: &Message, multiple: bool) -> Result<()> {
+/// Acknowledges one message, within [`SETTLE_WITHIN`].
+async fn ack(message: &Message) -> Result<()> {
     within(async {
-        let acked = message.delivery.acker.ack(BasicAckOptions { multiple });
+        let acked = message.delivery.acker.ack(BasicAckOptions::default());
         acked.await?;
         Ok(())
     })
@@ -241,7 +242,11 @@ impl Batch {
     /// Acknowledges or dead-letters each message (call only after the commit). Errors
     /// are reported, never fatal: an unacknowledged message is redelivered, and the
     /// store drops it as a duplicate. Returns how many messages could not be settled.
-    pub async fn settle(self, outcomes: &[Settle]) -> usize {
+    ///
+    /// When every message is acknowledged, the one `multiple` ack is handed to lapin
+    /// and, unless it is already written, left in `acking` to be awaited later (see
+    /// [`Source::settle`]).
+    async fn settle(self, outcomes: &[Settle], acking: &mut Option<Acking>) -> usize {
         let Batch {
             messages,
             publisher,
@@ -251,22 +256,43 @@ impl Batch {
         // All acknowledged: one `multiple` ack for the batch (its tags are on one
         // channel, and earlier batches are settled before this one).
         if outcomes.len() == messages.len() && outcomes.iter().all(|o| matches!(o, Settle::Ack)) {
-            if let Some(last) = messages.last()
-                && let Err(e) = ack(last, true).await
-            {
-                tracing::warn!(
-                    origin = %last.origin,
-                    error = %e,
-                    "amqp: acknowledging up to {}: {e} (the messages will be redelivered)",
-                    last.origin
-                );
-                unsettled += messages.len();
+            let Some(last) = messages.last() else {
+                return 0;
+            };
+            let (acker, origin, count) = (
+                last.delivery.acker.clone(),
+                last.origin.clone(),
+                messages.len(),
+            );
+            let mut ack: Acking = Box::pin(async move {
+                let acked = within(async {
+                    acker.ack(BasicAckOptions { multiple: true }).await?;
+                    Ok(())
+                })
+                .await;
+                match acked {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        tracing::warn!(
+                            origin = %origin,
+                            error = %e,
+                            "amqp: acknowledging up to {origin}: {e} (the messages will be redelivered)"
+                        );
+                        count
+                    }
+                }
+            });
+            // The first poll hands the frame to lapin, which writes frames in order:
+            // the ack goes out before anything sent after it.
+            match futures_lite::future::poll_once(&mut ack).await {
+                Some(failed) => return failed,
+                None => *acking = Some(ack),
             }
-            return unsettled;
+            return 0;
         }
         for (message, outcome) in messages.iter().zip(outcomes) {
             let done = match outcome {
-                Settle::Ack => ack(message, false).await,
+                Settle::Ack => ack(message).await,
                 Settle::DeadLetter(reason) => {
                     let exchange = dead_letter_exchange.as_deref();
                     within(dead_letter(&publisher, exchange, message, reason)).await
@@ -384,11 +410,17 @@ enum Phase {
     Close,
 }
 
+/// An acknowledgement handed to lapin whose writing is not yet confirmed; resolves to
+/// the number of messages it failed to settle.
+type Acking = Pin<Box<dyn Future<Output = usize> + Send>>;
+
 /// The running source: batches to apply, and how to stop it.
 pub struct Source {
     rx: mpsc::Receiver<Batch>,
     phase: watch::Sender<Phase>,
     task: tokio::task::JoinHandle<()>,
+    /// The last batch's acknowledgement, until lapin confirms it was written.
+    acking: Option<Acking>,
 }
 
 impl Source {
@@ -406,7 +438,12 @@ impl Source {
         let (phase, watcher) = watch::channel(Phase::Run);
         super::ops::set_check("amqp", Err("connecting".to_string()));
         let task = tokio::spawn(consume(config, batch.max(1), tx, watcher));
-        Ok(Source { rx, phase, task })
+        Ok(Source {
+            rx,
+            phase,
+            task,
+            acking: None,
+        })
     }
 
     /// The next batch; `None` once the source stopped handing over messages.
@@ -421,8 +458,29 @@ impl Source {
         let _ = self.phase.send(Phase::Stop);
     }
 
-    /// Closes the connection (after the last batch was settled) and waits for the task.
-    pub async fn close(self) {
+    /// Settles a committed batch: acknowledges or dead-letters each message (see
+    /// [`Batch::settle`]); returns how many could not be settled, its own and the
+    /// previous batch's acknowledgement's. A batch that took effect whole is
+    /// acknowledged with one frame that is sent at once, and whose writing the next
+    /// settlement (or [`Source::close`]) waits for: the engine loop goes on to the
+    /// next batch meanwhile instead of waiting for lapin's I/O thread.
+    pub async fn settle(&mut self, batch: Batch, outcomes: &[Settle]) -> usize {
+        let earlier = self.acked().await;
+        earlier + batch.settle(outcomes, &mut self.acking).await
+    }
+
+    /// Waits until the acknowledgement in flight, if any, is written.
+    async fn acked(&mut self) -> usize {
+        match self.acking.take() {
+            Some(acking) => acking.await,
+            None => 0,
+        }
+    }
+
+    /// Closes the connection (after the last batch was settled and its acknowledgement
+    /// written) and waits for the task.
+    pub async fn close(mut self) {
+        self.acked().await;
         let _ = self.phase.send(Phase::Close);
         let Source { rx, task, .. } = self;
         drop(rx);

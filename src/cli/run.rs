@@ -757,7 +757,7 @@ impl Runner {
                     let Some(batch) = batch else {
                         anyhow::bail!("the AMQP source stopped");
                     };
-                    self.amqp_batch(batch, unrouted).await?;
+                    self.amqp_batch(&mut source, batch, unrouted).await?;
                 }
                 Some(intake) = next_intake(&mut webhooks) => self.intake(intake).await?,
                 Some(f) = next_finished(&mut finished) => self.finished(f).await?,
@@ -773,7 +773,7 @@ impl Runner {
         }
         source.stop();
         while let Some(batch) = source.next().await {
-            self.amqp_batch(batch, unrouted).await?;
+            self.amqp_batch(&mut source, batch, unrouted).await?;
         }
         source.close().await;
         self.webhooks = webhooks;
@@ -783,7 +783,12 @@ impl Runner {
     }
 
     /// Applies one batch of AMQP messages, commits, then settles each message.
-    async fn amqp_batch(&mut self, batch: super::amqp::Batch, unrouted: bool) -> Result<()> {
+    async fn amqp_batch(
+        &mut self,
+        source: &mut super::amqp::Source,
+        batch: super::amqp::Batch,
+        unrouted: bool,
+    ) -> Result<()> {
         use super::amqp::Settle;
         let mut outcomes = Vec::with_capacity(batch.messages().len());
         self.metrics
@@ -835,7 +840,7 @@ impl Runner {
             });
         }
         self.commit().await?;
-        batch.settle(&outcomes).await;
+        source.settle(batch, &outcomes).await;
         Ok(())
     }
 
