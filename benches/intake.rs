@@ -3,12 +3,16 @@
 //!
 //! Rows, measured in one run on the same messages:
 //! - **ceiling**: lapin alone consuming and acknowledging a queue filled beforehand
-//!   (the same prefetch as steward's, one `multiple` ack per 256), the best of two
-//!   runs;
+//!   (the same prefetch as steward's, one `multiple` ack per 256);
 //! - **steward, SQLite** and **steward, PostgreSQL**: `steward run` with `[amqp]` on a
 //!   queue filled beforehand, from the first consumed message to the last event's
 //!   decision printed (decisions are printed after their commit), with steward's CPU
 //!   per event (user + system, all its threads, from `/proc`);
+//! - these three in rounds (`BENCH_ROUNDS`, default 3): each round measures the
+//!   ceiling, then SQLite, then PostgreSQL, so each of steward's runs has a ceiling
+//!   measured just before it. The summary gives the medians: of the rates, of the CPU
+//!   per event, and of each round's ratio to its own ceiling. (A drain's rate varies
+//!   by a fifth from run to run, mostly with the broker's garbage collection.)
 //! - **cluster, PostgreSQL, 1 and 3 processes**: `[cluster]` with 6 partitions;
 //! - **sustained**: steward (SQLite) consuming while the events are published as fast
 //!   as the publisher goes, on the same machine: the rate kept with events arriving;
@@ -679,6 +683,57 @@ fn per_commit(b: &Bench, batch: usize, events: &[(String, String, Vec<u8>)]) -> 
     (events.len() as f64 / took, took / commits * 1e6)
 }
 
+/// One ceiling run of round `r`: a queue of its own filled with `n` events, drained
+/// by lapin alone.
+fn raw_once(b: &Bench, r: usize, n: usize) -> f64 {
+    let (exchange, queue) = b.direct(&format!("raw{r}"));
+    let keyed: Vec<(String, String, Vec<u8>)> = events(&format!("raw{r}"), n)
+        .into_iter()
+        .map(|(_, id, body)| ("#".to_string(), id, body))
+        .collect();
+    b.publish(&exchange, &keyed);
+    let rate = b.raw(&queue, n);
+    b.delete(&[exchange], &[queue]);
+    rate
+}
+
+/// One PostgreSQL run of round `r`, on a database of its own.
+fn single_postgres(b: &Bench, r: usize, n: usize) -> (f64, f64) {
+    let database = format!("{}_pg{r}", b.base);
+    let url = format!("postgres://postgres@127.0.0.1:5432/{database}");
+    b.rt.block_on(async {
+        let pool = sqlx::PgPool::connect(PG).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE \"{database}\""))
+            .execute(&pool)
+            .await
+            .unwrap();
+    });
+    let tag = format!("postgres{r}");
+    let measured = single(b, &tag, &url, &events(&format!("pg{r}"), n));
+    b.rt.block_on(async {
+        let pool = sqlx::PgPool::connect(PG).await.unwrap();
+        let _ = sqlx::query(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"))
+            .execute(&pool)
+            .await;
+    });
+    measured
+}
+
+/// The median (the mean of the middle two for an even count); NaN for none.
+fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| {
@@ -697,57 +752,86 @@ fn main() {
         b.steward.display()
     );
 
-    let mut ceiling = None;
-    if wants("ceiling") || wants("sqlite") || wants("postgres") {
-        let (exchange, queue) = b.direct("raw");
-        let keyed: Vec<(String, String, Vec<u8>)> = events("raw", n)
-            .into_iter()
-            .map(|(_, id, body)| ("#".to_string(), id, body))
-            .collect();
-        let mut rate: f64 = 0.0;
-        for _ in 0..2 {
-            b.publish(&exchange, &keyed);
-            rate = rate.max(b.raw(&queue, n));
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let mut ceilings = Vec::new();
+    // (rate, CPU µs per event, ratio to the round's ceiling) per round.
+    let mut sqlite: Vec<(f64, f64, f64)> = Vec::new();
+    let mut postgres: Vec<(f64, f64, f64)> = Vec::new();
+    let drains = wants("ceiling") || wants("sqlite") || wants("postgres");
+    let sqlite_rows = wants("sqlite") || wants("latency");
+    for r in 0..rounds {
+        // Without drains, only the latency rows' one SQLite run (for their rates).
+        let sqlite_only = sqlite_rows && r == 0;
+        if !(drains || sqlite_only) {
+            break;
         }
-        b.delete(&[exchange], &[queue]);
-        println!("ceiling   lapin consume + ack            {rate:>9.0} msg/s");
-        ceiling = Some(rate);
+        let mut line = format!("round {r}  ");
+        let mut ceiling = None;
+        if drains {
+            let c = raw_once(&b, r, n);
+            line.push_str(&format!("ceiling {c:.0} msg/s"));
+            ceilings.push(c);
+            ceiling = Some(c);
+        }
+        let ratio = |rate: f64| ceiling.map_or(f64::NAN, |c| rate / c);
+        if sqlite_rows {
+            let db = b.dir.path().join(format!("single{r}.db"));
+            let tag = format!("sqlite{r}");
+            let (rate, cpu) = single(&b, &tag, &db.display().to_string(), &events(&tag, n));
+            line.push_str(&format!(
+                "  sqlite {rate:.0} ev/s ({:.1}%, {cpu:.1} µs)",
+                ratio(rate) * 100.0
+            ));
+            sqlite.push((rate, cpu, ratio(rate)));
+        }
+        if wants("postgres") {
+            let (rate, cpu) = single_postgres(&b, r, n);
+            line.push_str(&format!(
+                "  postgres {rate:.0} ev/s ({:.1}%, {cpu:.1} µs)",
+                ratio(rate) * 100.0
+            ));
+            postgres.push((rate, cpu, ratio(rate)));
+        }
+        println!("{line}");
+    }
+    let ceiling = (!ceilings.is_empty()).then(|| median(&ceilings));
+    if let Some(c) = ceiling {
+        println!(
+            "ceiling   lapin consume + ack            {c:>9.0} msg/s  (median of {})",
+            ceilings.len()
+        );
     }
     let ratio = |rate: f64| match ceiling {
         Some(c) => format!("{:>5.1}% of the ceiling", rate / c * 100.0),
         None => String::new(),
     };
+    let summary = |runs: &[(f64, f64, f64)]| {
+        let rate = median(&runs.iter().map(|r| r.0).collect::<Vec<_>>());
+        let cpu = median(&runs.iter().map(|r| r.1).collect::<Vec<_>>());
+        let paired = median(&runs.iter().map(|r| r.2).collect::<Vec<_>>());
+        let paired = if paired.is_nan() {
+            String::new()
+        } else {
+            format!("{:>5.1}% of the ceiling", paired * 100.0)
+        };
+        (
+            rate,
+            format!("{rate:>9.0} ev/s  {paired}  {cpu:.1} µs CPU per event"),
+        )
+    };
     let mut sqlite_rate = None;
-    if wants("sqlite") || wants("latency") {
-        let db = b.dir.path().join("single.db");
-        let (rate, cpu) = single(&b, "sqlite", &db.display().to_string(), &events("sq", n));
-        println!(
-            "sqlite    steward run, 1 process         {rate:>9.0} ev/s  {}  {cpu:.1} µs CPU per event",
-            ratio(rate)
-        );
+    if !sqlite.is_empty() {
+        let (rate, text) = summary(&sqlite);
+        println!("sqlite    steward run, 1 process         {text}");
         sqlite_rate = Some(rate);
     }
-    if wants("postgres") {
-        let database = format!("{}_pg", b.base);
-        let url = format!("postgres://postgres@127.0.0.1:5432/{database}");
-        b.rt.block_on(async {
-            let pool = sqlx::PgPool::connect(PG).await.unwrap();
-            sqlx::query(&format!("CREATE DATABASE \"{database}\""))
-                .execute(&pool)
-                .await
-                .unwrap();
-        });
-        let (rate, cpu) = single(&b, "postgres", &url, &events("pg", n));
-        b.rt.block_on(async {
-            let pool = sqlx::PgPool::connect(PG).await.unwrap();
-            let _ = sqlx::query(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"))
-                .execute(&pool)
-                .await;
-        });
-        println!(
-            "postgres  steward run, 1 process         {rate:>9.0} ev/s  {}  {cpu:.1} µs CPU per event",
-            ratio(rate)
-        );
+    if !postgres.is_empty() {
+        let (_, text) = summary(&postgres);
+        println!("postgres  steward run, 1 process         {text}");
     }
     if wants("cluster1") {
         let rate = cluster(&b, "c1", 1, &events("c1", n));
