@@ -5,7 +5,7 @@
 //! with manual acknowledgements and a bounded prefetch, decodes each delivery as a
 //! CloudEvent (AMQP binding, structured or binary mode) and hands the engine loop
 //! batches of messages. The engine loop applies a batch, commits it to the store, and
-//! only then settles it ([`Batch::settle`]): acknowledges the messages that took
+//! only then settles it ([`Source::settle`]): acknowledges the messages that took
 //! effect and dead-letters the others. When the connection drops, the task reconnects
 //! with exponential backoff; deliveries that were not acknowledged are redelivered by
 //! the broker, and the store's de-duplication by (`source`, `id`) makes a redelivery
