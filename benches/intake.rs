@@ -778,21 +778,25 @@ fn main() {
             ceiling = Some(c);
         }
         let ratio = |rate: f64| ceiling.map_or(f64::NAN, |c| rate / c);
+        let of = |rate: f64| match ceiling {
+            Some(c) => format!("{:.1}%, ", rate / c * 100.0),
+            None => String::new(),
+        };
         if sqlite_rows {
             let db = b.dir.path().join(format!("single{r}.db"));
             let tag = format!("sqlite{r}");
             let (rate, cpu) = single(&b, &tag, &db.display().to_string(), &events(&tag, n));
             line.push_str(&format!(
-                "  sqlite {rate:.0} ev/s ({:.1}%, {cpu:.1} µs)",
-                ratio(rate) * 100.0
+                "  sqlite {rate:.0} ev/s ({}{cpu:.1} µs)",
+                of(rate)
             ));
             sqlite.push((rate, cpu, ratio(rate)));
         }
         if wants("postgres") {
             let (rate, cpu) = single_postgres(&b, r, n);
             line.push_str(&format!(
-                "  postgres {rate:.0} ev/s ({:.1}%, {cpu:.1} µs)",
-                ratio(rate) * 100.0
+                "  postgres {rate:.0} ev/s ({}{cpu:.1} µs)",
+                of(rate)
             ));
             postgres.push((rate, cpu, ratio(rate)));
         }
