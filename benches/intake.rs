@@ -779,7 +779,7 @@ fn main() {
         }
         let ratio = |rate: f64| ceiling.map_or(f64::NAN, |c| rate / c);
         let of = |rate: f64| match ceiling {
-            Some(c) => format!("{:.1}%, ", rate / c * 100.0),
+            Some(_) => format!("{:.1}%, ", ratio(rate) * 100.0),
             None => String::new(),
         };
         if sqlite_rows {
