@@ -7,7 +7,10 @@ mod cli;
 
 /// mimalloc rather than the system allocator: the engine allocates many small,
 /// short-lived values per event, and glibc's malloc spent a tenth of replay time
-/// consolidating and unlinking free chunks (see BENCHMARKS.md).
+/// consolidating and unlinking free chunks (see BENCHMARKS.md). Built without its
+/// transparent-huge-page advice (`no_thp`): with it, a RabbitMQ drain spent about a
+/// fifth of the engine thread's time in the kernel, zeroing 2 MiB pages as they were
+/// faulted in, and peaked a third higher (BENCHMARKS.md, "Intake, seventh day").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

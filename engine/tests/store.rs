@@ -451,6 +451,17 @@ async fn commit_is_atomic<P: Place>(place: P) {
     assert!(world.timers.is_empty());
     assert_eq!(world.next_timer, 0);
     assert_eq!(store.evidence(0).await.unwrap(), vec![evidence_record(1)]);
+    // The failed transaction is over: the next commit starts its own and lands whole.
+    changes.evidence = vec![evidence_record(2)];
+    store.commit(&rules, &changes, &meta).await.unwrap();
+    let world = store.load(&rules).await.unwrap();
+    assert_eq!(world.seen.len(), 1);
+    assert_eq!(world.timers.len(), 1);
+    assert_eq!(world.next_timer, 1);
+    assert_eq!(
+        store.evidence(0).await.unwrap(),
+        vec![evidence_record(1), evidence_record(2)]
+    );
 }
 
 async fn keeps_dead_letters_and_outbox<P: Place>(place: P) {

@@ -148,13 +148,14 @@ fn corrupt(what: impl Into<String>) -> StoreError {
 /// Rows per multi-row statement.
 const ROWS_PER_STATEMENT: usize = 256;
 
-/// A commit's writes, sent to SQLite in as few round trips as run well: small
-/// statements go together as one script, which SQLite's worker thread runs in one
-/// round trip (a statement at a time cost a wake-up of each side per statement; with
-/// small batches those wake-ups were most of a commit's time). A statement of a full
-/// [`ROWS_PER_STATEMENT`] rows is sent alone instead, so that it stays prepared: large
-/// batches repeat it, and parsing it for every commit cost more than its round trip.
-/// The parts run in the order they were added.
+/// A commit's writes, sent to SQLite in as few round trips as run well: the
+/// statements go together as one script, `BEGIN` to `COMMIT`, which SQLite's worker
+/// thread runs in one round trip (a statement at a time cost a wake-up of each side
+/// per statement; with small batches those wake-ups were most of a commit's time).
+/// A statement of a full [`ROWS_PER_STATEMENT`] rows is sent alone
+/// instead, so that it stays prepared: large batches repeat it, and parsing it for
+/// every commit cost more than its round trip. The parts run in the order they were
+/// added.
 struct Script<'a> {
     parts: Vec<Part<'a>>,
     /// The script being written, and the values it binds.
@@ -173,10 +174,11 @@ struct Part<'a> {
 const CACHED_PARAMS: usize = 512;
 
 impl<'a> Script<'a> {
+    /// A script that opens the transaction; [`Script::run`] commits it.
     fn new() -> Script<'a> {
         Script {
             parts: Vec::new(),
-            open: None,
+            open: Some((QueryBuilder::new("BEGIN;\n"), 0)),
         }
     }
 
@@ -228,11 +230,22 @@ impl<'a> Script<'a> {
         }
     }
 
+    /// Runs the parts and commits; on a failure, rolls the transaction back and
+    /// returns the failure.
     async fn run(mut self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        self.open
+            .get_or_insert_with(|| (QueryBuilder::new(""), 0))
+            .0
+            .push("COMMIT;");
         self.close();
         for mut part in self.parts {
             let query = part.q.build().persistent(part.keep);
-            query.execute(&mut *conn).await?;
+            if let Err(e) = query.execute(&mut *conn).await {
+                // The transaction is still open when a statement after `BEGIN` failed;
+                // when none is (`BEGIN` itself failed), the rollback's error is moot.
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(e.into());
+            }
         }
         Ok(())
     }
@@ -585,11 +598,7 @@ impl Store for SqliteStore {
                 b.push_bind(*name).push_bind(value.as_str());
             },
         );
-        let mut conn = self.conn.lock().await;
-        let mut tx = conn.begin().await?;
-        script.run(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        script.run(&mut *self.conn.lock().await).await
     }
 
     async fn evidence(&self, after: u64) -> Result<Vec<EvidenceRecord>, StoreError> {
