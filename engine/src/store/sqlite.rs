@@ -152,10 +152,9 @@ const ROWS_PER_STATEMENT: usize = 256;
 /// statements go together as one script, `BEGIN` to `COMMIT`, which SQLite's worker
 /// thread runs in one round trip (a statement at a time cost a wake-up of each side
 /// per statement; with small batches those wake-ups were most of a commit's time).
-/// A statement of a full [`ROWS_PER_STATEMENT`] rows is sent alone
-/// instead, so that it stays prepared: large batches repeat it, and parsing it for
-/// every commit cost more than its round trip. The parts run in the order they were
-/// added.
+/// A statement of a full [`ROWS_PER_STATEMENT`] rows is sent alone instead, so that
+/// it stays prepared: large batches repeat it, and parsing it for every commit cost
+/// more than its round trip. The parts run in the order they were added.
 struct Script<'a> {
     parts: Vec<Part<'a>>,
     /// The script being written, and the values it binds.
@@ -231,7 +230,8 @@ impl<'a> Script<'a> {
     }
 
     /// Runs the parts and commits; on a failure, rolls the transaction back and
-    /// returns the failure.
+    /// returns the failure. Callers await it to the end: a commit dropped between two
+    /// parts would leave its transaction open on the connection.
     async fn run(mut self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
         self.open
             .get_or_insert_with(|| (QueryBuilder::new(""), 0))
