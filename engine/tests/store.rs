@@ -1277,7 +1277,26 @@ async fn postgres_fenced_commits_stop_when_the_lock_is_lost() {
         .await
         .unwrap();
     // The owning session ends: its lock goes with it, and so does the right to commit.
+    // (Closing only asks the server to end the session; its backend releases the lock
+    // as it exits, a moment later.)
     owner.close().await.unwrap();
+    let mut watcher = sqlx::PgConnection::connect(&url).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let alive: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+            .bind(pid)
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+        if alive == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session {pid} never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let refused = store.commit(&rules, &seen("e2"), &Meta::default()).await;
     assert!(matches!(refused, Err(StoreError::Fenced)), "{refused:?}");
     let world = store.load(&rules).await.unwrap();
