@@ -344,7 +344,24 @@ pub fn assert_matches(schemas: &Schemas, rules: &Path, reference: &Snapshot, log
         !evidence.iter().any(|e| e.kind == "violation"),
         "an update was applied out of order\n{log}"
     );
-    assert_eq!(records(&evidence), records(&reference.evidence));
+    let (got, want) = (records(&evidence), records(&reference.evidence));
+    if got != want {
+        // Each record's count here less its count in the reference.
+        let mut delta: BTreeMap<&str, i64> = BTreeMap::new();
+        for r in &got {
+            *delta.entry(r).or_insert(0) += 1;
+        }
+        for r in &want {
+            *delta.entry(r).or_insert(0) -= 1;
+        }
+        delta.retain(|_, n| *n != 0);
+        panic!(
+            "the evidence differs from the reference ({} records against {}); \
+             records with their surplus (+) or shortfall (-):\n{delta:#?}\n{log}",
+            got.len(),
+            want.len()
+        );
+    }
     open.sort();
     let mut reference_open: Vec<String> =
         reference.open.iter().map(|(_, k, _)| k.clone()).collect();
