@@ -28,7 +28,8 @@
 //! postgres, cluster1, cluster3, commit, latency). `BENCH_LATENCIES=PREFIX` writes each
 //! latency event's publish offset and latency (ms) to `PREFIX.TAG` for each latency row
 //! (`peer0`, `lat0` at half rate, `peer1`, `lat1` at a quarter, …), to see when the slow
-//! ones came.
+//! ones came. `BENCH_RATES=R1,R2,…` runs the latency rows at those rates (events/s)
+//! only, to compare binaries or settings at the same rates.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -762,7 +763,19 @@ fn main() {
     let mut sqlite: Vec<(f64, f64, f64)> = Vec::new();
     let mut postgres: Vec<(f64, f64, f64)> = Vec::new();
     let drains = wants("ceiling") || wants("sqlite") || wants("postgres");
-    let sqlite_rows = wants("sqlite") || wants("latency");
+    // `BENCH_RATES=R1,R2,…`: the latency rows at these rates only (events/s), without
+    // the drain and the sustained row that otherwise set them, to compare binaries or
+    // settings at the same rates.
+    let fixed: Option<Vec<f64>> = std::env::var("BENCH_RATES").ok().map(|v| {
+        v.split(',')
+            .map(|r| {
+                r.trim()
+                    .parse()
+                    .expect("BENCH_RATES: numbers, comma-separated")
+            })
+            .collect()
+    });
+    let sqlite_rows = wants("sqlite") || (wants("latency") && fixed.is_none());
     for r in 0..rounds {
         // Without drains, only the latency rows' one SQLite run (for their rates).
         let sqlite_only = sqlite_rows && r == 0;
@@ -861,19 +874,19 @@ fn main() {
         }
     }
     if wants("latency") {
-        // The rate sustained while the events are published on the same machine.
-        let (kept, offered) = sustained(&b, "sustained", &events("su", n));
-        println!(
-            "sustained steward run while publishing  {kept:>9.0} ev/s  (published at {offered:.0} msg/s)"
-        );
-        // Half the SQLite rate from a filled queue, a quarter and an eighth, to see
-        // where the broker's own latency (the peer's) stops dominating; and half the
-        // rate sustained while publishing.
-        let half = sqlite_rate.unwrap_or(10_000.0) / 2.0;
-        for (i, rate) in [half, half / 2.0, half / 4.0, kept / 2.0]
-            .into_iter()
-            .enumerate()
-        {
+        let rates = fixed.unwrap_or_else(|| {
+            // The rate sustained while the events are published on the same machine.
+            let (kept, offered) = sustained(&b, "sustained", &events("su", n));
+            println!(
+                "sustained steward run while publishing  {kept:>9.0} ev/s  (published at {offered:.0} msg/s)"
+            );
+            // Half the SQLite rate from a filled queue, a quarter and an eighth, to see
+            // where the broker's own latency (the peer's) stops dominating; and half the
+            // rate sustained while publishing.
+            let half = sqlite_rate.unwrap_or(10_000.0) / 2.0;
+            vec![half, half / 2.0, half / 4.0, kept / 2.0]
+        });
+        for (i, rate) in rates.into_iter().enumerate() {
             let m = (rate * 10.0) as usize;
             let peer = latency_peer(
                 &b,

@@ -345,8 +345,9 @@ fn json_logs_are_one_object_per_line() {
     assert!(stderr(&o).contains("[log] level"), "{}", stderr(&o));
 }
 
-/// A run with `[amqp]` and the endpoint; the config points at `url`.
-fn amqp_run(dir: &Path, url: &str, names: &str, port: u16) -> Child {
+/// A run with `[amqp]` and the endpoint; the config points at `url`; `env` adds
+/// overrides.
+fn amqp_run(dir: &Path, url: &str, names: &str, port: u16, env: &[(&str, &str)]) -> Child {
     let config = dir.join("steward.toml");
     std::fs::write(
         &config,
@@ -369,6 +370,7 @@ reconnect_max_ms = 200
     .unwrap();
     steward()
         .env("STEWARD_OPS__LISTEN", format!("127.0.0.1:{port}"))
+        .envs(env.iter().copied())
         .arg("run")
         .arg(iso())
         .arg("--config")
@@ -415,7 +417,7 @@ fn ready_when_the_amqp_consumer_consumes() {
     };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = amqp_run(dir.path(), URL, &names, port);
+    let mut child = amqp_run(dir.path(), URL, &names, port, &[]);
     let (_, body) = wait_for(port, "/readyz", &mut child, "readiness", |s, _| s == 200);
     let ready: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["checks"]["amqp"], "ok", "{body}");
@@ -445,6 +447,43 @@ fn ready_when_the_amqp_consumer_consumes() {
     drop(topology);
 }
 
+/// A batch takes what has arrived and waits for more until its first message is
+/// `[engine] linger_ms` old: messages published 300 ms apart within a linger of 3 s
+/// are committed together, once; with no linger, each is committed on its own.
+#[test]
+fn amqp_batches_wait_up_to_the_linger_for_more_messages() {
+    let lines = read_lines(&iso_events());
+    for (linger, commits) in [("3000", 1.0), ("0", 3.0)] {
+        let names = unique("ops-linger");
+        let Some(topology) = topology("amqp_batches_wait_up_to_the_linger…", &names) else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let env = [("STEWARD_ENGINE__LINGER_MS", linger)];
+        let mut child = amqp_run(dir.path(), URL, &names, port, &env);
+        wait_for(port, "/readyz", &mut child, "readiness", |s, _| s == 200);
+        let (_, before) = get(port, "/metrics").unwrap();
+        let committed = |m: &str| sample(m, "steward_commit_duration_seconds_count").unwrap_or(0.0);
+        let start = committed(&before);
+        for line in &lines[..3] {
+            publish(&topology, &names, &[line]);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let (_, metrics) = wait_for(port, "/metrics", &mut child, "3 events", |_, m| {
+            sample(m, "steward_events_applied_total") == Some(3.0)
+                && committed(m) - start >= commits
+        });
+        assert_eq!(
+            committed(&metrics) - start,
+            commits,
+            "linger_ms = {linger}: commits of 3 events published 300 ms apart"
+        );
+        stop(child);
+        drop(topology);
+    }
+}
+
 #[test]
 fn not_ready_while_the_broker_is_unreachable() {
     // A port nothing listens on: the consumer keeps reconnecting.
@@ -452,7 +491,7 @@ fn not_ready_while_the_broker_is_unreachable() {
     let url = format!("amqp://guest:secret@127.0.0.1:{closed}/%2f");
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = amqp_run(dir.path(), &url, &unique("ops-unready"), port);
+    let mut child = amqp_run(dir.path(), &url, &unique("ops-unready"), port, &[]);
     let (_, body) = wait_for(
         port,
         "/readyz",

@@ -21,6 +21,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -215,6 +216,17 @@ pub struct Message {
     /// The event, or why it is unusable (already shaped as the store's dead letter).
     pub content: Result<Box<Event>, DeadLetter>,
     delivery: lapin::message::Delivery,
+    /// The connection it came on.
+    link: Arc<Link>,
+    /// When the consumer task received it.
+    received: tokio::time::Instant,
+}
+
+/// What the messages of one connection share: where their dead-letter copies go.
+struct Link {
+    /// A channel in confirm mode for dead-letter copies.
+    publisher: Channel,
+    dead_letter_exchange: Option<String>,
 }
 
 /// What to do with a message once its batch is committed.
@@ -225,12 +237,11 @@ pub enum Settle {
     DeadLetter(String),
 }
 
-/// Messages consumed together, committed together, then settled.
+/// Messages consumed together, committed together, then settled: all from one
+/// connection.
 pub struct Batch {
     messages: Vec<Message>,
-    /// A channel in confirm mode for dead-letter copies.
-    publisher: Channel,
-    dead_letter_exchange: Option<String>,
+    link: Arc<Link>,
 }
 
 impl Batch {
@@ -247,11 +258,7 @@ impl Batch {
     /// and, unless it is already written, left in `acking` to be awaited later (see
     /// [`Source::settle`]).
     async fn settle(self, outcomes: &[Settle], acking: &mut Option<Acking>) -> usize {
-        let Batch {
-            messages,
-            publisher,
-            dead_letter_exchange,
-        } = self;
+        let Batch { messages, link } = self;
         let mut unsettled = 0;
         // All acknowledged: one `multiple` ack for the batch (its tags are on one
         // channel, and earlier batches are settled before this one).
@@ -294,8 +301,8 @@ impl Batch {
             let done = match outcome {
                 Settle::Ack => ack(message).await,
                 Settle::DeadLetter(reason) => {
-                    let exchange = dead_letter_exchange.as_deref();
-                    within(dead_letter(&publisher, exchange, message, reason)).await
+                    let exchange = link.dead_letter_exchange.as_deref();
+                    within(dead_letter(&link.publisher, exchange, message, reason)).await
                 }
             };
             if let Err(e) = done {
@@ -415,8 +422,21 @@ enum Phase {
 type Acking = Pin<Box<dyn Future<Output = usize> + Send>>;
 
 /// The running source: batches to apply, and how to stop it.
+///
+/// The consumer task hands over each message as it arrives; a batch is what has
+/// arrived when the engine loop asks for the next one, topped up until its first
+/// message is `linger` old (up to `batch`). A loop that keeps up with a slow stream
+/// commits each message within `linger`; one that is behind takes a full or
+/// long-waiting batch at once. (Without the linger, a loop that keeps up takes a
+/// few messages at a time, and a commit and an acknowledgement per few messages cost
+/// more CPU than a machine shared with the broker has: BENCHMARKS.md, "Intake,
+/// eighth day".)
 pub struct Source {
-    rx: mpsc::Receiver<Batch>,
+    rx: mpsc::Receiver<Message>,
+    /// Received but left for the next batch: past `batch`, or from a later connection.
+    held: Vec<Message>,
+    batch: usize,
+    linger: Duration,
     phase: watch::Sender<Phase>,
     task: tokio::task::JoinHandle<()>,
     /// The last batch's acknowledgement, until lapin confirms it was written.
@@ -426,7 +446,7 @@ pub struct Source {
 impl Source {
     /// Starts consuming in the background (connecting, declaring and reconnecting as
     /// needed). Batches hold at most `batch` messages.
-    pub fn start(config: AmqpConfig, batch: usize) -> Result<Source> {
+    pub fn start(config: AmqpConfig, batch: usize, linger: Duration) -> Result<Source> {
         config.check()?;
         if config.max_message_bytes > MAX_EVENT_BYTES {
             bail!(
@@ -434,21 +454,58 @@ impl Source {
                 config.max_message_bytes
             );
         }
-        let (tx, rx) = mpsc::channel(2);
+        // The broker has at most `prefetch` messages unacknowledged, and each stays so
+        // until its batch is settled: the task never waits for room.
+        let (tx, rx) = mpsc::channel(usize::from(config.prefetch).max(batch).max(1));
         let (phase, watcher) = watch::channel(Phase::Run);
         super::ops::set_check("amqp", Err("connecting".to_string()));
-        let task = tokio::spawn(consume(config, batch.max(1), tx, watcher));
+        let task = tokio::spawn(consume(config, tx, watcher));
         Ok(Source {
             rx,
+            held: Vec::new(),
+            batch: batch.max(1),
+            linger,
             phase,
             task,
             acking: None,
         })
     }
 
-    /// The next batch; `None` once the source stopped handing over messages.
+    /// The next batch: the messages that have arrived, up to `batch`, waiting for
+    /// more until `linger` after the first arrived; `None` once the source stopped
+    /// handing over messages. Cancel safe: what it has received stays held for the
+    /// next call.
     pub async fn next(&mut self) -> Option<Batch> {
-        self.rx.recv().await
+        if self.held.is_empty() && self.rx.recv_many(&mut self.held, self.batch).await == 0 {
+            return None;
+        }
+        let until = self.held[0].received + self.linger;
+        while self.held.len() < self.batch {
+            let room = self.batch - self.held.len();
+            if tokio::time::Instant::now() >= until {
+                // Only what has already arrived (a timer past its deadline still
+                // waits for the clock's next millisecond tick).
+                while self.held.len() < self.batch {
+                    match self.rx.try_recv() {
+                        Ok(message) => self.held.push(message),
+                        Err(_) => break,
+                    }
+                }
+                break;
+            }
+            match tokio::time::timeout_at(until, self.rx.recv_many(&mut self.held, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        // One batch, one connection: its acknowledgement is one `multiple` ack.
+        let link = self.held[0].link.clone();
+        let rest = match self.held.iter().position(|m| !Arc::ptr_eq(&m.link, &link)) {
+            Some(cut) => self.held.split_off(cut),
+            None => Vec::new(),
+        };
+        let messages = std::mem::replace(&mut self.held, rest);
+        Some(Batch { messages, link })
     }
 
     /// Stops consuming: messages not yet handed over stay unacknowledged and go back
@@ -521,12 +578,7 @@ enum End {
 }
 
 /// The task: sessions, with backoff between them, until stopped.
-async fn consume(
-    config: AmqpConfig,
-    batch: usize,
-    tx: mpsc::Sender<Batch>,
-    mut phase: watch::Receiver<Phase>,
-) {
+async fn consume(config: AmqpConfig, tx: mpsc::Sender<Message>, mut phase: watch::Receiver<Phase>) {
     let mut tx = Some(tx);
     let min = Duration::from_millis(config.reconnect_min_ms.max(1));
     let max = Duration::from_millis(config.reconnect_max_ms.max(config.reconnect_min_ms.max(1)));
@@ -535,7 +587,7 @@ async fn consume(
         if *phase.borrow() != Phase::Run {
             break;
         }
-        match session(&config, batch, &mut tx, &mut phase, &mut backoff, min).await {
+        match session(&config, &mut tx, &mut phase, &mut backoff, min).await {
             Ok(End::Stopped) => break,
             Err(e) => {
                 super::ops::set_check("amqp", Err(format!("{}: {e:#}", config.display_url())));
@@ -559,12 +611,11 @@ async fn consume(
     tx.take();
 }
 
-/// One connection: declare, consume, hand over batches; returns when stopped, or fails
+/// One connection: declare, consume, hand over messages; returns when stopped, or fails
 /// when the connection or channel is lost.
 async fn session(
     config: &AmqpConfig,
-    batch: usize,
-    tx: &mut Option<mpsc::Sender<Batch>>,
+    tx: &mut Option<mpsc::Sender<Message>>,
     phase: &mut watch::Receiver<Phase>,
     backoff: &mut Duration,
     min: Duration,
@@ -597,6 +648,10 @@ async fn session(
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .context("enabling publisher confirms")?;
+    let link = Arc::new(Link {
+        publisher,
+        dead_letter_exchange: config.dead_letter_exchange.clone(),
+    });
     let tag = format!("steward-{}", std::process::id());
     let mut consumer = channel
         .basic_consume(
@@ -651,30 +706,8 @@ async fn session(
             None => bail!("the broker cancelled the consumer"),
             Some(d) => d.context("receiving")?,
         };
-        let mut messages = vec![decode(config, delivery)];
-        let mut lost = None;
-        // Whatever else has already arrived joins the batch, without waiting.
-        while messages.len() < batch {
-            match tokio::time::timeout(Duration::ZERO, consumer.next()).await {
-                Ok(Some(Ok(d))) => messages.push(decode(config, d)),
-                Ok(Some(Err(e))) => {
-                    lost = Some(anyhow!(e).context("receiving"));
-                    break;
-                }
-                Ok(None) => {
-                    lost = Some(anyhow!("the broker cancelled the consumer"));
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        let handed = Batch {
-            messages,
-            publisher: publisher.clone(),
-            dead_letter_exchange: config.dead_letter_exchange.clone(),
-        };
         let sent = match tx.as_ref() {
-            Some(sender) => sender.send(handed).await.is_ok(),
+            Some(sender) => sender.send(decode(config, delivery, &link)).await.is_ok(),
             None => false,
         };
         if !sent {
@@ -687,9 +720,6 @@ async fn session(
                 eprintln!("amqp: closing the connection: {e}");
             }
             return Ok(End::Stopped);
-        }
-        if let Some(e) = lost {
-            return Err(e);
         }
     }
 }
@@ -824,7 +854,7 @@ async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<()> {
 /// The prefixes of CloudEvents attributes in binary mode's application properties.
 const PREFIXES: [&str; 3] = ["cloudEvents_", "cloudEvents:", "cloud_events_"];
 
-fn decode(config: &AmqpConfig, delivery: lapin::message::Delivery) -> Message {
+fn decode(config: &AmqpConfig, delivery: lapin::message::Delivery, link: &Arc<Link>) -> Message {
     let origin = format!("amqp:{}#{}", config.queue, delivery.delivery_tag);
     let content = decode_event(
         delivery
@@ -848,6 +878,8 @@ fn decode(config: &AmqpConfig, delivery: lapin::message::Delivery) -> Message {
         origin,
         content,
         delivery,
+        link: link.clone(),
+        received: tokio::time::Instant::now(),
     }
 }
 

@@ -143,8 +143,9 @@ impl Default for SourceConfig {
 pub struct EngineConfig {
     /// Events per committed batch.
     pub batch: usize,
-    /// The longest an applied event or a fired timer waits for its batch to be
-    /// committed (and its decisions printed) while input keeps arriving, in ms.
+    /// The longest an event or a fired timer waits for its batch to fill before the
+    /// batch is committed (and its decisions printed), in ms. For AMQP, the wait for
+    /// more messages after the first of a batch arrived (see `amqp::Source::next`).
     pub linger_ms: u64,
 }
 
@@ -227,6 +228,8 @@ pub fn run(opts: Options) -> Result<ExitCode> {
         let mut runner = Runner::new(engine, store, &config, host);
         runner.webhooks = webhooks;
         runner.tick().await?;
+        // What the start scheduled (cadences) is durable before any input is taken.
+        runner.commit().await?;
         super::ops::set_check("engine", Ok(()));
         let interrupted = match (&config.source.events, &config.source.watch) {
             _ if config.amqp.is_some() => runner.amqp(&config).await?,
@@ -746,7 +749,7 @@ impl Runner {
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<()> {
         let unrouted = amqp.dead_letter_unrouted;
-        let mut source = super::amqp::Source::start(amqp, self.batch)?;
+        let mut source = super::amqp::Source::start(amqp, self.batch, self.linger)?;
         let mut webhooks = self.webhooks.take();
         let mut finished = self.finished.take();
         tokio::pin!(stop);
