@@ -481,18 +481,17 @@ impl Source {
         }
         let until = self.held[0].received + self.linger;
         while self.held.len() < self.batch {
-            let room = self.batch - self.held.len();
             if tokio::time::Instant::now() >= until {
                 // Only what has already arrived (a timer past its deadline still
                 // waits for the clock's next millisecond tick).
-                while self.held.len() < self.batch {
-                    match self.rx.try_recv() {
-                        Ok(message) => self.held.push(message),
-                        Err(_) => break,
-                    }
+                while self.held.len() < self.batch
+                    && let Ok(message) = self.rx.try_recv()
+                {
+                    self.held.push(message);
                 }
                 break;
             }
+            let room = self.batch - self.held.len();
             match tokio::time::timeout_at(until, self.rx.recv_many(&mut self.held, room)).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
