@@ -485,6 +485,41 @@ fn amqp_batches_wait_up_to_the_linger_for_more_messages() {
 }
 
 #[test]
+fn a_full_amqp_batch_does_not_wait_for_the_linger() {
+    let lines = read_lines(&iso_events());
+    let names = unique("ops-full");
+    let Some(topology) = topology("a_full_amqp_batch_does_not_wait_for_the_linger", &names) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // A linger far longer than the wait below: only a batch handed over because it is
+    // full can be committed in time.
+    let env = [
+        ("STEWARD_ENGINE__LINGER_MS", "600000"),
+        ("STEWARD_ENGINE__BATCH", "4"),
+    ];
+    let mut child = amqp_run(dir.path(), URL, &names, port, &env);
+    wait_for(port, "/readyz", &mut child, "readiness", |s, _| s == 200);
+    let (_, before) = get(port, "/metrics").unwrap();
+    let burst: Vec<&str> = lines[..8].iter().map(String::as_str).collect();
+    publish(&topology, &names, &burst);
+    let received = |m: &str| sample(m, r#"steward_events_received_total{source="amqp"}"#);
+    let committed = |m: &str| sample(m, "steward_commit_duration_seconds_count").unwrap_or(0.0);
+    let start = committed(&before);
+    // A batch of 4 taken and committed within `wait_for`'s minute. (The messages after
+    // it may come as one batch or, when they trickle in, as a part that is handed over
+    // at once, since a full batch came before it, and a rest that lingers.)
+    wait_for(port, "/metrics", &mut child, "a full batch", |_, m| {
+        received(m).unwrap_or(0.0) >= 4.0 && committed(m) - start >= 1.0
+    });
+    // SIGTERM while a batch may still be lingering: what was not handed over goes back
+    // to the queue, and the process stops cleanly.
+    stop(child);
+    drop(topology);
+}
+
+#[test]
 fn not_ready_while_the_broker_is_unreachable() {
     // A port nothing listens on: the consumer keeps reconnecting.
     let closed = free_port();

@@ -22,6 +22,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -41,6 +42,9 @@ use steward_engine::decision::{Decision, Kind};
 use steward_engine::event::{Event, MAX_EVENT_BYTES, format_time};
 use steward_engine::store::DeadLetter;
 use tokio::sync::{mpsc, watch};
+
+/// How often a lingering run looks for deliveries, to hand over a full run at once.
+const LINGER_TICK: Duration = Duration::from_millis(1);
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -218,8 +222,6 @@ pub struct Message {
     delivery: lapin::message::Delivery,
     /// The connection it came on.
     link: Arc<Link>,
-    /// When the consumer task received it.
-    received: tokio::time::Instant,
 }
 
 /// What the messages of one connection share: where their dead-letter copies go.
@@ -423,20 +425,21 @@ type Acking = Pin<Box<dyn Future<Output = usize> + Send>>;
 
 /// The running source: batches to apply, and how to stop it.
 ///
-/// The consumer task hands over each message as it arrives; a batch is what has
-/// arrived when the engine loop asks for the next one, topped up until its first
-/// message is `linger` old (up to `batch`). A loop that keeps up with a slow stream
-/// commits each message within `linger`; one that is behind takes a full or
-/// long-waiting batch at once. (Without the linger, a loop that keeps up takes a
-/// few messages at a time, and a commit and an acknowledgement per few messages cost
-/// more CPU than a machine shared with the broker has: BENCHMARKS.md, "Intake,
-/// eighth day".)
+/// The consumer task hands over messages in runs: the first delivery after a quiet
+/// spell, plus whatever arrives until it is `linger` old (up to `batch`); while
+/// deliveries keep coming faster than that (a backlog), each run is whatever lapin has
+/// already received, without waiting. A batch is the runs that have arrived when the
+/// engine loop asks, up to `batch` messages. So a loop that keeps up with a slow
+/// stream commits each message within `linger`, one that is behind takes a full batch
+/// at once, and while a run lingers nothing is woken for each delivery. (Without the
+/// linger, a loop that keeps up takes a few messages at a time, and a commit and an
+/// acknowledgement per few messages cost more CPU than a machine shared with the
+/// broker has: BENCHMARKS.md, "Intake, eighth day".)
 pub struct Source {
-    rx: mpsc::Receiver<Message>,
+    rx: mpsc::Receiver<Vec<Message>>,
     /// Received but left for the next batch: past `batch`, or from a later connection.
     held: Vec<Message>,
     batch: usize,
-    linger: Duration,
     phase: watch::Sender<Phase>,
     task: tokio::task::JoinHandle<()>,
     /// The last batch's acknowledgement, until lapin confirms it was written.
@@ -454,55 +457,44 @@ impl Source {
                 config.max_message_bytes
             );
         }
-        // The broker has at most `prefetch` messages unacknowledged, and each stays so
-        // until its batch is settled: the task never waits for room.
-        let (tx, rx) = mpsc::channel(usize::from(config.prefetch).max(batch).max(1));
+        let batch = batch.max(1);
+        // The broker has at most `prefetch` messages unacknowledged, each run holds at
+        // least one, and each stays until its batch is settled: the task never waits
+        // for room.
+        let (tx, rx) = mpsc::channel(usize::from(config.prefetch).max(1));
         let (phase, watcher) = watch::channel(Phase::Run);
         super::ops::set_check("amqp", Err("connecting".to_string()));
-        let task = tokio::spawn(consume(config, tx, watcher));
+        let runs = Runs { batch, linger };
+        let task = tokio::spawn(consume(config, runs, tx, watcher));
         Ok(Source {
             rx,
             held: Vec::new(),
-            batch: batch.max(1),
-            linger,
+            batch,
             phase,
             task,
             acking: None,
         })
     }
 
-    /// The next batch: the messages that have arrived, up to `batch`, waiting for
-    /// more until `linger` after the first arrived; `None` once the source stopped
-    /// handing over messages. Cancel safe: what it has received stays held for the
-    /// next call.
+    /// The next batch: what the consumer task has handed over, up to `batch` messages;
+    /// `None` once the source stopped handing over messages. Cancel safe: what it has
+    /// received stays held for the next call.
     pub async fn next(&mut self) -> Option<Batch> {
-        if self.held.is_empty() && self.rx.recv_many(&mut self.held, self.batch).await == 0 {
-            return None;
+        if self.held.is_empty() {
+            self.held = self.rx.recv().await?;
         }
-        let until = self.held[0].received + self.linger;
-        while self.held.len() < self.batch {
-            if tokio::time::Instant::now() >= until {
-                // Only what has already arrived (a timer past its deadline still
-                // waits for the clock's next millisecond tick).
-                while self.held.len() < self.batch
-                    && let Ok(message) = self.rx.try_recv()
-                {
-                    self.held.push(message);
-                }
-                break;
-            }
-            let room = self.batch - self.held.len();
-            match tokio::time::timeout_at(until, self.rx.recv_many(&mut self.held, room)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
+        while self.held.len() < self.batch
+            && let Ok(more) = self.rx.try_recv()
+        {
+            self.held.extend(more);
         }
         // One batch, one connection: its acknowledgement is one `multiple` ack.
         let link = self.held[0].link.clone();
-        let rest = match self.held.iter().position(|m| !Arc::ptr_eq(&m.link, &link)) {
-            Some(cut) => self.held.split_off(cut),
-            None => Vec::new(),
-        };
+        let cut = self.held[..self.held.len().min(self.batch)]
+            .iter()
+            .position(|m| !Arc::ptr_eq(&m.link, &link))
+            .unwrap_or(self.held.len().min(self.batch));
+        let rest = self.held.split_off(cut);
         let messages = std::mem::replace(&mut self.held, rest);
         Some(Batch { messages, link })
     }
@@ -576,8 +568,22 @@ enum End {
     Stopped,
 }
 
+/// How the consumer task groups deliveries into runs (see [`Source`]).
+#[derive(Debug, Clone, Copy)]
+struct Runs {
+    /// The most messages in one run.
+    batch: usize,
+    /// How long a run waits for more after a delivery that came after a quiet spell.
+    linger: Duration,
+}
+
 /// The task: sessions, with backoff between them, until stopped.
-async fn consume(config: AmqpConfig, tx: mpsc::Sender<Message>, mut phase: watch::Receiver<Phase>) {
+async fn consume(
+    config: AmqpConfig,
+    runs: Runs,
+    tx: mpsc::Sender<Vec<Message>>,
+    mut phase: watch::Receiver<Phase>,
+) {
     let mut tx = Some(tx);
     let min = Duration::from_millis(config.reconnect_min_ms.max(1));
     let max = Duration::from_millis(config.reconnect_max_ms.max(config.reconnect_min_ms.max(1)));
@@ -586,7 +592,7 @@ async fn consume(config: AmqpConfig, tx: mpsc::Sender<Message>, mut phase: watch
         if *phase.borrow() != Phase::Run {
             break;
         }
-        match session(&config, &mut tx, &mut phase, &mut backoff, min).await {
+        match session(&config, runs, &mut tx, &mut phase, &mut backoff, min).await {
             Ok(End::Stopped) => break,
             Err(e) => {
                 super::ops::set_check("amqp", Err(format!("{}: {e:#}", config.display_url())));
@@ -614,7 +620,8 @@ async fn consume(config: AmqpConfig, tx: mpsc::Sender<Message>, mut phase: watch
 /// when the connection or channel is lost.
 async fn session(
     config: &AmqpConfig,
-    tx: &mut Option<mpsc::Sender<Message>>,
+    runs: Runs,
+    tx: &mut Option<mpsc::Sender<Vec<Message>>>,
     phase: &mut watch::Receiver<Phase>,
     backoff: &mut Duration,
     min: Duration,
@@ -673,6 +680,8 @@ async fn session(
     super::ops::set_check("amqp", Ok(()));
     let _depth = super::ops::sample_queue(&connection, &config.queue).await;
     *backoff = min;
+    // Whether the last run ended because nothing more had arrived.
+    let mut quiet = true;
     loop {
         let next = tokio::select! {
             biased;
@@ -705,8 +714,41 @@ async fn session(
             None => bail!("the broker cancelled the consumer"),
             Some(d) => d.context("receiving")?,
         };
+        let mut run = Vec::with_capacity(runs.batch.min(256));
+        run.push(decode(config, delivery, &link));
+        let mut lost = None;
+        if quiet && !runs.linger.is_zero() {
+            // Deliveries meanwhile wait in lapin's buffer, waking nobody; the run
+            // looks at it once per tick of the clock, to stop early once full.
+            let until = tokio::time::Instant::now() + runs.linger;
+            let mut stopped = false;
+            while run.len() < runs.batch && lost.is_none() {
+                let now = tokio::time::Instant::now();
+                if now >= until {
+                    break;
+                }
+                tokio::select! {
+                    biased;
+                    _ = phase.wait_for(|p| *p != Phase::Run) => {
+                        stopped = true;
+                        break;
+                    }
+                    _ = tokio::time::sleep_until(until.min(now + LINGER_TICK)) => {}
+                }
+                lost = arrived(&mut consumer, config, &link, &mut run, runs.batch).err();
+            }
+            if stopped {
+                // Not handed over: requeued when the connection closes.
+                continue;
+            }
+        }
+        if lost.is_none() {
+            lost = arrived(&mut consumer, config, &link, &mut run, runs.batch).err();
+        }
+        // A full run means a backlog: the next one does not wait.
+        quiet = run.len() < runs.batch;
         let sent = match tx.as_ref() {
-            Some(sender) => sender.send(decode(config, delivery, &link)).await.is_ok(),
+            Some(sender) => sender.send(run).await.is_ok(),
             None => false,
         };
         if !sent {
@@ -720,7 +762,31 @@ async fn session(
             }
             return Ok(End::Stopped);
         }
+        if let Some(e) = lost {
+            return Err(e);
+        }
     }
+}
+
+/// Adds to `run` what lapin has already received, up to `batch` messages, without
+/// waiting or asking to be woken; fails when the consumer has ended.
+fn arrived(
+    consumer: &mut lapin::Consumer,
+    config: &AmqpConfig,
+    link: &Arc<Link>,
+    run: &mut Vec<Message>,
+    batch: usize,
+) -> Result<()> {
+    let mut cx = std::task::Context::from_waker(Waker::noop());
+    while run.len() < batch {
+        match consumer.poll_next(&mut cx) {
+            Poll::Ready(Some(Ok(d))) => run.push(decode(config, d, link)),
+            Poll::Ready(Some(Err(e))) => return Err(anyhow::Error::from(e).context("receiving")),
+            Poll::Ready(None) => bail!("the broker cancelled the consumer"),
+            Poll::Pending => break,
+        }
+    }
+    Ok(())
 }
 
 pub fn exchange_kind(name: &str) -> ExchangeKind {
@@ -878,7 +944,6 @@ fn decode(config: &AmqpConfig, delivery: lapin::message::Delivery, link: &Arc<Li
         content,
         delivery,
         link: link.clone(),
-        received: tokio::time::Instant::now(),
     }
 }
 

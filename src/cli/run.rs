@@ -145,7 +145,7 @@ pub struct EngineConfig {
     pub batch: usize,
     /// The longest an event or a fired timer waits for its batch to fill before the
     /// batch is committed (and its decisions printed), in ms. For AMQP, the wait for
-    /// more messages after the first of a batch arrived (see `amqp::Source::next`).
+    /// more messages after one that came after a quiet spell (see `amqp::Source`).
     pub linger_ms: u64,
 }
 
@@ -153,7 +153,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             batch: 256,
-            linger_ms: 5,
+            linger_ms: 2,
         }
     }
 }
