@@ -32,6 +32,7 @@
 //! only, to compare binaries or settings at the same rates.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -92,6 +93,10 @@ struct Bench {
     connection: Connection,
     channel: Channel,
     base: String,
+    /// Exchanges and queues declared and not yet deleted, deleted when the bench ends
+    /// (a failed row's too, so that its messages do not weigh on the broker's later
+    /// runs).
+    declared: RefCell<(Vec<String>, Vec<String>)>,
     dir: tempfile::TempDir,
     rules: PathBuf,
     steward: PathBuf,
@@ -122,11 +127,14 @@ impl Bench {
         let rules = dir.path().join("rules");
         std::fs::create_dir(&rules).unwrap();
         std::fs::write(rules.join("tickets.stw"), RULES).unwrap();
+        // Steward declares the dead-letter exchange and queue its configuration names.
+        let declared = RefCell::new((vec![format!("{base}.dlx")], vec![format!("{base}.dlq")]));
         Bench {
             rt,
             connection,
             channel,
             base,
+            declared,
             dir,
             rules,
             steward: PathBuf::from(env!("CARGO_BIN_EXE_steward")),
@@ -137,6 +145,11 @@ impl Bench {
     fn declare(&self, exchange: &str, kind: ExchangeKind, queues: &[String], key: &str) {
         let ch = self.channel.clone();
         let dlx = format!("{}.dlx", self.base);
+        {
+            let mut declared = self.declared.borrow_mut();
+            declared.0.push(exchange.to_string());
+            declared.1.extend(queues.iter().cloned());
+        }
         self.rt.block_on(async move {
             ch.exchange_declare(
                 exchange.into(),
@@ -223,6 +236,11 @@ impl Bench {
     }
 
     fn delete(&self, exchanges: &[String], queues: &[String]) {
+        {
+            let mut declared = self.declared.borrow_mut();
+            declared.0.retain(|x| !exchanges.contains(x));
+            declared.1.retain(|q| !queues.contains(q));
+        }
         let ch = self.channel.clone();
         self.rt.block_on(async move {
             for q in queues {
@@ -304,6 +322,13 @@ impl Bench {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let (exchanges, queues) = self.declared.take();
+        self.delete(&exchanges, &queues);
     }
 }
 
