@@ -484,6 +484,7 @@ fn amqp_batches_wait_up_to_the_linger_for_more_messages() {
     }
 }
 
+/// A batch that fills up is handed over at once, whatever the linger.
 #[test]
 fn a_full_amqp_batch_does_not_wait_for_the_linger() {
     let lines = read_lines(&iso_events());

@@ -490,10 +490,11 @@ impl Source {
         }
         // One batch, one connection: its acknowledgement is one `multiple` ack.
         let link = self.held[0].link.clone();
-        let cut = self.held[..self.held.len().min(self.batch)]
+        let full = self.held.len().min(self.batch);
+        let cut = self.held[..full]
             .iter()
             .position(|m| !Arc::ptr_eq(&m.link, &link))
-            .unwrap_or(self.held.len().min(self.batch));
+            .unwrap_or(full);
         let rest = self.held.split_off(cut);
         let messages = std::mem::replace(&mut self.held, rest);
         Some(Batch { messages, link })
@@ -682,7 +683,7 @@ async fn session(
     *backoff = min;
     // Whether the last run ended because nothing more had arrived.
     let mut quiet = true;
-    loop {
+    'deliveries: loop {
         let next = tokio::select! {
             biased;
             _ = phase.wait_for(|p| *p != Phase::Run) => None,
@@ -721,7 +722,6 @@ async fn session(
             // Deliveries meanwhile wait in lapin's buffer, waking nobody; the run
             // looks at it once per tick of the clock, to stop early once full.
             let until = tokio::time::Instant::now() + runs.linger;
-            let mut stopped = false;
             while run.len() < runs.batch && lost.is_none() {
                 let now = tokio::time::Instant::now();
                 if now >= until {
@@ -729,17 +729,11 @@ async fn session(
                 }
                 tokio::select! {
                     biased;
-                    _ = phase.wait_for(|p| *p != Phase::Run) => {
-                        stopped = true;
-                        break;
-                    }
+                    // Not handed over: requeued when the connection closes.
+                    _ = phase.wait_for(|p| *p != Phase::Run) => continue 'deliveries,
                     _ = tokio::time::sleep_until(until.min(now + LINGER_TICK)) => {}
                 }
                 lost = arrived(&mut consumer, config, &link, &mut run, runs.batch).err();
-            }
-            if stopped {
-                // Not handed over: requeued when the connection closes.
-                continue;
             }
         }
         if lost.is_none() {
