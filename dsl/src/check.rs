@@ -812,11 +812,19 @@ impl<'a, 'g> Checker<'a, 'g> {
             .seconds(croner::parser::Seconds::Optional)
             .year(croner::parser::Year::Disallowed)
             .build();
-        if let Err(e) = parser.parse(&crate::cron::normalize(schedule)) {
-            let reason = e.to_string().to_lowercase();
-            let reason = reason.trim_end_matches('.');
-            let reason = reason.strip_prefix("component error: ").unwrap_or(reason);
-            let reason = reason.strip_prefix("invalid pattern: ").unwrap_or(reason);
+        let parsed = crate::cron::last_day_offset(schedule).and_then(|(expr, _)| {
+            match parser.parse(&crate::cron::normalize(&expr)) {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let reason = e.to_string().to_lowercase();
+                    let reason = reason.trim_end_matches('.');
+                    let reason = reason.strip_prefix("component error: ").unwrap_or(reason);
+                    let reason = reason.strip_prefix("invalid pattern: ").unwrap_or(reason);
+                    Err(reason.to_string())
+                }
+            }
+        });
+        if let Err(reason) = parsed {
             self.push(
                 Diagnostic::new(
                     Code::InvalidCron,

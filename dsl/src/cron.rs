@@ -4,7 +4,80 @@
 //! names of months and days, `?` as `*`. Two forms croner does not read are rewritten
 //! into lists of values here: a start with a step (`5/15`: from 5 to the end of the
 //! field, every 15) and ranges that wrap around (`sat-tue`, `22-2`, `20-5/5`: on past
-//! the end of the field and from its start again).
+//! the end of the field and from its start again). A third, `L-n` and `L-nW` in the day
+//! of the month, cannot be a list (the day depends on the month): [`last_day_offset`]
+//! takes it out of the expression, and the schedule matches it day by day.
+
+use chrono::{Datelike, Months, NaiveDate, Weekday};
+
+/// `L-n` or `L-nW` in the day-of-month field (Cronos): the day `n` days before the last
+/// of the month, or, with `W`, the weekday nearest to that day within the month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastDayOffset {
+    /// Days before the last day of the month, 0 to 30.
+    pub days: u32,
+    /// The nearest weekday (Monday to Friday) in the same month.
+    pub weekday: bool,
+}
+
+impl LastDayOffset {
+    /// The day of `year`-`month` it names; `None` when the month is too short for it
+    /// (`L-30` in April).
+    pub fn day_in(self, year: i32, month: u32) -> Option<u32> {
+        let first = NaiveDate::from_ymd_opt(year, month, 1)?;
+        let last = first.checked_add_months(Months::new(1))?.pred_opt()?.day();
+        let day = last.checked_sub(self.days).filter(|d| *d >= 1)?;
+        if !self.weekday {
+            return Some(day);
+        }
+        // The nearest weekday, without leaving the month.
+        Some(match first.with_day(day)?.weekday() {
+            Weekday::Sat if day == 1 => 3,
+            Weekday::Sat => day - 1,
+            Weekday::Sun if day == last => day - 2,
+            Weekday::Sun => day + 1,
+            _ => day,
+        })
+    }
+}
+
+/// Takes an `L-n` or `L-nW` day of the month out of `expr`: the expression with `*` in
+/// that field (for croner, after [`normalize`]) and the offset the schedule must match
+/// besides. An expression without one comes back as it is.
+pub fn last_day_offset(expr: &str) -> Result<(String, Option<LastDayOffset>), String> {
+    let mut fields: Vec<&str> = expr.split_whitespace().collect();
+    let dom = match fields.len() {
+        6 => 3,
+        5 => 2,
+        _ => return Ok((expr.to_string(), None)),
+    };
+    let field = fields[dom].to_ascii_uppercase();
+    let Some(rest) = field.strip_prefix("L-") else {
+        if field.contains("L-") {
+            return Err(format!(
+                "`{}` in the day of the month: `L-n` stands alone in its field",
+                fields[dom]
+            ));
+        }
+        return Ok((expr.to_string(), None));
+    };
+    let (digits, weekday) = match rest.strip_suffix('W') {
+        Some(digits) => (digits, true),
+        None => (rest, false),
+    };
+    let days = Some(digits)
+        .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|d| d.parse::<u32>().ok())
+        .filter(|d| *d <= 30)
+        .ok_or_else(|| {
+            format!(
+                "`{}` in the day of the month: `L-n` and `L-nW` take n from 0 to 30",
+                fields[dom]
+            )
+        })?;
+    fields[dom] = "*";
+    Ok((fields.join(" "), Some(LastDayOffset { days, weekday })))
+}
 
 /// `expr` with `?` as `*`, `N/S` and wrapping ranges spelled out as lists.
 pub fn normalize(expr: &str) -> String {
@@ -114,7 +187,56 @@ fn value(text: &str, kind: Kind) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::{LastDayOffset, last_day_offset, normalize};
+
+    #[test]
+    fn days_before_the_last_are_taken_out_of_the_expression() {
+        let (expr, offset) = last_day_offset("0 0 9 L-3 * *").unwrap();
+        assert_eq!(expr, "0 0 9 * * *");
+        assert_eq!(
+            offset,
+            Some(LastDayOffset {
+                days: 3,
+                weekday: false
+            })
+        );
+        let (expr, offset) = last_day_offset("30 8 l-2w * mon-fri").unwrap();
+        assert_eq!(expr, "30 8 * * mon-fri");
+        assert_eq!(
+            offset,
+            Some(LastDayOffset {
+                days: 2,
+                weekday: true
+            })
+        );
+        assert_eq!(
+            last_day_offset("0 9 L * *").unwrap(),
+            ("0 9 L * *".to_string(), None)
+        );
+        for bad in ["0 9 L-31 * *", "0 9 L- * *", "0 9 L-x * *", "0 9 1,L-2 * *"] {
+            assert!(last_day_offset(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_day_before_the_last_depends_on_the_month() {
+        let before =
+            |days, weekday, year, month| LastDayOffset { days, weekday }.day_in(year, month);
+        assert_eq!(before(1, false, 2016, 2), Some(28));
+        assert_eq!(before(1, false, 2017, 2), Some(27));
+        assert_eq!(before(29, false, 2016, 2), None);
+        assert_eq!(before(30, false, 2016, 4), None);
+        assert_eq!(before(30, false, 2016, 5), Some(1));
+        // 2017-01-28 is a Saturday, the 29th a Sunday, the 31st a Tuesday.
+        assert_eq!(before(3, true, 2017, 1), Some(27));
+        assert_eq!(before(2, true, 2017, 1), Some(30));
+        assert_eq!(before(0, true, 2017, 1), Some(31));
+        // 2016-04-30 is a Saturday; 2016-07-31 a Sunday (the last day: back to Friday).
+        assert_eq!(before(0, true, 2016, 4), Some(29));
+        assert_eq!(before(0, true, 2016, 7), Some(29));
+        // 2016-10-01 is a Saturday: the first weekday in the month is Monday the 3rd.
+        assert_eq!(before(30, true, 2016, 10), Some(3));
+    }
 
     #[test]
     fn steps_from_a_start_are_spelled_out() {

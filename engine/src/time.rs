@@ -5,13 +5,14 @@
 use std::collections::BTreeSet;
 
 use chrono::{
-    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
-    Weekday,
+    DateTime, Datelike, Duration, LocalResult, Months, NaiveDate, NaiveDateTime, NaiveTime,
+    TimeZone, Utc, Weekday,
 };
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 use steward_dsl::ast::CalendarUnit;
+use steward_dsl::cron::LastDayOffset;
 
 /// How far business-time arithmetic searches for working time before giving up.
 const MAX_SEARCH_DAYS: i64 = 3_660;
@@ -365,11 +366,19 @@ pub fn resolve_local(zone: Tz, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
 ///   field, as in `0 */30 * * * *`) fires in both occurrences, following elapsed time.
 #[derive(Debug, Clone)]
 pub struct Schedule {
+    /// The expression, less an `L-n` day of the month.
     cron: Cron,
     pub zone: Tz,
     /// An interval schedule: fires in both occurrences of a repeated hour.
     interval: bool,
+    /// `L-n` or `L-nW`: the day of the month runs must fall on as well.
+    last_day: Option<LastDayOffset>,
 }
+
+/// How many years ahead a schedule with an `L-n` day looks for its next run before it
+/// concludes there is none: `* * L-1 2 SUN#5` asks for a fifth Sunday of February on
+/// the 28th, which never comes.
+const LAST_DAY_YEARS: i32 = 400;
 
 /// How far around an instant a daylight-saving change is looked for, in hours (changes
 /// are less than 3 hours and months apart).
@@ -377,10 +386,12 @@ const DST_REACH: i64 = 3;
 
 impl Schedule {
     pub fn parse(expr: &str, zone: Tz) -> Result<Schedule, String> {
+        let (rest, last_day) = steward_dsl::cron::last_day_offset(expr)?;
         Ok(Schedule {
-            cron: parse_cron(expr)?,
+            cron: parse_cron(&rest)?,
             zone,
             interval: is_interval(expr),
+            last_day,
         })
     }
 
@@ -438,10 +449,32 @@ impl Schedule {
 
     /// The first wall-clock time at or after `from` that the expression matches.
     fn next_wall_clock(&self, from: NaiveDateTime) -> Option<NaiveDateTime> {
-        self.cron
-            .find_next_occurrence(&Utc.from_utc_datetime(&from), true)
-            .ok()
-            .map(|t| t.naive_utc())
+        let next = |from: NaiveDateTime| {
+            self.cron
+                .find_next_occurrence(&Utc.from_utc_datetime(&from), true)
+                .ok()
+                .map(|t| t.naive_utc())
+        };
+        let Some(last_day) = self.last_day else {
+            return next(from);
+        };
+        // Runs of the rest of the expression, skipped forward to the day `L-n` names in
+        // their month, or to the next month when they are past it.
+        let until = from.year().saturating_add(LAST_DAY_YEARS);
+        let mut cursor = from;
+        loop {
+            let run = next(cursor)?;
+            if run.year() > until {
+                return None;
+            }
+            let (year, month) = (run.year(), run.month());
+            cursor = match last_day.day_in(year, month) {
+                Some(day) if day == run.day() => return Some(run),
+                Some(day) if day > run.day() => NaiveDate::from_ymd_opt(year, month, day)?,
+                _ => NaiveDate::from_ymd_opt(year, month, 1)?.checked_add_months(Months::new(1))?,
+            }
+            .and_time(NaiveTime::MIN);
+        }
     }
 
     /// The instants a matching wall-clock time fires at, each marked when the time

@@ -6,8 +6,6 @@
 //! filtered out and counted by reason (docs/language.md, "Cadences"):
 //!
 //! - `macro`: `@hourly`, `@every_second`, ... are not in the dialect.
-//! - `last_day_offset`: `L-3` (three days before the last of the month), `L-2W`; the
-//!   croner crate Steward schedules with does not read them.
 //! - `dom_or_dow`: both day fields restricted where the peer ORs them (robfig);
 //!   Steward requires both to match.
 //! - `dst_policy`: a robfig vector whose window crosses a daylight-saving change; robfig
@@ -65,9 +63,6 @@ fn filtered(
         .unwrap_or_default();
     if expr.starts_with('@') || features.contains(&"macro") {
         return Some("macro");
-    }
-    if expr.contains("L-") {
-        return Some("last_day_offset");
     }
     let fields: Vec<&str> = expr.split_whitespace().collect();
     let (dom, dow) = match fields.len() {
