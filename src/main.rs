@@ -103,6 +103,10 @@ enum Command {
         /// A JSON object whose fields become variables.
         #[arg(long)]
         vars: Option<String>,
+        /// Rule files whose policies, groups and calendars the expression may use
+        /// (repeatable).
+        #[arg(long = "rules", value_name = "FILE")]
+        rules: Vec<PathBuf>,
     },
     /// Explain a diagnostic code, such as `E0201`.
     Explain { code: String },
@@ -187,9 +191,12 @@ fn main() -> ExitCode {
             listen,
             ops_listen,
         }),
-        Command::Eval { expr, event, vars } => {
-            cli::eval::run(&expr, event.as_deref(), vars.as_deref())
-        }
+        Command::Eval {
+            expr,
+            event,
+            vars,
+            rules,
+        } => cli::eval::run(&expr, event.as_deref(), vars.as_deref(), &rules),
         Command::Explain { code } => cli::explain(&code),
         Command::Connector { config, command } => {
             let command = match command {

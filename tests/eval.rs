@@ -54,6 +54,58 @@ fn eval_binds_vars() {
 }
 
 #[test]
+fn eval_reads_the_calendars_and_policies_of_rule_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("office.stw");
+    std::fs::write(
+        &rules,
+        r#"policy change_policy version "1" {
+  cab_quorum = 2
+}
+
+calendar office {
+  zone "Europe/Berlin"
+  hours mon..fri 08:00..18:00
+  holidays "2026-04-03"
+}
+"#,
+    )
+    .unwrap();
+    let rules = rules.to_str().unwrap();
+    let at = |t: &str| format!("in_working_hours(office, timestamp('{t}'))");
+    // A Thursday at 11:00 in Berlin; the same hour on a Saturday, and on a holiday.
+    for (t, want) in [
+        ("2026-03-05T10:00:00Z", "true\n"),
+        ("2026-03-07T10:00:00Z", "false\n"),
+        ("2026-04-03T10:00:00Z", "false\n"),
+    ] {
+        assert_eq!(ok(&eval(&[&at(t), "--rules", rules])), want, "{t}");
+    }
+    let o = eval(&[
+        "add_business(office, timestamp('2026-04-02T14:00:00Z'), duration('4h'))",
+        "--rules",
+        rules,
+    ]);
+    // Two hours left on Thursday (16:00 to 18:00 in Berlin, UTC+2); Friday is a
+    // holiday; two more on Monday from 08:00.
+    assert_eq!(ok(&o), "\"2026-04-06T08:00:00Z\"\n");
+    assert_eq!(
+        ok(&eval(&["change_policy.cab_quorum + 1", "--rules", rules])),
+        "3\n"
+    );
+    // Without the rules, the calendar functions have nothing to read.
+    let o = eval(&[&at("2026-03-05T10:00:00Z")]);
+    assert_eq!(o.status.code(), Some(1));
+    // Rules that do not check are reported, and nothing is evaluated.
+    let bad = dir.path().join("bad.stw");
+    std::fs::write(&bad, "calendar office {\n  zone \"Mars/Olympus\"\n}\n").unwrap();
+    let o = eval(&["1", "--rules", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stdout(&o).is_empty());
+    assert!(stderr(&o).contains("bad.stw:2:"), "{}", stderr(&o));
+}
+
+#[test]
 fn a_syntax_error_exits_1_with_a_rendered_diagnostic() {
     let o = eval(&["a * (21"]);
     assert_eq!(o.status.code(), Some(1));

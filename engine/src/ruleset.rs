@@ -366,6 +366,8 @@ pub struct Ruleset {
     pub globals: HashMap<String, Value>,
     /// The version of every policy, by name.
     pub policy_versions: BTreeMap<String, String>,
+    /// The business calendars, by name (what the calendar functions read).
+    pub calendars: HashMap<String, Arc<BusinessCalendar>>,
     /// The first 8 bytes of the SHA-256 of the sources, in hex: the rules' version.
     pub version: String,
     exact: HashMap<String, TargetLists>,
@@ -412,6 +414,7 @@ impl Ruleset {
             groups: HashMap::new(),
             globals: HashMap::new(),
             policy_versions: BTreeMap::new(),
+            calendars: HashMap::new(),
             version,
             exact: HashMap::new(),
             prefixes: Vec::new(),
@@ -428,6 +431,7 @@ impl Ruleset {
         set.groups = cx.groups;
         set.globals = cx.globals;
         set.policy_versions = cx.policy_versions;
+        set.calendars = cx.calendars;
         set.build_index();
         Ok(set)
     }

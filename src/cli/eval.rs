@@ -1,14 +1,25 @@
 //! `steward eval`.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use steward_dsl::cel::{Program, Value};
 use steward_engine::event::Event;
 
-pub fn run(expr: &str, event: Option<&Path>, vars: Option<&str>) -> Result<ExitCode> {
+/// Evaluates `expr`. With `rules`, their policies, groups and calendars are in scope and
+/// the calendar functions read the calendars, as in the engine.
+pub fn run(
+    expr: &str,
+    event: Option<&Path>,
+    vars: Option<&str>,
+    rules: &[PathBuf],
+) -> Result<ExitCode> {
+    let rules = match rules {
+        [] => None,
+        files => Some(super::load_rules(files)?),
+    };
     let parsed = match steward_dsl::cel::parse(expr) {
         Ok(e) => e,
         Err(diags) => {
@@ -18,7 +29,14 @@ pub fn run(expr: &str, event: Option<&Path>, vars: Option<&str>) -> Result<ExitC
             return Ok(ExitCode::from(1));
         }
     };
-    let program = match Program::compile(&parsed, steward_dsl::stdlib::functions()) {
+    let calendar_functions = rules
+        .as_ref()
+        .map(|r| steward_engine::calendar_fns::functions(&r.calendars));
+    let functions = match &calendar_functions {
+        Some(functions) => functions,
+        None => steward_dsl::stdlib::functions(),
+    };
+    let program = match Program::compile(&parsed, functions) {
         Ok(p) => p,
         Err(diags) => {
             for d in &diags {
@@ -27,7 +45,7 @@ pub fn run(expr: &str, event: Option<&Path>, vars: Option<&str>) -> Result<ExitC
             return Ok(ExitCode::from(1));
         }
     };
-    let mut scope: HashMap<String, Value> = HashMap::new();
+    let mut scope: HashMap<String, Value> = rules.map(|r| r.globals.clone()).unwrap_or_default();
     scope.insert("now".into(), Value::Timestamp(chrono::Utc::now()));
     if let Some(vars) = vars {
         let json: serde_json::Value = serde_json::from_str(vars).context("--vars is not JSON")?;
