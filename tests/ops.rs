@@ -326,9 +326,53 @@ fn json_logs_are_one_object_per_line() {
             .starts_with("processed: ")
     );
     assert_eq!(summary["fields"]["dead_lettered"], 1);
+    // The start says what the store held and how long loading it took.
+    let loaded = logs
+        .iter()
+        .find(|l| l["fields"]["pending_timers"].is_u64() && l["fields"]["took_ms"].is_u64())
+        .unwrap_or_else(|| panic!("no load line in {err}"));
+    assert_eq!(loaded["level"], "INFO");
+    assert_eq!(loaded["fields"]["instances"], 0, "{loaded}");
+    assert!(
+        loaded["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(": loaded 0 instances, 0 pending timers and 0 seen event ids in "),
+        "{loaded}"
+    );
     // Stdout is the decision stream, whatever the log format.
     let decisions = json_lines(&out);
     assert!(decisions.iter().all(|d| d["kind"].is_string()));
+
+    // Started again on the same store: it loads what the first run left.
+    let o = steward()
+        .arg("run")
+        .arg(iso())
+        .arg("--config")
+        .arg(&config)
+        .arg("--events")
+        .arg("/dev/null")
+        .output()
+        .unwrap();
+    ok(&o);
+    let err = stderr(&o);
+    let logs = json_lines(&err);
+    let loaded = logs
+        .iter()
+        .find(|l| l["fields"]["took_ms"].is_u64())
+        .unwrap_or_else(|| panic!("no load line in {err}"));
+    assert!(
+        loaded["fields"]["instances"].as_u64().unwrap() > 0,
+        "{loaded}"
+    );
+    assert!(
+        loaded["fields"]["seen_events"].as_u64().unwrap() > 0,
+        "{loaded}"
+    );
+    assert_eq!(
+        loaded["fields"]["pending_timers"], summary["fields"]["pending_timers"],
+        "{loaded}"
+    );
 
     // A bad level is a configuration error that names the setting.
     let o = steward()

@@ -44,8 +44,8 @@ use sqlx::{Connection, PgConnection};
 use steward_engine::core::Engine;
 use steward_engine::dispatch::Invoker;
 use steward_engine::ruleset::Ruleset;
+use steward_engine::store::AnyStore;
 use steward_engine::store::postgres::{Fence, PostgresStore, is_url, redact};
-use steward_engine::store::{AnyStore, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -443,7 +443,7 @@ async fn partition(
         .fenced(fence)
         .dispatch_emitted(shared.config.outbound.as_ref().is_some_and(|o| o.emitted));
     let store = AnyStore::Postgres(store);
-    let world = store.load(&shared.rules).await?;
+    let world = super::run::load_world(&store, &shared.rules, &format!("schema {schema}")).await?;
     let mut engine = Engine::with_world(shared.rules.clone(), world);
     if i == 0 {
         engine.start(Utc::now());

@@ -31,11 +31,12 @@ use chrono::Utc;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use steward_engine::core::{Applied, Engine};
+use steward_engine::core::{Applied, Engine, World};
 use steward_engine::decision::Decision;
 use steward_engine::dispatch::{Call, CallError, DispatchConfig, Dispatcher, Finished, Invoker};
 use steward_engine::event::Event;
 use steward_engine::replay::decode_line;
+use steward_engine::ruleset::Ruleset;
 use steward_engine::store::{AnyStore, DeadLetter, Meta, Settlement, Store};
 use steward_engine::webhook::{self, WebhookConfig, WebhookError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, BufReader};
@@ -217,7 +218,7 @@ pub fn run(opts: Options) -> Result<ExitCode> {
             .with_context(|| format!("opening {}", AnyStore::describe(&config.store.path)))?
             .dispatch_emitted(config.outbound.as_ref().is_some_and(|o| o.emitted));
         ops.store_opened(&store);
-        let world = store.load(&rules).await?;
+        let world = load_world(&store, &rules, &AnyStore::describe(&config.store.path)).await?;
         let mut engine = Engine::with_world(rules.clone(), world);
         engine.start(Utc::now());
         let webhooks = match (hooks, &config.webhook.listen) {
@@ -336,6 +337,27 @@ impl Drop for Dispatch {
 }
 
 /// Waits for the next webhook delivery; never, when not listening.
+/// Loads the world from `store` (named `what` in the log), and logs what it held and
+/// how long that took: a restart of a large store spends its time here.
+pub(super) async fn load_world(store: &AnyStore, rules: &Ruleset, what: &str) -> Result<World> {
+    let began = std::time::Instant::now();
+    let world = store.load(rules).await?;
+    let took = began.elapsed();
+    let (instances, timers, seen) = (world.instances.len(), world.timers.len(), world.seen.len());
+    tracing::info!(
+        instances,
+        pending_timers = timers,
+        seen_events = seen,
+        took_ms = took.as_millis() as u64,
+        "{what}: loaded {instances} instances, {timers} pending timers and {seen} seen event ids in {:.1} s",
+        took.as_secs_f64()
+    );
+    Ok(world)
+}
+
+/// A commit slower than this is logged as a warning.
+const SLOW_COMMIT: Duration = Duration::from_secs(1);
+
 async fn next_intake(rx: &mut Option<mpsc::Receiver<Intake>>) -> Option<Intake> {
     match rx {
         Some(rx) => rx.recv().await,
@@ -495,7 +517,19 @@ impl Runner {
             self.store
                 .commit_settled(&rules, &changes, &meta, &self.settled)
                 .await?;
-            self.metrics.commit_took(began.elapsed());
+            let took = began.elapsed();
+            self.metrics.commit_took(took);
+            if took >= SLOW_COMMIT {
+                tracing::warn!(
+                    took_ms = took.as_millis() as u64,
+                    instances = changes.instances.len(),
+                    evidence = changes.evidence.len(),
+                    "a commit took {:.1} s ({} instances and {} evidence records written): the store is slow",
+                    took.as_secs_f64(),
+                    changes.instances.len(),
+                    changes.evidence.len()
+                );
+            }
             self.settled.clear();
         }
         self.pending = 0;

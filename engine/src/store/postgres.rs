@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgPool, Row};
+use sqlx::{ConnectOptions, Connection, PgPool, Row};
 
 use super::codec::{
     cadence_index, counter_index, decode_counter, decode_instance, decode_time, decode_timer,
@@ -101,6 +101,8 @@ impl PostgresStore {
     }
 
     async fn open(options: PgConnectOptions) -> Result<PostgresStore, StoreError> {
+        // Steward logs its own slow work (see the SQLite store).
+        let options = options.disable_statement_logging();
         // One connection first: an unreachable server is reported as such, not as a
         // pool timing out.
         sqlx::PgConnection::connect_with(&options)

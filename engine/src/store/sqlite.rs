@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sqlx::query_builder::Separated;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::codec::{
@@ -102,7 +102,11 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Steward logs its own slow work in its terms (the load at a start, a
+            // commit); sqlx would also warn of the load's full-table reads as "slow
+            // statements" and print whole commit scripts.
+            .disable_statement_logging();
         let mut store = Self::connect(options.clone().pragma("wal_autocheckpoint", "0")).await?;
         // The database exists and is migrated: the checkpointer opens it as it is.
         store._checkpoints = Some(Arc::new(
@@ -113,7 +117,8 @@ impl SqliteStore {
 
     /// A private in-memory database, for tests.
     pub async fn in_memory() -> Result<SqliteStore, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        let options =
+            SqliteConnectOptions::from_str("sqlite::memory:")?.disable_statement_logging();
         Self::connect(options).await
     }
 
