@@ -23,6 +23,9 @@ use crate::ruleset::Ruleset;
 pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// A SQLite commit's failure (commits bypass sqlx, see [`sqlite::SqliteStore`]).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt store: {0}")]

@@ -4,10 +4,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use sqlx::query_builder::Separated;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
-use tokio::sync::{Mutex, MutexGuard};
+use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use super::codec::{
     counter_index, decode_counter, decode_instance, decode_time, decode_timer, encode_counter,
@@ -24,14 +23,26 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    /// The one connection: the engine is the only writer, and SQLite serialises
-    /// writes. Held directly rather than in a pool, whose every checkout and return
-    /// costs a round trip to SQLite's worker thread (a ping) on top of the work.
-    conn: Arc<Mutex<SqliteConnection>>,
+    /// The store's two connections, used one at a time: the engine is the only
+    /// writer, and SQLite serialises writes anyway.
+    conn: Arc<Mutex<Conn>>,
     /// Whether emitted events' outbox rows are left for a dispatcher to publish.
     dispatch_emitted: bool,
     /// Checkpoints the write-ahead log beside the writer (file databases only).
     _checkpoints: Option<Arc<Checkpointer>>,
+}
+
+/// The connections of a [`SqliteStore`].
+struct Conn {
+    /// Writes the commits, on the calling thread: statements prepared once, bound to
+    /// borrowed values a row at a time. Through sqlx, each value was copied twice and
+    /// each statement's text written out and hashed anew, and the work went to sqlx's
+    /// worker thread and back; the commit was most of a busy engine's CPU.
+    writer: rusqlite::Connection,
+    /// Everything else: migrations, the load, reads, dead letters and the outbox's
+    /// claims. Held directly rather than in a pool, whose every checkout and return
+    /// costs a round trip to sqlx's worker thread (a ping) on top of the work.
+    sqlx: SqliteConnection,
 }
 
 /// How often the checkpointer copies the write-ahead log into the database file.
@@ -123,11 +134,12 @@ impl SqliteStore {
     }
 
     async fn connect(options: SqliteConnectOptions) -> Result<SqliteStore, StoreError> {
-        let mut conn =
-            SqliteConnection::connect_with(&options.statement_cache_capacity(STATEMENTS)).await?;
-        MIGRATOR.run(&mut conn).await?;
+        let options = options.statement_cache_capacity(STATEMENTS);
+        let mut sqlx = SqliteConnection::connect_with(&options).await?;
+        MIGRATOR.run(&mut sqlx).await?;
+        let writer = open_writer(&options)?;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(Mutex::new(Conn { writer, sqlx })),
             dispatch_emitted: false,
             _checkpoints: None,
         })
@@ -135,130 +147,71 @@ impl SqliteStore {
 
     /// The store's connection, for tools that read or write beside the engine (it
     /// waits while a commit is running).
-    pub async fn connection(&self) -> MutexGuard<'_, SqliteConnection> {
-        self.conn.lock().await
+    pub async fn connection(&self) -> MappedMutexGuard<'_, SqliteConnection> {
+        MutexGuard::map(self.conn.lock().await, |conn| &mut conn.sqlx)
     }
 }
 
-/// Prepared statements kept on the connection (least recently used dropped first). A
-/// commit's script differs by its row counts; with small batches (events arriving
-/// slower than they are applied) the same few scripts recur, and parsing them again
-/// on every commit cost more than running them.
+/// Prepared statements kept on sqlx's connection (least recently used dropped first).
 const STATEMENTS: usize = 128;
+
+/// Prepared statements kept on the writer: a commit runs at most fourteen kinds.
+const WRITER_STATEMENTS: usize = 32;
+
+/// How long a statement waits for another process's write lock before failing
+/// (sqlx's default, which the reading connection keeps).
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt(what.into())
 }
 
-/// Rows per multi-row statement.
-const ROWS_PER_STATEMENT: usize = 256;
-
-/// A commit's writes, sent to SQLite in as few round trips as run well: the
-/// statements go together as one script, `BEGIN` to `COMMIT`, which SQLite's worker
-/// thread runs in one round trip (a statement at a time cost a wake-up of each side
-/// per statement; with small batches those wake-ups were most of a commit's time).
-/// A statement of a full [`ROWS_PER_STATEMENT`] rows is sent alone instead, so that
-/// it stays prepared: large batches repeat it, and parsing it for every commit cost
-/// more than its round trip. The parts run in the order they were added.
-struct Script<'a> {
-    parts: Vec<Part<'a>>,
-    /// The script being written, and the values it binds.
-    open: Option<(QueryBuilder<'a, Sqlite>, usize)>,
+/// Opens the writer's connection to the database `options` names (which exists and
+/// is migrated), with the settings sqlx gives its own: the same durability, foreign
+/// keys, no automatic checkpoints for a file (the [`Checkpointer`] runs them).
+fn open_writer(options: &SqliteConnectOptions) -> Result<rusqlite::Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    let name = options
+        .get_filename()
+        .to_str()
+        .ok_or_else(|| corrupt("the database's path is not UTF-8"))?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let writer = if name.starts_with("file:") {
+        // An in-memory database, shared by name with sqlx's connection.
+        rusqlite::Connection::open_with_flags(
+            format!("{name}?mode=memory&cache=shared"),
+            flags | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_SHARED_CACHE,
+        )?
+    } else {
+        let writer = rusqlite::Connection::open_with_flags(name, flags)?;
+        writer.pragma_update(None, "synchronous", "NORMAL")?;
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        writer
+    };
+    writer.busy_timeout(BUSY_TIMEOUT)?;
+    writer.pragma_update(None, "foreign_keys", true)?;
+    writer.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
+    Ok(writer)
 }
 
-struct Part<'a> {
-    q: QueryBuilder<'a, Sqlite>,
-    /// Whether to keep it prepared: full-size statements and small scripts recur;
-    /// large scripts rarely repeat and are prepared for their one use.
-    keep: bool,
+/// Runs `sql`, prepared once per connection, for each of `rows` (nothing when there
+/// are none), binding a row's values with `run`.
+fn each<T>(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    rows: impl IntoIterator<Item = T>,
+    mut run: impl FnMut(&mut rusqlite::CachedStatement<'_>, T) -> rusqlite::Result<usize>,
+) -> rusqlite::Result<()> {
+    let mut rows = rows.into_iter().peekable();
+    if rows.peek().is_none() {
+        return Ok(());
+    }
+    let mut statement = tx.prepare_cached(sql)?;
+    for row in rows {
+        run(&mut statement, row)?;
+    }
+    Ok(())
 }
-
-/// Scripts with at most this many bound values are kept prepared (see
-/// [`STATEMENTS`]).
-const CACHED_PARAMS: usize = 512;
-
-impl<'a> Script<'a> {
-    /// A script that opens the transaction; [`Script::run`] commits it.
-    fn new() -> Script<'a> {
-        Script {
-            parts: Vec::new(),
-            open: Some((QueryBuilder::new("BEGIN;\n"), 0)),
-        }
-    }
-
-    /// Adds one statement of `rows` rows, written by `write`, which binds `params`
-    /// values.
-    fn statement(
-        &mut self,
-        rows: usize,
-        params: usize,
-        write: impl FnOnce(&mut QueryBuilder<'a, Sqlite>),
-    ) {
-        if rows == ROWS_PER_STATEMENT {
-            self.close();
-            let mut q = QueryBuilder::new("");
-            write(&mut q);
-            self.parts.push(Part { q, keep: true });
-            return;
-        }
-        let (q, bound) = self.open.get_or_insert_with(|| (QueryBuilder::new(""), 0));
-        write(q);
-        q.push(";\n");
-        *bound += params;
-    }
-
-    /// Ends the script being written: what comes next runs after it.
-    fn close(&mut self) {
-        if let Some((q, bound)) = self.open.take() {
-            let keep = bound <= CACHED_PARAMS;
-            self.parts.push(Part { q, keep });
-        }
-    }
-
-    /// Adds `INSERT … VALUES (…), (…) tail` statements for `rows`, each binding
-    /// `columns` values per row.
-    fn values<T>(
-        &mut self,
-        head: &str,
-        tail: &str,
-        columns: usize,
-        rows: &'a [T],
-        bind: impl Fn(&mut Separated<'_, 'a, Sqlite, &'static str>, &'a T),
-    ) {
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            self.statement(chunk.len(), chunk.len() * columns, |q| {
-                q.push(head);
-                q.push_values(chunk, |mut b, row| bind(&mut b, row));
-                q.push(tail);
-            });
-        }
-    }
-
-    /// Runs the parts and commits; on a failure, rolls the transaction back and
-    /// returns the failure. Callers await it to the end: a commit dropped between two
-    /// parts would leave its transaction open on the connection.
-    async fn run(mut self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
-        self.open
-            .get_or_insert_with(|| (QueryBuilder::new(""), 0))
-            .0
-            .push("COMMIT;");
-        self.close();
-        for mut part in self.parts {
-            let query = part.q.build().persistent(part.keep);
-            if let Err(e) = query.execute(&mut *conn).await {
-                // The transaction is still open when a statement after `BEGIN` failed;
-                // when none is (`BEGIN` itself failed), the rollback's error is moot.
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                return Err(e.into());
-            }
-        }
-        Ok(())
-    }
-}
-
-/// An expectation to write: cadence, period, and its due time and timer (`None`:
-/// delete it).
-type ExpectationRow<'r> = (&'r str, &'r str, Option<(String, i64)>);
 
 fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, StoreError> {
     serde_json::from_str(text).map_err(|e| corrupt(format!("{what}: {e}")))
@@ -266,7 +219,7 @@ fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, StoreError> {
 
 impl Store for SqliteStore {
     async fn load(&self, rules: &Ruleset) -> Result<World, StoreError> {
-        let mut conn = self.conn.lock().await;
+        let mut conn = self.connection().await;
         let mut world = World::default();
         for row in sqlx::query("SELECT name, value FROM meta")
             .fetch_all(&mut *conn)
@@ -373,237 +326,171 @@ impl Store for SqliteStore {
         meta: &Meta,
         settled: &[Settlement],
     ) -> Result<(), StoreError> {
-        // Upserts and deletes touch distinct keys (one entry per key in `changes`),
-        // so their order does not matter.
-        let mut upserts = Vec::new();
-        let mut finished: Vec<(&str, &str)> = Vec::new();
-        for ((w, key), inst) in &changes.instances {
-            let workflow = &rules.workflows[*w].name;
-            match inst {
-                Some(inst) => upserts.push((
-                    workflow.as_str(),
+        let mut conn = self.conn.lock().await;
+        // The transaction takes the write lock at once; dropped on an error, it rolls
+        // back. Upserts and deletes touch distinct keys (one entry per key in
+        // `changes`), so their order does not matter.
+        let tx = conn
+            .writer
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        each(
+            &tx,
+            "DELETE FROM instances WHERE workflow = ?1 AND key = ?2",
+            changes.instances.iter().filter(|(_, inst)| inst.is_none()),
+            |s, ((w, key), _)| s.execute((&rules.workflows[*w].name, key.as_ref())),
+        )?;
+        each(
+            &tx,
+            "INSERT INTO instances (workflow, key, body) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (workflow, key) DO UPDATE SET body = excluded.body",
+            changes
+                .instances
+                .iter()
+                .filter_map(|(at, inst)| Some((at, inst.as_ref()?))),
+            |s, ((w, key), inst)| {
+                s.execute((
+                    &rules.workflows[*w].name,
                     key.as_ref(),
                     encode_instance(rules, *w, inst),
-                )),
-                None => finished.push((workflow.as_str(), key.as_ref())),
-            }
-        }
-        let timers: Vec<(i64, String, String)> = changes
-            .timers_added
-            .iter()
-            .map(|t| {
-                (
+                ))
+            },
+        )?;
+        each(
+            &tx,
+            "INSERT INTO timers (id, due, body) VALUES (?1, ?2, ?3)",
+            &changes.timers_added,
+            |s, t| {
+                s.execute((
                     t.id as i64,
                     encode_time(t.due),
                     encode_timer(rules, &t.kind).to_string(),
-                )
-            })
-            .collect();
-        let counters: Vec<(&str, &str, String)> = changes
-            .counters
-            .iter()
-            .map(|((c, key), state)| {
-                (
-                    rules.counters[*c].name.as_str(),
-                    key.as_str(),
+                ))
+            },
+        )?;
+        each(
+            &tx,
+            "DELETE FROM timers WHERE id = ?1",
+            &changes.timers_removed,
+            |s, id| s.execute([*id as i64]),
+        )?;
+        each(
+            &tx,
+            "INSERT INTO seen_events (source, id) VALUES (?1, ?2)",
+            &changes.seen,
+            |s, seen| s.execute((seen.source.as_ref(), seen.id.as_ref())),
+        )?;
+        each(
+            &tx,
+            "INSERT INTO counters (counter, key, body) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (counter, key) DO UPDATE SET body = excluded.body",
+            &changes.counters,
+            |s, ((c, key), state)| {
+                s.execute((
+                    &rules.counters[*c].name,
+                    key,
                     encode_counter(state).to_string(),
-                )
-            })
-            .collect();
-        let expectations: Vec<ExpectationRow> = changes
-            .expectations
-            .iter()
-            .map(|((c, period), exp)| {
-                (
-                    rules.cadences[*c].name.as_str(),
-                    period.as_str(),
-                    exp.as_ref()
-                        .map(|exp| (encode_time(exp.due), exp.timer as i64)),
-                )
-            })
-            .collect();
+                ))
+            },
+        )?;
+        each(
+            &tx,
+            "INSERT INTO expectations (cadence, period, due, timer) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (cadence, period) DO UPDATE SET due = excluded.due, timer = excluded.timer",
+            changes
+                .expectations
+                .iter()
+                .filter_map(|(at, exp)| Some((at, exp.as_ref()?))),
+            |s, ((c, period), exp)| {
+                s.execute((
+                    &rules.cadences[*c].name,
+                    period,
+                    encode_time(exp.due),
+                    exp.timer as i64,
+                ))
+            },
+        )?;
+        each(
+            &tx,
+            "DELETE FROM expectations WHERE cadence = ?1 AND period = ?2",
+            changes.expectations.iter().filter(|(_, exp)| exp.is_none()),
+            |s, ((c, period), _)| s.execute((&rules.cadences[*c].name, period)),
+        )?;
+        each(
+            &tx,
+            "INSERT INTO evidence (seq, at, kind, record, prev_hash, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            &changes.evidence,
+            |s, r| {
+                s.execute((
+                    r.seq as i64,
+                    &r.at,
+                    &r.kind,
+                    &r.record,
+                    &r.prev_hash,
+                    &r.hash,
+                ))
+            },
+        )?;
         let mut routes = super::outbox_routes(changes);
-        let outbox: Vec<_> = changes
-            .outbox
-            .iter()
-            .map(|o| {
+        each(
+            &tx,
+            "INSERT OR IGNORE INTO outbox (action_id, at, connector, op, args, workflow, key, status) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            &changes.outbox,
+            |s, o| {
                 let (workflow, key) = routes.remove(&o.action_id).unwrap_or_default();
                 let status = if super::dispatched(&o.connector, &o.op, self.dispatch_emitted) {
                     "pending"
                 } else {
                     "done"
                 };
-                (
-                    o.action_id.as_str(),
+                s.execute((
+                    &o.action_id,
                     encode_time(o.at),
-                    o.connector.as_str(),
-                    o.op.as_str(),
+                    &o.connector,
+                    &o.op,
                     o.args.to_string(),
-                    (workflow, key, status),
-                )
-            })
-            .collect();
-        let entries = [
-            ("next_timer", meta.next_timer.to_string()),
-            ("chain_seq", meta.chain.seq.to_string()),
-            ("chain_hash", crate::decision::hash_hex(&meta.chain.hash)),
-            ("now", meta.now.map(encode_time).unwrap_or_default()),
-            ("cadences_scheduled", meta.cadences_scheduled.to_string()),
-        ];
-
-        let mut script = Script::new();
-        // Finished instances go many to a statement: after a restart, a backlog of
-        // overdue timers can finish a hundred thousand at once.
-        for chunk in finished.chunks(ROWS_PER_STATEMENT) {
-            script.statement(chunk.len(), chunk.len() * 2, |q| {
-                q.push("DELETE FROM instances WHERE (workflow, key) IN (VALUES ");
-                let mut rows = q.separated(", ");
-                for (workflow, key) in chunk {
-                    rows.push("(")
-                        .push_bind_unseparated(*workflow)
-                        .push_unseparated(", ")
-                        .push_bind_unseparated(*key)
-                        .push_unseparated(")");
-                }
-                q.push(")");
-            });
-        }
-        script.values(
-            "INSERT INTO instances (workflow, key, body) ",
-            " ON CONFLICT (workflow, key) DO UPDATE SET body = excluded.body",
-            3,
-            &upserts,
-            |b, (workflow, key, body)| {
-                b.push_bind(*workflow)
-                    .push_bind(*key)
-                    .push_bind(body.as_str());
+                    workflow,
+                    key,
+                    status,
+                ))
             },
-        );
-        script.values(
-            "INSERT INTO timers (id, due, body) ",
-            "",
-            3,
-            &timers,
-            |b, (id, due, body)| {
-                b.push_bind(*id)
-                    .push_bind(due.as_str())
-                    .push_bind(body.as_str());
+        )?;
+        each(
+            &tx,
+            "UPDATE outbox SET status = ?1, result = ?2, last_error = coalesce(?3, last_error), \
+             attempts = max(attempts, ?4), lease_ms = NULL \
+             WHERE action_id = ?5 AND status NOT IN ('done', 'dead')",
+            settled,
+            |s, settlement| {
+                let (status, result, reason) = match &settlement.end {
+                    SettledAs::Done { result } => ("done", Some(result.as_str()), None),
+                    SettledAs::Dead { reason } => ("dead", None, Some(reason.as_str())),
+                };
+                s.execute((
+                    status,
+                    result,
+                    reason,
+                    i64::from(settlement.attempt),
+                    &settlement.action_id,
+                ))
             },
-        );
-        for ids in changes.timers_removed.chunks(ROWS_PER_STATEMENT) {
-            script.statement(ids.len(), ids.len(), |q| {
-                q.push("DELETE FROM timers WHERE id IN (");
-                let mut list = q.separated(", ");
-                for id in ids {
-                    list.push_bind(*id as i64);
-                }
-                q.push(")");
-            });
-        }
-        script.values(
-            "INSERT INTO seen_events (source, id) ",
-            "",
-            2,
-            &changes.seen,
-            |b, seen| {
-                b.push_bind(seen.source.as_ref())
-                    .push_bind(seen.id.as_ref());
-            },
-        );
-        script.values(
-            "INSERT INTO counters (counter, key, body) ",
-            " ON CONFLICT (counter, key) DO UPDATE SET body = excluded.body",
-            3,
-            &counters,
-            |b, (counter, key, body)| {
-                b.push_bind(*counter)
-                    .push_bind(*key)
-                    .push_bind(body.as_str());
-            },
-        );
-        for (cadence, period, exp) in &expectations {
-            match exp {
-                Some((due, timer)) => script.statement(1, 4, |q| {
-                    q.push("INSERT INTO expectations (cadence, period, due, timer) VALUES (")
-                        .push_bind(*cadence)
-                        .push(", ")
-                        .push_bind(*period)
-                        .push(", ")
-                        .push_bind(due.as_str())
-                        .push(", ")
-                        .push_bind(*timer)
-                        .push(
-                            ") ON CONFLICT (cadence, period) \
-                             DO UPDATE SET due = excluded.due, timer = excluded.timer",
-                        );
-                }),
-                None => script.statement(1, 2, |q| {
-                    q.push("DELETE FROM expectations WHERE cadence = ")
-                        .push_bind(*cadence)
-                        .push(" AND period = ")
-                        .push_bind(*period);
-                }),
-            }
-        }
-        script.values(
-            "INSERT INTO evidence (seq, at, kind, record, prev_hash, hash) ",
-            "",
-            6,
-            &changes.evidence,
-            |b, r| {
-                b.push_bind(r.seq as i64)
-                    .push_bind(r.at.as_str())
-                    .push_bind(r.kind.as_str())
-                    .push_bind(r.record.as_str())
-                    .push_bind(r.prev_hash.as_str())
-                    .push_bind(r.hash.as_str());
-            },
-        );
-        script.values(
-            "INSERT OR IGNORE INTO outbox (action_id, at, connector, op, args, workflow, key, status) ",
-            "",
-            8,
-            &outbox,
-            |b, (action_id, at, connector, op, args, (workflow, key, status))| {
-                b.push_bind(*action_id)
-                    .push_bind(at.as_str())
-                    .push_bind(*connector)
-                    .push_bind(*op)
-                    .push_bind(args.as_str())
-                    .push_bind(workflow.as_deref())
-                    .push_bind(key.as_deref())
-                    .push_bind(*status);
-            },
-        );
-        for s in settled {
-            let (status, result, reason) = match &s.end {
-                SettledAs::Done { result } => ("done", Some(result.as_str()), None),
-                SettledAs::Dead { reason } => ("dead", None, Some(reason.as_str())),
-            };
-            script.statement(1, 5, |q| {
-                q.push("UPDATE outbox SET status = ")
-                    .push_bind(status)
-                    .push(", result = ")
-                    .push_bind(result)
-                    .push(", last_error = coalesce(")
-                    .push_bind(reason)
-                    .push(", last_error), attempts = max(attempts, ")
-                    .push_bind(i64::from(s.attempt))
-                    .push("), lease_ms = NULL WHERE action_id = ")
-                    .push_bind(s.action_id.as_str())
-                    .push(" AND status NOT IN ('done', 'dead')");
-            });
-        }
-        script.values(
-            "INSERT INTO meta (name, value) ",
-            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            2,
-            &entries,
-            |b, (name, value)| {
-                b.push_bind(*name).push_bind(value.as_str());
-            },
-        );
-        script.run(&mut *self.conn.lock().await).await
+        )?;
+        each(
+            &tx,
+            "INSERT INTO meta (name, value) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [
+                ("next_timer", meta.next_timer.to_string()),
+                ("chain_seq", meta.chain.seq.to_string()),
+                ("chain_hash", crate::decision::hash_hex(&meta.chain.hash)),
+                ("now", meta.now.map(encode_time).unwrap_or_default()),
+                ("cadences_scheduled", meta.cadences_scheduled.to_string()),
+            ],
+            |s, entry| s.execute(entry),
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     async fn evidence(&self, after: u64) -> Result<Vec<EvidenceRecord>, StoreError> {
@@ -611,7 +498,7 @@ impl Store for SqliteStore {
             "SELECT seq, at, kind, record, prev_hash, hash FROM evidence WHERE seq > ? ORDER BY seq",
         )
         .bind(after as i64)
-        .fetch_all(&mut *self.conn.lock().await)
+        .fetch_all(&mut *self.connection().await)
         .await?;
         rows.iter().map(super::evidence_from_row).collect()
     }
@@ -624,7 +511,7 @@ impl Store for SqliteStore {
         .bind(&letter.origin)
         .bind(&letter.reason)
         .bind(&letter.body)
-        .execute(&mut *self.conn.lock().await)
+        .execute(&mut *self.connection().await)
         .await?;
         Ok(())
     }
@@ -632,7 +519,7 @@ impl Store for SqliteStore {
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         let rows =
             sqlx::query("SELECT received_at, origin, reason, body FROM dead_letters ORDER BY id")
-                .fetch_all(&mut *self.conn.lock().await)
+                .fetch_all(&mut *self.connection().await)
                 .await?;
         rows.into_iter()
             .map(|row| {
@@ -652,7 +539,7 @@ impl Store for SqliteStore {
             "SELECT action_id, at, connector, op, args, status, attempts, workflow, key, due_ms, \
              lease_ms, last_error, result FROM outbox ORDER BY at, action_id",
         )
-        .fetch_all(&mut *self.conn.lock().await)
+        .fetch_all(&mut *self.connection().await)
         .await?;
         rows.iter()
             .map(|row| super::outbox_lifecycle_from_row(row, row.try_get("at")?))
@@ -682,7 +569,7 @@ impl Store for SqliteStore {
         .bind(lease_until_ms)
         .bind(now_ms)
         .bind(i64::from(limit))
-        .fetch_all(&mut *self.conn.lock().await)
+        .fetch_all(&mut *self.connection().await)
         .await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -709,7 +596,7 @@ impl Store for SqliteStore {
         .bind(error)
         .bind(action_id)
         .bind(i64::from(attempt))
-        .execute(&mut *self.conn.lock().await)
+        .execute(&mut *self.connection().await)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -720,7 +607,7 @@ impl Store for SqliteStore {
         )
         .bind(action_id)
         .bind(i64::from(attempt))
-        .fetch_optional(&mut *self.conn.lock().await)
+        .fetch_optional(&mut *self.connection().await)
         .await?;
         Ok(row.is_some())
     }
@@ -731,7 +618,7 @@ impl Store for SqliteStore {
              min(CASE status WHEN 'in_flight' THEN lease_ms ELSE due_ms END) AS next_ms \
              FROM outbox WHERE status IN ('pending', 'retry', 'in_flight')",
         )
-        .fetch_one(&mut *self.conn.lock().await)
+        .fetch_one(&mut *self.connection().await)
         .await?;
         let open: i64 = row.try_get("open")?;
         Ok(OutboxBacklog {
