@@ -34,14 +34,16 @@ pub struct SqliteStore {
 
 /// The connections of a [`SqliteStore`].
 struct Conn {
-    /// Writes the commits, on the calling thread: statements prepared once, bound to
-    /// borrowed values a row at a time. Through sqlx, each value was copied twice and
-    /// each statement's text written out and hashed anew, and the work went to sqlx's
-    /// worker thread and back; the commit was most of a busy engine's CPU.
-    writer: rusqlite::Connection,
-    /// Everything else: migrations, the load, reads, dead letters and the outbox's
-    /// claims. Held directly rather than in a pool, whose every checkout and return
-    /// costs a round trip to sqlx's worker thread (a ping) on top of the work.
+    /// The engine's own: the load at a start and every commit, on the calling thread.
+    /// Commits bind borrowed values a row at a time to statements prepared once;
+    /// through sqlx, each value was copied twice and each statement's text written
+    /// out and hashed anew, and the work went to sqlx's worker thread and back (the
+    /// commit was most of a busy engine's CPU). The load reads rows where SQLite
+    /// keeps them instead of copying each into a row of its own first.
+    engine: rusqlite::Connection,
+    /// Everything else: migrations, reads, dead letters and the outbox's claims. Held
+    /// directly rather than in a pool, whose every checkout and return costs a round
+    /// trip to sqlx's worker thread (a ping) on top of the work.
     sqlx: SqliteConnection,
 }
 
@@ -137,9 +139,9 @@ impl SqliteStore {
         let options = options.statement_cache_capacity(STATEMENTS);
         let mut sqlx = SqliteConnection::connect_with(&options).await?;
         MIGRATOR.run(&mut sqlx).await?;
-        let writer = open_writer(&options)?;
+        let engine = open_engine(&options)?;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(Conn { writer, sqlx })),
+            conn: Arc::new(Mutex::new(Conn { engine, sqlx })),
             dispatch_emitted: false,
             _checkpoints: None,
         })
@@ -155,8 +157,8 @@ impl SqliteStore {
 /// Prepared statements kept on sqlx's connection (least recently used dropped first).
 const STATEMENTS: usize = 128;
 
-/// Prepared statements kept on the writer: a commit runs at most fourteen kinds.
-const WRITER_STATEMENTS: usize = 32;
+/// Prepared statements kept on the engine's connection: a commit runs at most fourteen kinds.
+const ENGINE_STATEMENTS: usize = 32;
 
 /// How long a statement waits for another process's write lock before failing
 /// (sqlx's default, which the reading connection keeps).
@@ -166,32 +168,32 @@ fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt(what.into())
 }
 
-/// Opens the writer's connection to the database `options` names (which exists and
+/// Opens the engine's connection to the database `options` names (which exists and
 /// is migrated), with the settings sqlx gives its own: the same durability, foreign
 /// keys, no automatic checkpoints for a file (the [`Checkpointer`] runs them).
-fn open_writer(options: &SqliteConnectOptions) -> Result<rusqlite::Connection, StoreError> {
+fn open_engine(options: &SqliteConnectOptions) -> Result<rusqlite::Connection, StoreError> {
     use rusqlite::OpenFlags;
     let name = options
         .get_filename()
         .to_str()
         .ok_or_else(|| corrupt("the database's path is not UTF-8"))?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let writer = if name.starts_with("file:") {
+    let conn = if name.starts_with("file:") {
         // An in-memory database, shared by name with sqlx's connection.
         rusqlite::Connection::open_with_flags(
             format!("{name}?mode=memory&cache=shared"),
             flags | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_SHARED_CACHE,
         )?
     } else {
-        let writer = rusqlite::Connection::open_with_flags(name, flags)?;
-        writer.pragma_update(None, "synchronous", "NORMAL")?;
-        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-        writer
+        let conn = rusqlite::Connection::open_with_flags(name, flags)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn
     };
-    writer.busy_timeout(BUSY_TIMEOUT)?;
-    writer.pragma_update(None, "foreign_keys", true)?;
-    writer.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
-    Ok(writer)
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.set_prepared_statement_cache_capacity(ENGINE_STATEMENTS);
+    Ok(conn)
 }
 
 /// Runs `sql`, prepared once per connection, for each of `rows` (nothing when there
@@ -213,100 +215,112 @@ fn each<T>(
     Ok(())
 }
 
+/// Runs the query `sql` and hands each row to `each`.
+fn rows(
+    db: &rusqlite::Connection,
+    sql: &str,
+    mut each: impl FnMut(&rusqlite::Row<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut statement = db.prepare(sql)?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        each(row)?;
+    }
+    Ok(())
+}
+
+/// Column `i` of `row`, as text.
+fn text<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r str, StoreError> {
+    row.get_ref(i)?
+        .as_str()
+        .map_err(|e| corrupt(format!("column {i}: {e}")))
+}
+
 fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, StoreError> {
     serde_json::from_str(text).map_err(|e| corrupt(format!("{what}: {e}")))
 }
 
 impl Store for SqliteStore {
     async fn load(&self, rules: &Ruleset) -> Result<World, StoreError> {
-        let mut conn = self.connection().await;
+        let conn = self.conn.lock().await;
+        let db = &conn.engine;
         let mut world = World::default();
-        for row in sqlx::query("SELECT name, value FROM meta")
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            let name: String = row.try_get("name")?;
-            let value: String = row.try_get("value")?;
-            match name.as_str() {
+        // Rows are read where SQLite keeps them (`&str` borrowed until the next row),
+        // so a million-instance store is not copied once more on its way in.
+        rows(db, "SELECT name, value FROM meta", |row| {
+            let value = text(row, 1)?;
+            match text(row, 0)? {
                 "next_timer" => {
                     world.next_timer = value.parse().map_err(|_| corrupt("next_timer"))?
                 }
                 "chain_seq" => world.chain.seq = value.parse().map_err(|_| corrupt("chain_seq"))?,
                 "chain_hash" => {
-                    let bytes = hex::decode(&value).map_err(|_| corrupt("chain_hash"))?;
+                    let bytes = hex::decode(value).map_err(|_| corrupt("chain_hash"))?;
                     world.chain.hash =
                         bytes.try_into().map_err(|_| corrupt("chain_hash length"))?;
                 }
-                "now" => world.now = decode_time(&value),
+                "now" => world.now = decode_time(value),
                 "cadences_scheduled" => world.cadences_scheduled = value == "true",
                 _ => {}
             }
-        }
-        for row in sqlx::query("SELECT workflow, key, body FROM instances")
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            let workflow: String = row.try_get("workflow")?;
-            let key: String = row.try_get("key")?;
-            let body = parse_json(row.try_get("body")?, "instance")?;
-            if let Some(w) = workflow_of(rules, &workflow)
+            Ok(())
+        })?;
+        rows(db, "SELECT workflow, key, body FROM instances", |row| {
+            let body = parse_json(text(row, 2)?, "instance")?;
+            if let Some(w) = workflow_of(rules, text(row, 0)?)
                 && let Some(inst) = decode_instance(rules, w, &body)
             {
-                world.instances.insert((w, Arc::from(key.as_str())), inst);
+                world.instances.insert((w, Arc::from(text(row, 1)?)), inst);
             }
-        }
-        for row in sqlx::query("SELECT id, due, body FROM timers ORDER BY due, id")
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            let id: i64 = row.try_get("id")?;
-            let due: String = row.try_get("due")?;
-            let body = parse_json(row.try_get("body")?, "timer")?;
-            let due = decode_time(&due).ok_or_else(|| corrupt(format!("timer {id} due")))?;
-            if let Some(kind) = decode_timer(rules, &body) {
-                world.timers.insert((due, id as u64), kind);
+            Ok(())
+        })?;
+        rows(
+            db,
+            "SELECT id, due, body FROM timers ORDER BY due, id",
+            |row| {
+                let id: i64 = row.get(0)?;
+                let body = parse_json(text(row, 2)?, "timer")?;
+                let due =
+                    decode_time(text(row, 1)?).ok_or_else(|| corrupt(format!("timer {id} due")))?;
+                if let Some(kind) = decode_timer(rules, &body) {
+                    world.timers.insert((due, id as u64), kind);
+                }
+                Ok(())
+            },
+        )?;
+        rows(db, "SELECT source, id FROM seen_events", |row| {
+            world.seen.insert(text(row, 0)?, text(row, 1)?);
+            Ok(())
+        })?;
+        rows(db, "SELECT counter, key, body FROM counters", |row| {
+            let body = parse_json(text(row, 2)?, "counter")?;
+            if let Some(c) = counter_index(rules, text(row, 0)?) {
+                world
+                    .counters
+                    .insert((c, text(row, 1)?.to_string()), decode_counter(&body));
             }
-        }
-        for row in sqlx::query("SELECT source, id FROM seen_events")
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            let source: String = row.try_get("source")?;
-            let id: String = row.try_get("id")?;
-            world.seen.insert(&source, &id);
-        }
-        for row in sqlx::query("SELECT counter, key, body FROM counters")
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            let counter: String = row.try_get("counter")?;
-            let key: String = row.try_get("key")?;
-            let body = parse_json(row.try_get("body")?, "counter")?;
-            if let Some(c) = counter_index(rules, &counter) {
-                world.counters.insert((c, key), decode_counter(&body));
-            }
-        }
-        for row in sqlx::query("SELECT cadence, period, due, timer FROM expectations")
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            let cadence: String = row.try_get("cadence")?;
-            let period: String = row.try_get("period")?;
-            let due: String = row.try_get("due")?;
-            let timer: i64 = row.try_get("timer")?;
-            if let (Some(c), Some(due)) = (
-                super::codec::cadence_index(rules, &cadence),
-                decode_time(&due),
-            ) {
-                world.expectations.insert(
-                    (c, period),
-                    Expectation {
-                        due,
-                        timer: timer as u64,
-                    },
-                );
-            }
-        }
+            Ok(())
+        })?;
+        rows(
+            db,
+            "SELECT cadence, period, due, timer FROM expectations",
+            |row| {
+                let timer: i64 = row.get(3)?;
+                if let (Some(c), Some(due)) = (
+                    super::codec::cadence_index(rules, text(row, 0)?),
+                    decode_time(text(row, 2)?),
+                ) {
+                    world.expectations.insert(
+                        (c, text(row, 1)?.to_string()),
+                        Expectation {
+                            due,
+                            timer: timer as u64,
+                        },
+                    );
+                }
+                Ok(())
+            },
+        )?;
         Ok(world)
     }
 
@@ -331,7 +345,7 @@ impl Store for SqliteStore {
         // back. Upserts and deletes touch distinct keys (one entry per key in
         // `changes`), so their order does not matter.
         let tx = conn
-            .writer
+            .engine
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         each(
             &tx,
