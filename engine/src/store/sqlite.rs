@@ -120,7 +120,8 @@ impl SqliteStore {
             // commit); sqlx would also warn of the load's full-table reads as "slow
             // statements" and print whole commit scripts.
             .disable_statement_logging();
-        let mut store = Self::connect(options.clone().pragma("wal_autocheckpoint", "0")).await?;
+        let mut store =
+            Self::connect(options.clone().pragma("wal_autocheckpoint", "0"), false).await?;
         // The database exists and is migrated: the checkpointer opens it as it is.
         store._checkpoints = Some(Arc::new(
             Checkpointer::start(&options.create_if_missing(false)).await?,
@@ -132,14 +133,19 @@ impl SqliteStore {
     pub async fn in_memory() -> Result<SqliteStore, StoreError> {
         let options =
             SqliteConnectOptions::from_str("sqlite::memory:")?.disable_statement_logging();
-        Self::connect(options).await
+        Self::connect(options, true).await
     }
 
-    async fn connect(options: SqliteConnectOptions) -> Result<SqliteStore, StoreError> {
+    /// Connects to the database `options` names (`in_memory`: the in-memory one that
+    /// sqlx names), migrates it, and opens the engine's connection beside.
+    async fn connect(
+        options: SqliteConnectOptions,
+        in_memory: bool,
+    ) -> Result<SqliteStore, StoreError> {
         let options = options.statement_cache_capacity(STATEMENTS);
         let mut sqlx = SqliteConnection::connect_with(&options).await?;
         MIGRATOR.run(&mut sqlx).await?;
-        let engine = open_engine(&options)?;
+        let engine = open_engine(&options, in_memory)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(Conn { engine, sqlx })),
             dispatch_emitted: false,
@@ -170,16 +176,19 @@ fn corrupt(what: impl Into<String>) -> StoreError {
 
 /// Opens the engine's connection to the database `options` names (which exists and
 /// is migrated), with the settings sqlx gives its own: the same durability, foreign
-/// keys, no automatic checkpoints for a file (the [`Checkpointer`] runs them).
-fn open_engine(options: &SqliteConnectOptions) -> Result<rusqlite::Connection, StoreError> {
+/// keys, no automatic checkpoints for a file (the [`Checkpointer`] runs them). An
+/// in-memory database is shared by its name with sqlx's connection (shared cache).
+fn open_engine(
+    options: &SqliteConnectOptions,
+    in_memory: bool,
+) -> Result<rusqlite::Connection, StoreError> {
     use rusqlite::OpenFlags;
     let name = options
         .get_filename()
         .to_str()
         .ok_or_else(|| corrupt("the database's path is not UTF-8"))?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = if name.starts_with("file:") {
-        // An in-memory database, shared by name with sqlx's connection.
+    let conn = if in_memory {
         rusqlite::Connection::open_with_flags(
             format!("{name}?mode=memory&cache=shared"),
             flags | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_SHARED_CACHE,
