@@ -1103,6 +1103,44 @@ async fn sqlite_identities_survive_migration_4() {
     assert_eq!(rows as usize, identities().len(), "each identity once");
 }
 
+/// A commit that finds another process writing to the file waits for it (up to the
+/// busy timeout) instead of failing, and both writes land.
+#[tokio::test]
+async fn sqlite_commit_waits_for_another_writer() {
+    let db = sqlite("busy");
+    let rules = example_rules();
+    let store = db.open().await;
+    let other = rusqlite::Connection::open(&db.0).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    other
+        .execute(
+            "INSERT INTO dead_letters (received_at, origin, reason, body) \
+             VALUES ('2026-01-01T00:00:00Z', 'elsewhere', 'held the lock', '')",
+            [],
+        )
+        .unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        other.execute_batch("COMMIT").unwrap();
+    });
+    let mut changes = Changes::default();
+    changes.evidence.push(evidence_record(1));
+    let began = Instant::now();
+    store
+        .commit(&rules, &changes, &Meta::default())
+        .await
+        .expect("the commit waits for the other writer");
+    assert!(
+        began.elapsed() >= std::time::Duration::from_millis(200),
+        "the other writer held the lock when the commit began"
+    );
+    release.join().unwrap();
+    assert_eq!(store.evidence(0).await.unwrap(), vec![evidence_record(1)]);
+    let letters = store.dead_letters().await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, "held the lock");
+}
+
 #[tokio::test]
 async fn sqlite_large_commit() {
     large_commit(sqlite("large"), "sqlite").await;
