@@ -163,11 +163,12 @@ impl SqliteStore {
 /// Prepared statements kept on sqlx's connection (least recently used dropped first).
 const STATEMENTS: usize = 128;
 
-/// Prepared statements kept on the engine's connection: a commit runs at most fourteen kinds.
+/// Prepared statements kept on the engine's connection: a commit runs at most twelve
+/// kinds.
 const ENGINE_STATEMENTS: usize = 32;
 
 /// How long a statement waits for another process's write lock before failing
-/// (sqlx's default, which the reading connection keeps).
+/// (sqlx's default, which sqlx's connection keeps).
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn corrupt(what: impl Into<String>) -> StoreError {
