@@ -8,11 +8,12 @@
 //!   queue filled beforehand, from the first consumed message to the last event's
 //!   decision printed (decisions are printed after their commit), with steward's CPU
 //!   per event (user + system, all its threads, from `/proc`);
-//! - these three in rounds (`BENCH_ROUNDS`, default 3): each round measures the
-//!   ceiling, then SQLite, then PostgreSQL, so each of steward's runs has a ceiling
-//!   measured just before it. The summary gives the medians: of the rates, of the CPU
-//!   per event, and of each round's ratio to its own ceiling. (A drain's rate varies
-//!   by a fifth from run to run, mostly with the broker's garbage collection.)
+//! - these three in rounds (`BENCH_ROUNDS`, default 5): the ceiling, SQLite, the
+//!   ceiling, PostgreSQL, the ceiling, and so on, so each of steward's drains lies
+//!   between two ceiling runs and is compared with their mean. The summary gives the
+//!   medians: of the rates, of the CPU per event, and of the drains' ratios. (A drain's
+//!   rate varies by a fifth from run to run, mostly with the broker's garbage
+//!   collection, and the broker's rate drifts between runs a few seconds apart.)
 //! - **cluster, PostgreSQL, 1 and 3 processes**: `[cluster]` with 6 partitions;
 //! - **sustained**: steward (SQLite) consuming while the events are published as fast
 //!   as the publisher goes, on the same machine: the rate kept with events arriving;
@@ -709,8 +710,29 @@ fn per_commit(b: &Bench, batch: usize, events: &[(String, String, Vec<u8>)]) -> 
     (events.len() as f64 / took, took / commits * 1e6)
 }
 
-/// One ceiling run of round `r`: a queue of its own filled with `n` events, drained
-/// by lapin alone.
+/// The ceiling runs of the drains' rounds, in the order they were measured.
+struct Ceilings {
+    runs: Vec<f64>,
+    /// Events per run.
+    n: usize,
+}
+
+impl Ceilings {
+    /// Measures the ceiling once more.
+    fn measure(&mut self, b: &Bench) -> f64 {
+        let c = raw_once(b, self.runs.len(), self.n);
+        self.runs.push(c);
+        c
+    }
+
+    /// The last one measured.
+    fn last(&self) -> Option<f64> {
+        self.runs.last().copied()
+    }
+}
+
+/// Ceiling run number `r`: a queue of its own filled with `n` events, drained by
+/// lapin alone.
 fn raw_once(b: &Bench, r: usize, n: usize) -> f64 {
     let (exchange, queue) = b.direct(&format!("raw{r}"));
     let keyed: Vec<(String, String, Vec<u8>)> = events(&format!("raw{r}"), n)
@@ -781,10 +803,9 @@ fn main() {
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(5)
         .max(1);
-    let mut ceilings = Vec::new();
-    // (rate, CPU µs per event, ratio to the round's ceiling) per round.
+    // (rate, CPU µs per event, ratio to the ceilings on either side) per round.
     let mut sqlite: Vec<(f64, f64, f64)> = Vec::new();
     let mut postgres: Vec<(f64, f64, f64)> = Vec::new();
     let drains = wants("ceiling") || wants("sqlite") || wants("postgres");
@@ -801,45 +822,62 @@ fn main() {
             .collect()
     });
     let sqlite_rows = wants("sqlite") || (wants("latency") && fixed.is_none());
+    let mut ceilings = Ceilings {
+        runs: Vec::new(),
+        n,
+    };
+    if drains {
+        ceilings.measure(&b);
+    }
     for r in 0..rounds {
         // Without drains, only the latency rows' one SQLite run (for their rates).
         let sqlite_only = sqlite_rows && r == 0;
         if !(drains || sqlite_only) {
             break;
         }
-        let mut line = format!("round {r}  ");
-        let mut ceiling = None;
-        if drains {
-            let c = raw_once(&b, r, n);
-            line.push_str(&format!("ceiling {c:.0} msg/s"));
-            ceilings.push(c);
-            ceiling = Some(c);
+        let mut line = format!("round {r}");
+        if let Some(c) = ceilings.last() {
+            line.push_str(&format!("  ceiling {c:.0} msg/s"));
         }
-        let ratio = |rate: f64| ceiling.map_or(f64::NAN, |c| rate / c);
-        let of = |rate: f64| match ceiling {
-            Some(_) => format!("{:.1}%, ", ratio(rate) * 100.0),
-            None => String::new(),
+        // After a drain, the ceiling again: the drain's ratio is to the mean of the
+        // ceiling runs on either side of it, and the new one is the next drain's
+        // "before" (the broker's rate drifts between runs a few seconds apart).
+        let mut after = |name: &str, rate: f64, cpu: f64, line: &mut String| {
+            let ratio = match ceilings.last() {
+                Some(c0) if drains => {
+                    let c1 = ceilings.measure(&b);
+                    let ratio = rate / ((c0 + c1) / 2.0);
+                    line.push_str(&format!(
+                        "  {name} {rate:.0} ev/s ({:.1}%, {cpu:.1} µs)  ceiling {c1:.0} msg/s",
+                        ratio * 100.0
+                    ));
+                    ratio
+                }
+                _ => {
+                    line.push_str(&format!("  {name} {rate:.0} ev/s ({cpu:.1} µs)"));
+                    f64::NAN
+                }
+            };
+            (rate, cpu, ratio)
         };
         if sqlite_rows {
             let db = b.dir.path().join(format!("single{r}.db"));
             let tag = format!("sqlite{r}");
             let (rate, cpu) = single(&b, &tag, &db.display().to_string(), &events(&tag, n));
-            line.push_str(&format!(
-                "  sqlite {rate:.0} ev/s ({}{cpu:.1} µs)",
-                of(rate)
-            ));
-            sqlite.push((rate, cpu, ratio(rate)));
+            sqlite.push(after("sqlite", rate, cpu, &mut line));
         }
         if wants("postgres") {
             let (rate, cpu) = single_postgres(&b, r, n);
-            line.push_str(&format!(
-                "  postgres {rate:.0} ev/s ({}{cpu:.1} µs)",
-                of(rate)
-            ));
-            postgres.push((rate, cpu, ratio(rate)));
+            postgres.push(after("postgres", rate, cpu, &mut line));
+        }
+        if drains && !(sqlite_rows || wants("postgres")) {
+            // The ceiling alone: one more run per round.
+            let c = ceilings.measure(&b);
+            line.push_str(&format!("  ceiling {c:.0} msg/s"));
         }
         println!("{line}");
     }
+    let ceilings = ceilings.runs;
     let ceiling = (!ceilings.is_empty()).then(|| median(&ceilings));
     if let Some(c) = ceiling {
         println!(
