@@ -523,6 +523,33 @@ fn amqp_batches_wait_up_to_the_linger_for_more_messages() {
             commits,
             "linger_ms = {linger}: commits of 3 events published 300 ms apart"
         );
+        // Each batch's acknowledgement delay, from its oldest delivery: with the
+        // linger, the one batch's first event waited the whole 3 s; without, none
+        // waited for the others.
+        let delays = |m: &str| {
+            (
+                sample(m, "steward_amqp_ack_delay_seconds_count").unwrap_or(0.0),
+                sample(m, "steward_amqp_ack_delay_seconds_sum").unwrap_or(0.0),
+            )
+        };
+        let ((n0, sum0), (n, sum)) = (delays(&before), delays(&metrics));
+        assert_eq!(
+            n - n0,
+            commits,
+            "linger_ms = {linger}: batches acknowledged"
+        );
+        let waited = sum - sum0;
+        if linger == "3000" {
+            assert!(
+                waited >= 2.9,
+                "linger_ms = 3000: the batch waited {waited} s"
+            );
+        } else {
+            assert!(
+                waited < 0.6,
+                "linger_ms = 0: the batches waited {waited} s in all"
+            );
+        }
         stop(child);
         drop(topology);
     }

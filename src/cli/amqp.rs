@@ -219,6 +219,8 @@ pub struct Message {
     pub origin: String,
     /// The event, or why it is unusable (already shaped as the store's dead letter).
     pub content: Result<Box<Event>, DeadLetter>,
+    /// When the consumer task took it from lapin (read off the connection).
+    pub received: std::time::Instant,
     delivery: lapin::message::Delivery,
     /// The connection it came on.
     link: Arc<Link>,
@@ -914,6 +916,7 @@ async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<()> {
 const PREFIXES: [&str; 3] = ["cloudEvents_", "cloudEvents:", "cloud_events_"];
 
 fn decode(config: &AmqpConfig, delivery: lapin::message::Delivery, link: &Arc<Link>) -> Message {
+    let received = std::time::Instant::now();
     let origin = format!("amqp:{}#{}", config.queue, delivery.delivery_tag);
     let content = decode_event(
         delivery
@@ -936,6 +939,7 @@ fn decode(config: &AmqpConfig, delivery: lapin::message::Delivery, link: &Arc<Li
     Message {
         origin,
         content,
+        received,
         delivery,
         link: link.clone(),
     }

@@ -180,6 +180,7 @@ mod name {
     pub const DECISIONS: &str = "steward_decisions_total";
     pub const TIMERS_FIRED: &str = "steward_timers_fired_total";
     pub const COMMIT: &str = "steward_commit_duration_seconds";
+    pub const AMQP_ACK_DELAY: &str = "steward_amqp_ack_delay_seconds";
     pub const TIMERS_PENDING: &str = "steward_timers_pending";
     pub const OUTBOX_OPEN: &str = "steward_outbox_open";
     pub const LAG: &str = "steward_consumer_lag_messages";
@@ -269,6 +270,7 @@ pub struct EngineMetrics {
     timers_fired: Counter,
     decisions: [Counter; KINDS.len()],
     commit: Histogram,
+    amqp_ack_delay: Histogram,
     timers_pending: Gauge,
     /// The engine's statistics at the last commit.
     last: Stats,
@@ -287,6 +289,7 @@ impl EngineMetrics {
             timers_fired: metrics::counter!(name::TIMERS_FIRED),
             decisions: KINDS.map(|k| metrics::counter!(name::DECISIONS, "kind" => kind_label(k))),
             commit: metrics::histogram!(name::COMMIT),
+            amqp_ack_delay: metrics::histogram!(name::AMQP_ACK_DELAY),
             timers_pending: metrics::gauge!(name::TIMERS_PENDING),
             last: stats,
         }
@@ -305,6 +308,12 @@ impl EngineMetrics {
     /// A store commit took `took`.
     pub fn commit_took(&self, took: Duration) {
         self.commit.record(took.as_secs_f64());
+    }
+
+    /// An AMQP batch was settled after its commit, `waited` after its oldest delivery
+    /// arrived.
+    pub fn amqp_settled(&self, waited: Duration) {
+        self.amqp_ack_delay.record(waited.as_secs_f64());
     }
 
     /// After a commit: what the engine counted since the last one, and the timers
@@ -372,6 +381,11 @@ fn describe_metrics() {
         Unit::Seconds,
         "Time to commit a batch (state, timers, evidence, outbox) to the store"
     );
+    describe_histogram!(
+        name::AMQP_ACK_DELAY,
+        Unit::Seconds,
+        "Time from the arrival of each AMQP batch's oldest delivery to the batch's acknowledgement, after its commit"
+    );
     describe_gauge!(name::TIMERS_PENDING, "Timers waiting to fire");
     describe_gauge!(
         name::OUTBOX_OPEN,
@@ -425,6 +439,12 @@ pub async fn start(config: &OpsConfig, webhook: Option<&str>) -> Result<Ops> {
     };
     let prometheus = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(name::COMMIT.to_string()), &COMMIT_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(name::AMQP_ACK_DELAY.to_string()),
+                &COMMIT_BUCKETS,
+            )
+        })
         .and_then(|b| {
             b.set_buckets_for_metric(
                 Matcher::Full(steward_engine::dispatch::metric::ACTION_DURATION.to_string()),

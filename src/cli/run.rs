@@ -827,6 +827,7 @@ impl Runner {
         unrouted: bool,
     ) -> Result<()> {
         use super::amqp::Settle;
+        let oldest = batch.messages().first().map(|m| m.received);
         let mut outcomes = Vec::with_capacity(batch.messages().len());
         self.metrics
             .received(super::ops::SourceKind::Amqp, batch.messages().len());
@@ -878,6 +879,9 @@ impl Runner {
         }
         self.commit().await?;
         source.settle(batch, &outcomes).await;
+        if let Some(oldest) = oldest {
+            self.metrics.amqp_settled(oldest.elapsed());
+        }
         Ok(())
     }
 
