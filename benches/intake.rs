@@ -843,8 +843,9 @@ fn main() {
         // ceiling runs on either side of it, and the new one is the next drain's
         // "before" (the broker's rate drifts between runs a few seconds apart).
         let mut after = |name: &str, rate: f64, cpu: f64, line: &mut String| {
+            // Without drains, no ceiling was measured: no ratio.
             let ratio = match ceilings.last() {
-                Some(c0) if drains => {
+                Some(c0) => {
                     let c1 = ceilings.measure(&b);
                     let ratio = rate / ((c0 + c1) / 2.0);
                     line.push_str(&format!(
