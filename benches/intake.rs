@@ -6,8 +6,9 @@
 //!   (the same prefetch as steward's, one `multiple` ack per 256);
 //! - **steward, SQLite** and **steward, PostgreSQL**: `steward run` with `[amqp]` on a
 //!   queue filled beforehand, from the first consumed message to the last event's
-//!   decision printed (decisions are printed after their commit), with steward's CPU
-//!   per event (user + system, all its threads, from `/proc`);
+//!   decision printed (decisions are printed after their commit; the bench reads them
+//!   a pipe-full at a time, see [`watch`]), with steward's CPU per event (user +
+//!   system, all its threads, from `/proc`);
 //! - these three in rounds (`BENCH_ROUNDS`, default 5): the ceiling, SQLite, the
 //!   ceiling, PostgreSQL, the ceiling, and so on, so each of steward's drains lies
 //!   between two ceiling runs and is compared with their mean. The summary gives the
@@ -38,7 +39,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::StreamExt;
@@ -354,22 +355,68 @@ async fn consume(connection: &Connection, queue: &str, tag: &str) -> (Channel, C
     (c, consumer)
 }
 
-/// Reads decision lines of several processes; reports (event id, when first seen).
-fn watch(children: &mut [Child]) -> mpsc::Receiver<(String, Instant)> {
-    let (tx, rx) = mpsc::channel();
+/// Each event's first decision, as the readers of [`watch`] saw them.
+#[derive(Default)]
+struct Seen {
+    /// When each event id's first decision was read.
+    at: HashMap<String, Instant>,
+    /// When the first decision line was read, and when the last new id was.
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+/// What the readers of [`watch`] share with [`until_all`].
+type Watched = Arc<(Mutex<Seen>, Condvar)>;
+
+/// Reads the decision lines of several processes, each on a thread of its own, and
+/// records when each event's first decision was read.
+///
+/// A reader takes whatever the pipe holds (steward writes a batch's decisions with one
+/// write) and records it under one lock, stamped with one clock reading, and wakes the
+/// waiting [`until_all`] only when it has more to see. The bench shares two cores with
+/// the broker and steward: a reader that allocated and sent a message for every line,
+/// and woke the main thread for each, cost about a tenth of steward's own CPU.
+fn watch(children: &mut [Child]) -> Watched {
+    let watched = Watched::default();
     for child in children.iter_mut() {
-        let stdout = child.stdout.take().unwrap();
-        let tx = tx.clone();
+        let mut stdout = child.stdout.take().unwrap();
+        let watched = watched.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
+            let mut buf = vec![0u8; 1 << 20];
+            // Bytes of an unfinished line at the start of `buf`.
+            let mut kept = 0;
+            loop {
+                let read = match std::io::Read::read(&mut stdout, &mut buf[kept..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => read,
+                };
                 let now = Instant::now();
-                if let Some(at) = line.find("\"event\":\"") {
-                    let rest = &line[at + 9..];
-                    if let Some(end) = rest.find('"') {
-                        let _ = tx.send((rest[..end].to_string(), now));
+                let filled = kept + read;
+                let Some(end) = memchr::memrchr(b'\n', &buf[..filled]) else {
+                    kept = filled;
+                    if kept == buf.len() {
+                        buf.resize(buf.len() * 2, 0);
+                    }
+                    continue;
+                };
+                let (lock, more) = &*watched;
+                let mut seen = lock.lock().unwrap();
+                seen.first.get_or_insert(now);
+                let before = seen.at.len();
+                for line in buf[..end].split(|&b| b == b'\n') {
+                    if let Some(id) = event_id(line)
+                        && !seen.at.contains_key(id)
+                    {
+                        seen.at.insert(id.to_string(), now);
+                        seen.last = Some(now);
                     }
                 }
+                if seen.at.len() > before {
+                    more.notify_all();
+                }
+                drop(seen);
+                buf.copy_within(end + 1..filled, 0);
+                kept = filled - end - 1;
             }
         });
         let stderr = child.stderr.take().unwrap();
@@ -382,27 +429,33 @@ fn watch(children: &mut [Child]) -> mpsc::Receiver<(String, Instant)> {
             }
         });
     }
-    rx
+    watched
 }
 
-/// Waits until every id in `ids` had a decision; returns first and last times.
-fn until_all(
-    rx: &mpsc::Receiver<(String, Instant)>,
-    n: usize,
-) -> (Instant, Instant, HashMap<String, Instant>) {
-    let mut first_seen: HashMap<String, Instant> = HashMap::with_capacity(n);
-    let mut first = None;
-    let mut last = Instant::now();
-    while first_seen.len() < n {
-        let (id, at) = rx
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("stalled at {} of {n}", first_seen.len()));
-        first.get_or_insert(at);
-        if first_seen.insert(id, at).is_none() {
-            last = at;
+/// The event id of a decision line (its `"event"` field).
+fn event_id(line: &[u8]) -> Option<&str> {
+    const FIELD: &[u8] = b"\"event\":\"";
+    let at = memchr::memmem::find(line, FIELD)? + FIELD.len();
+    let rest = &line[at..];
+    let end = memchr::memchr(b'"', rest)?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
+/// Waits until `n` events had a decision; returns when the first decision was read,
+/// when the last event's first one was, and each event's first.
+fn until_all(watched: &Watched, n: usize) -> (Instant, Instant, HashMap<String, Instant>) {
+    let (lock, more) = &**watched;
+    let mut seen = lock.lock().unwrap();
+    while seen.at.len() < n {
+        let had = seen.at.len();
+        let (next, waited) = more.wait_timeout(seen, Duration::from_secs(120)).unwrap();
+        seen = next;
+        if waited.timed_out() && seen.at.len() == had {
+            panic!("stalled at {had} of {n}");
         }
     }
-    (first.unwrap(), last, first_seen)
+    let at = std::mem::take(&mut seen.at);
+    (seen.first.unwrap(), seen.last.unwrap(), at)
 }
 
 fn stop(children: Vec<Child>) {
@@ -450,8 +503,8 @@ fn single(b: &Bench, tag: &str, store: &str, events: &[(String, String, Vec<u8>)
     b.publish(&exchange, &keyed);
     let config = b.config(tag, store, &queue, &exchange, None);
     let mut child = vec![b.spawn(&config)];
-    let rx = watch(&mut child);
-    let (first, last, _) = until_all(&rx, events.len());
+    let watched = watch(&mut child);
+    let (first, last, _) = until_all(&watched, events.len());
     let cpu = cpu_seconds(child[0].id());
     stop(child);
     b.delete(&[exchange], &[queue]);
@@ -470,14 +523,13 @@ fn cluster(b: &Bench, tag: &str, processes: usize, events: &[(String, String, Ve
     // A first start declares the topology; then the queues are filled while no one
     // consumes.
     let mut first = vec![b.spawn(&config)];
-    let rx = watch(&mut first);
+    let _watched = watch(&mut first);
     std::thread::sleep(Duration::from_secs(3));
-    drop(rx);
     stop(first);
     b.publish(&exchange, events);
     let mut children: Vec<Child> = (0..processes).map(|_| b.spawn(&config)).collect();
-    let rx = watch(&mut children);
-    let (first, last, _) = until_all(&rx, events.len());
+    let watched = watch(&mut children);
+    let (first, last, _) = until_all(&watched, events.len());
     stop(children);
     let queues: Vec<String> = (0..partitions).map(|i| format!("{queue}.p{i}")).collect();
     b.delete(&[exchange], &queues);
@@ -510,11 +562,11 @@ fn live(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]) -
     let db = b.dir.path().join(format!("{tag}.db"));
     let config = b.config(tag, &db.display().to_string(), &queue, &exchange, None);
     let mut child = vec![b.spawn(&config)];
-    let rx = watch(&mut child);
+    let watched = watch(&mut child);
     std::thread::sleep(Duration::from_secs(1));
     let (start, sent) = paced(b, &exchange, rate, events);
     let published = start.elapsed();
-    let (first, last, seen) = until_all(&rx, events.len());
+    let (first, last, seen) = until_all(&watched, events.len());
     stop(child);
     b.delete(&[exchange], &[queue]);
     Live {
@@ -550,8 +602,8 @@ fn sustained(b: &Bench, tag: &str, events: &[(String, String, Vec<u8>)]) -> (f64
 /// as steward does (a thread of its own, with its own connection).
 fn latency_peer(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]) -> Latency {
     let (exchange, queue) = b.direct(tag);
-    let (tx, rx) = mpsc::channel();
-    let (n, consumed) = (events.len(), queue.clone());
+    let watched = Watched::default();
+    let (n, consumed, recorded) = (events.len(), queue.clone(), watched.clone());
     let consumer = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -580,17 +632,23 @@ fn latency_peer(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<
                     .ack(BasicAckOptions { multiple: true })
                     .await
                     .unwrap();
+                let (lock, more) = &*recorded;
+                let mut seen = lock.lock().unwrap();
                 for (at, data) in batch {
                     let body: serde_json::Value = serde_json::from_slice(&data).unwrap();
-                    let _ = tx.send((body["id"].as_str().unwrap().to_string(), at));
+                    let id = body["id"].as_str().unwrap().to_string();
+                    seen.first.get_or_insert(at);
+                    seen.at.entry(id).or_insert(at);
+                    seen.last = Some(at);
                     got += 1;
                 }
+                more.notify_all();
             }
             let _ = connection.close(200, "done".into()).await;
         });
     });
     let (start, sent) = paced(b, &exchange, rate, events);
-    let (_, _, seen) = until_all(&rx, events.len());
+    let (_, _, seen) = until_all(&watched, events.len());
     consumer.join().unwrap();
     b.delete(&[exchange], &[queue]);
     Latency::of(tag, start, &sent, &seen)
