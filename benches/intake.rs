@@ -21,7 +21,8 @@
 //! - **latency**: events published at half the SQLite rate (then a quarter and an
 //!   eighth, then half the sustained rate), each stamped; the time from publish to its
 //!   first decision on stdout, p50 and p99; before each, its peer: the time from
-//!   publish to delivery for lapin alone consuming the same paced stream.
+//!   publish to delivery for lapin alone consuming the same paced stream (steward's
+//!   line gives its p99 as a multiple of the peer's).
 //!
 //! - **commit**: no broker: `steward run` on a file of 20,000 of the same events with
 //!   `[engine] batch` 1, 16 and 256, for the store's cost per commit.
@@ -1021,9 +1022,14 @@ fn main() {
                 peer.rate, peer.p50, peer.p99
             );
             let l = latency(&b, &format!("lat{i}"), rate, &events(&format!("lat{i}"), m));
+            // The target is absolute (p99 ≤ 20 ms); the peer's p99 on the same stream
+            // says how much of a miss is the broker's own.
             println!(
-                "latency   sqlite at {:>6.0} ev/s          p50 {:>8.2} ms  p99 {:>8.2} ms",
-                l.rate, l.p50, l.p99
+                "latency   sqlite at {:>6.0} ev/s          p50 {:>8.2} ms  p99 {:>8.2} ms  ({:.2}× lapin's p99)",
+                l.rate,
+                l.p50,
+                l.p99,
+                l.p99 / peer.p99
             );
         }
     }
