@@ -366,6 +366,17 @@ struct Seen {
     last: Option<Instant>,
 }
 
+impl Seen {
+    /// Records that a decision on event `id` was seen `at` (only its first counts).
+    fn record(&mut self, id: &str, at: Instant) {
+        self.first.get_or_insert(at);
+        if !self.at.contains_key(id) {
+            self.at.insert(id.to_string(), at);
+            self.last = Some(at);
+        }
+    }
+}
+
 /// What the readers of [`watch`] share with [`until_all`].
 type Watched = Arc<(Mutex<Seen>, Condvar)>;
 
@@ -404,13 +415,8 @@ fn watch(children: &mut [Child]) -> Watched {
                 let mut seen = lock.lock().unwrap();
                 seen.first.get_or_insert(now);
                 let before = seen.at.len();
-                for line in buf[..end].split(|&b| b == b'\n') {
-                    if let Some(id) = event_id(line)
-                        && !seen.at.contains_key(id)
-                    {
-                        seen.at.insert(id.to_string(), now);
-                        seen.last = Some(now);
-                    }
+                for id in buf[..end].split(|&b| b == b'\n').filter_map(event_id) {
+                    seen.record(id, now);
                 }
                 if seen.at.len() > before {
                     more.notify_all();
@@ -637,10 +643,7 @@ fn latency_peer(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<
                 let mut seen = lock.lock().unwrap();
                 for (at, data) in batch {
                     let body: serde_json::Value = serde_json::from_slice(&data).unwrap();
-                    let id = body["id"].as_str().unwrap().to_string();
-                    seen.first.get_or_insert(at);
-                    seen.at.entry(id).or_insert(at);
-                    seen.last = Some(at);
+                    seen.record(body["id"].as_str().unwrap(), at);
                     got += 1;
                 }
                 more.notify_all();
