@@ -17,12 +17,16 @@
 //!   collection, and the broker's rate drifts between runs a few seconds apart.)
 //! - **cluster, PostgreSQL, 1 and 3 processes**: `[cluster]` with 6 partitions;
 //! - **sustained**: steward (SQLite) consuming while the events are published as fast
-//!   as the publisher goes, on the same machine: the rate kept with events arriving;
+//!   as the broker takes them, on the same machine: the rate kept with events arriving;
 //! - **latency**: events published at half the SQLite rate (then a quarter and an
 //!   eighth, then half the sustained rate), each stamped; the time from publish to its
 //!   first decision on stdout, p50 and p99; before each, its peer: the time from
 //!   publish to delivery for lapin alone consuming the same paced stream (steward's
 //!   line gives its p99 as a multiple of the peer's).
+//!
+//! The publisher and the readers share the two cores with the broker and with what
+//! they measure, so they are kept light: publishes go out in bursts (see [`burst`]),
+//! a reader takes a pipe-full at a time, and the maps they fill are sized up front.
 //!
 //! - **commit**: no broker: `steward run` on a file of 20,000 of the same events with
 //!   `[engine] batch` 1, 16 and 256, for the store's cost per commit.
@@ -50,7 +54,10 @@ use lapin::options::{
     QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind,
+    PublisherConfirm,
+};
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -217,21 +224,8 @@ impl Bench {
         let ch = self.channel.clone();
         self.rt.block_on(async move {
             for chunk in events.chunks(5000) {
-                let mut confirms = Vec::new();
-                for (key, _, body) in chunk {
-                    confirms.push(
-                        ch.basic_publish(
-                            exchange.into(),
-                            key.as_str().into(),
-                            BasicPublishOptions::default(),
-                            body,
-                            BasicProperties::default().with_delivery_mode(2),
-                        )
-                        .await
-                        .unwrap(),
-                    );
-                }
-                for c in confirms {
+                let messages = chunk.iter().map(|(key, _, body)| (key.as_str(), &body[..]));
+                for c in burst(&ch, exchange, messages).await {
                     assert!(c.await.unwrap().is_ack());
                 }
             }
@@ -357,7 +351,6 @@ async fn consume(connection: &Connection, queue: &str, tag: &str) -> (Channel, C
 }
 
 /// Each event's first decision, as the readers of [`watch`] saw them.
-#[derive(Default)]
 struct Seen {
     /// When each event id's first decision was read.
     at: HashMap<String, Instant>,
@@ -380,6 +373,19 @@ impl Seen {
 /// What the readers of [`watch`] share with [`until_all`].
 type Watched = Arc<(Mutex<Seen>, Condvar)>;
 
+/// A [`Watched`] with room for `n` events' decisions from the start. Growing the map
+/// under the lock moved every id at once (at 57,344 ids, then at 114,688), and the
+/// decisions read meanwhile were stamped late by that long: a stall of tens of
+/// milliseconds in every latency row, steward's and the peer's alike.
+fn watched(n: usize) -> Watched {
+    let seen = Seen {
+        at: HashMap::with_capacity(n),
+        first: None,
+        last: None,
+    };
+    Arc::new((Mutex::new(seen), Condvar::new()))
+}
+
 /// Reads the decision lines of several processes, each on a thread of its own, and
 /// records when each event's first decision was read.
 ///
@@ -388,8 +394,8 @@ type Watched = Arc<(Mutex<Seen>, Condvar)>;
 /// waiting [`until_all`] only when it has more to see. The bench shares two cores with
 /// the broker and steward: a reader that allocated and sent a message for every line,
 /// and woke the main thread for each, cost about a tenth of steward's own CPU.
-fn watch(children: &mut [Child]) -> Watched {
-    let watched = Watched::default();
+fn watch(children: &mut [Child], n: usize) -> Watched {
+    let watched = watched(n);
     for child in children.iter_mut() {
         let mut stdout = child.stdout.take().unwrap();
         let watched = watched.clone();
@@ -510,7 +516,7 @@ fn single(b: &Bench, tag: &str, store: &str, events: &[(String, String, Vec<u8>)
     b.publish(&exchange, &keyed);
     let config = b.config(tag, store, &queue, &exchange, None);
     let mut child = vec![b.spawn(&config)];
-    let watched = watch(&mut child);
+    let watched = watch(&mut child, events.len());
     let (first, last, _) = until_all(&watched, events.len());
     let cpu = cpu_seconds(child[0].id());
     stop(child);
@@ -530,12 +536,12 @@ fn cluster(b: &Bench, tag: &str, processes: usize, events: &[(String, String, Ve
     // A first start declares the topology; then the queues are filled while no one
     // consumes.
     let mut first = vec![b.spawn(&config)];
-    let _watched = watch(&mut first);
+    let _watched = watch(&mut first, 0);
     std::thread::sleep(Duration::from_secs(3));
     stop(first);
     b.publish(&exchange, events);
     let mut children: Vec<Child> = (0..processes).map(|_| b.spawn(&config)).collect();
-    let watched = watch(&mut children);
+    let watched = watch(&mut children, events.len());
     let (first, last, _) = until_all(&watched, events.len());
     stop(children);
     let queues: Vec<String> = (0..partitions).map(|i| format!("{queue}.p{i}")).collect();
@@ -569,7 +575,7 @@ fn live(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]) -
     let db = b.dir.path().join(format!("{tag}.db"));
     let config = b.config(tag, &db.display().to_string(), &queue, &exchange, None);
     let mut child = vec![b.spawn(&config)];
-    let watched = watch(&mut child);
+    let watched = watch(&mut child, events.len());
     std::thread::sleep(Duration::from_secs(1));
     let (start, sent) = paced(b, &exchange, rate, events);
     let published = start.elapsed();
@@ -609,7 +615,7 @@ fn sustained(b: &Bench, tag: &str, events: &[(String, String, Vec<u8>)]) -> (f64
 /// as steward does (a thread of its own, with its own connection).
 fn latency_peer(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]) -> Latency {
     let (exchange, queue) = b.direct(tag);
-    let watched = Watched::default();
+    let watched = watched(events.len());
     let (n, consumed, recorded) = (events.len(), queue.clone(), watched.clone());
     let consumer = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -658,8 +664,13 @@ fn latency_peer(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<
     Latency::of(tag, start, &sent, &seen)
 }
 
+/// The most messages [`paced`] publishes in one burst.
+const BURST: usize = 256;
+
 /// Publishes `events` to `exchange` at `rate` per second (persistent, with confirms,
-/// as in the other rows); returns when it began and when each event was sent.
+/// as in the other rows); returns when it began and when each event was sent. Each
+/// wake-up publishes every event due by then in one [`burst`] (up to [`BURST`]),
+/// stamped with the time of that wake-up.
 fn paced(
     b: &Bench,
     exchange: &str,
@@ -671,30 +682,71 @@ fn paced(
     let start = Instant::now();
     b.rt.block_on(async {
         let mut confirms = Vec::new();
-        for (i, (_, id, body)) in events.iter().enumerate() {
-            let due = start + Duration::from_secs_f64(i as f64 / rate);
+        let mut i = 0;
+        while i < events.len() {
             let now = Instant::now();
-            if due > now {
-                tokio::time::sleep(due - now).await;
+            // Events i.. are due at start + i / rate.
+            let due = ((now - start).as_secs_f64() * rate).floor();
+            let end = if due.is_finite() {
+                (due as usize + 1).min(events.len())
+            } else {
+                events.len()
             }
-            sent.insert(id.clone(), Instant::now());
-            confirms.push(
-                ch.basic_publish(
-                    exchange.into(),
-                    "#".into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    BasicProperties::default().with_delivery_mode(2),
-                )
-                .await
-                .unwrap(),
-            );
+            .min(i + BURST);
+            if end <= i {
+                tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into())
+                    .await;
+                continue;
+            }
+            let now = Instant::now();
+            for (_, id, _) in &events[i..end] {
+                sent.insert(id.clone(), now);
+            }
+            let messages = events[i..end].iter().map(|(_, _, body)| ("#", &body[..]));
+            confirms.extend(burst(&ch, exchange, messages).await);
+            i = end;
         }
         for c in confirms {
             assert!(c.await.unwrap().is_ack());
         }
     });
     (start, sent)
+}
+
+/// Publishes each `(routing key, body)` to `exchange` (persistent) and returns the
+/// confirms to await. Every publish is started before any is awaited: a publish
+/// resolves once lapin's I/O thread has written its frames, so awaiting each in turn
+/// costs two thread wake-ups per message, on the two cores that the broker and the
+/// consumer being measured share. Started together, they are written together.
+async fn burst<'a>(
+    ch: &'a Channel,
+    exchange: &'a str,
+    messages: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Vec<PublisherConfirm> {
+    let mut publishes: Vec<_> = messages
+        .map(|(key, body)| {
+            Box::pin(ch.basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            ))
+        })
+        .collect();
+    // The first poll hands a publish's frames to lapin, in order.
+    let mut confirms = Vec::with_capacity(publishes.len());
+    let mut ready = Vec::with_capacity(publishes.len());
+    for p in &mut publishes {
+        ready.push(futures_lite::future::poll_once(p).await);
+    }
+    for (p, r) in publishes.into_iter().zip(ready) {
+        confirms.push(match r {
+            Some(done) => done.unwrap(),
+            None => p.await.unwrap(),
+        });
+    }
+    confirms
 }
 
 /// A latency row: the rate achieved and the percentiles, in ms.
