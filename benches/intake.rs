@@ -24,6 +24,11 @@
 //!   publish to delivery for lapin alone consuming the same paced stream (steward's
 //!   line gives its p99 as a multiple of the peer's).
 //!
+//! - **latency, PostgreSQL and `[cluster]`**: the sustained row and the latency row at
+//!   half of it (with its peer) for one process on PostgreSQL and for three `[cluster]`
+//!   processes (6 partitions), events published with their keys to the partitions'
+//!   exchange once the processes have shared the partitions out.
+//!
 //! The publisher and the readers share the two cores with the broker and with what
 //! they measure, so they are kept light: publishes go out in bursts (see [`burst`]),
 //! a reader takes a pipe-full at a time, and the maps they fill are sized up front.
@@ -32,11 +37,12 @@
 //!   `[engine] batch` 1, 16 and 256, for the store's cost per commit.
 //!
 //! Arguments: `--events N` (default 100000), `--only NAME` (ceiling, sqlite,
-//! postgres, cluster1, cluster3, commit, latency). `BENCH_LATENCIES=PREFIX` writes each
-//! latency event's publish offset and latency (ms) to `PREFIX.TAG` for each latency row
-//! (`peer0`, `lat0` at half rate, `peer1`, `lat1` at a quarter, …), to see when the slow
-//! ones came. `BENCH_RATES=R1,R2,…` runs the latency rows at those rates (events/s)
-//! only, to compare binaries or settings at the same rates.
+//! postgres, cluster1, cluster3, commit, latency, latency-postgres, latency-cluster).
+//! `BENCH_LATENCIES=PREFIX` writes each latency event's publish offset and latency (ms)
+//! to `PREFIX.TAG` for each latency row (`peersqlite0`, `latsqlite0` at half the drain
+//! rate, `peersqlite1`, `latsqlite1` at a quarter, …, `latpostgres0`, `latcluster30`),
+//! to see when the slow ones came. `BENCH_RATES=R1,R2,…` runs the latency rows at those
+//! rates (events/s) only, to compare binaries or settings at the same rates.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::cell::RefCell;
@@ -253,6 +259,15 @@ impl Bench {
         });
     }
 
+    /// Runs one statement on the `test` database (creating and dropping databases).
+    fn sql(&self, statement: &str) {
+        self.rt.block_on(async {
+            let pool = sqlx::PgPool::connect(PG).await.unwrap();
+            sqlx::query(statement).execute(&pool).await.unwrap();
+            pool.close().await;
+        });
+    }
+
     /// The ceiling: lapin consuming and acknowledging `n` messages of `queue`.
     fn raw(&self, queue: &str, n: usize) -> f64 {
         let connection = &self.connection;
@@ -357,6 +372,9 @@ struct Seen {
     /// When the first decision line was read, and when the last new id was.
     first: Option<Instant>,
     last: Option<Instant>,
+    /// `[cluster]`: partitions taken or handed over, and when the latest was.
+    moves: usize,
+    moved: Option<Instant>,
 }
 
 impl Seen {
@@ -382,6 +400,8 @@ fn watched(n: usize) -> Watched {
         at: HashMap::with_capacity(n),
         first: None,
         last: None,
+        moves: 0,
+        moved: None,
     };
     Arc::new((Mutex::new(seen), Condvar::new()))
 }
@@ -398,7 +418,7 @@ fn watch(children: &mut [Child], n: usize) -> Watched {
     let watched = watched(n);
     for child in children.iter_mut() {
         let mut stdout = child.stdout.take().unwrap();
-        let watched = watched.clone();
+        let (watched, moves) = (watched.clone(), watched.clone());
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 1 << 20];
             // Bytes of an unfinished line at the start of `buf`.
@@ -436,6 +456,12 @@ fn watch(children: &mut [Child], n: usize) -> Watched {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if line.contains("cluster: taking partition") || line.contains("handing partition")
+                {
+                    let mut seen = moves.0.lock().unwrap();
+                    seen.moves += 1;
+                    seen.moved = Some(Instant::now());
+                }
                 if std::env::var("BENCH_VERBOSE").is_ok() {
                     eprintln!("  | {line}");
                 }
@@ -469,6 +495,26 @@ fn until_all(watched: &Watched, n: usize) -> (Instant, Instant, HashMap<String, 
     }
     let at = std::mem::take(&mut seen.at);
     (seen.first.unwrap(), seen.last.unwrap(), at)
+}
+
+/// Waits until `[cluster]` processes have shared out `partitions`: at least that many
+/// taken, and none taken or handed over for two seconds.
+fn settled(watched: &Watched, partitions: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        {
+            let seen = watched.0.lock().unwrap();
+            if seen.moves >= partitions
+                && seen
+                    .moved
+                    .is_some_and(|at| at.elapsed() > Duration::from_secs(2))
+            {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the partitions never settled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn stop(children: Vec<Child>) {
@@ -568,20 +614,98 @@ struct Live {
     seen: HashMap<String, Instant>,
 }
 
-/// Starts steward on a queue of its own, publishes `events` at `rate` per second
-/// (`f64::INFINITY`: as fast as the publisher goes), and waits for every decision.
-fn live(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]) -> Live {
-    let (exchange, queue) = b.direct(tag);
-    let db = b.dir.path().join(format!("{tag}.db"));
-    let config = b.config(tag, &db.display().to_string(), &queue, &exchange, None);
-    let mut child = vec![b.spawn(&config)];
-    let watched = watch(&mut child, events.len());
-    std::thread::sleep(Duration::from_secs(1));
-    let (start, sent) = paced(b, &exchange, rate, events);
+/// Where a live row's steward keeps its state, and how many processes run.
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    /// One process, a SQLite file (the default).
+    Sqlite,
+    /// One process, a PostgreSQL database of its own.
+    Postgres,
+    /// `[cluster]` on PostgreSQL: this many processes sharing 6 partitions.
+    Cluster(usize),
+}
+
+impl Setup {
+    /// The name of its rows.
+    fn label(self) -> &'static str {
+        match self {
+            Setup::Sqlite => "sqlite",
+            Setup::Postgres => "postgres",
+            Setup::Cluster(_) => "cluster3",
+        }
+    }
+}
+
+/// Starts steward as `setup` says on a queue (or partitions) of its own, publishes
+/// `events` at `rate` per second (`f64::INFINITY`: as fast as the broker takes them),
+/// and waits for every decision.
+fn live(
+    b: &Bench,
+    tag: &str,
+    setup: Setup,
+    rate: f64,
+    events: &[(String, String, Vec<u8>)],
+) -> Live {
+    const PARTITIONS: u32 = 6;
+    let database = format!("{}_{tag}", b.base);
+    let (exchange, queue, config) = match setup {
+        Setup::Sqlite => {
+            let (exchange, queue) = b.direct(tag);
+            let db = b.dir.path().join(format!("{tag}.db"));
+            let config = b.config(tag, &db.display().to_string(), &queue, &exchange, None);
+            (exchange, queue, config)
+        }
+        Setup::Postgres => {
+            let (exchange, queue) = b.direct(tag);
+            b.sql(&format!("CREATE DATABASE \"{database}\""));
+            let url = format!("postgres://postgres@127.0.0.1:5432/{database}");
+            let config = b.config(tag, &url, &queue, &exchange, None);
+            (exchange, queue, config)
+        }
+        Setup::Cluster(_) => {
+            let exchange = format!("{}.{tag}.x", b.base);
+            let queue = format!("{}.{tag}.q", b.base);
+            let cluster = Some((PARTITIONS, database.as_str()));
+            (
+                exchange.clone(),
+                queue.clone(),
+                b.config(tag, PG, &queue, &exchange, cluster),
+            )
+        }
+    };
+    let processes = match setup {
+        Setup::Cluster(n) => n,
+        _ => 1,
+    };
+    let mut children: Vec<Child> = (0..processes).map(|_| b.spawn(&config)).collect();
+    let watched = watch(&mut children, events.len());
+    if processes > 1 {
+        settled(&watched, PARTITIONS as usize);
+    } else {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // A direct exchange routes only the key it is bound with; the partitions' exchange
+    // hashes each event's key.
+    let keyed = matches!(setup, Setup::Cluster(_));
+    let (start, sent) = paced(b, &exchange, rate, events, keyed);
     let published = start.elapsed();
     let (first, last, seen) = until_all(&watched, events.len());
-    stop(child);
-    b.delete(&[exchange], &[queue]);
+    stop(children);
+    match setup {
+        Setup::Sqlite => b.delete(&[exchange], &[queue]),
+        Setup::Postgres => {
+            b.delete(&[exchange], &[queue]);
+            b.sql(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"));
+        }
+        Setup::Cluster(_) => {
+            let queues: Vec<String> = (0..PARTITIONS).map(|i| format!("{queue}.p{i}")).collect();
+            b.delete(&[exchange], &queues);
+            let schemas: Vec<String> = (0..PARTITIONS)
+                .map(|i| format!("{database}_p{i}"))
+                .collect();
+            drop_schemas(&b.rt, &schemas);
+        }
+    }
     Live {
         start,
         sent,
@@ -593,16 +717,27 @@ fn live(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]) -
 }
 
 /// Publishes at `rate` per second and measures publish-to-decision latency.
-fn latency(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]) -> Latency {
-    let run = live(b, tag, rate, events);
+fn latency(
+    b: &Bench,
+    tag: &str,
+    setup: Setup,
+    rate: f64,
+    events: &[(String, String, Vec<u8>)],
+) -> Latency {
+    let run = live(b, tag, setup, rate, events);
     Latency::of(tag, run.start, &run.sent, &run.seen)
 }
 
-/// Steward consuming while the events are published as fast as the publisher goes
+/// Steward consuming while the events are published as fast as the broker takes them
 /// (persistent, with confirms, on the same machine): the rate it sustains with events
 /// arriving. Returns (steward's events/s, the publisher's messages/s).
-fn sustained(b: &Bench, tag: &str, events: &[(String, String, Vec<u8>)]) -> (f64, f64) {
-    let run = live(b, tag, f64::INFINITY, events);
+fn sustained(
+    b: &Bench,
+    tag: &str,
+    setup: Setup,
+    events: &[(String, String, Vec<u8>)],
+) -> (f64, f64) {
+    let run = live(b, tag, setup, f64::INFINITY, events);
     let n = events.len() as f64;
     (
         n / (run.last - run.first).as_secs_f64(),
@@ -657,7 +792,7 @@ fn latency_peer(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<
             let _ = connection.close(200, "done".into()).await;
         });
     });
-    let (start, sent) = paced(b, &exchange, rate, events);
+    let (start, sent) = paced(b, &exchange, rate, events, false);
     let (_, _, seen) = until_all(&watched, events.len());
     consumer.join().unwrap();
     b.delete(&[exchange], &[queue]);
@@ -668,7 +803,7 @@ fn latency_peer(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<
 const BURST: usize = 256;
 
 /// Publishes `events` to `exchange` at `rate` per second (persistent, with confirms,
-/// as in the other rows); returns when it began and when each event was sent. Each
+/// as in the other rows; with its key when `keyed`, else with `#`); returns when it began and when each event was sent. Each
 /// wake-up publishes every event due by then in one [`burst`] (up to [`BURST`]),
 /// stamped with the time of that wake-up.
 fn paced(
@@ -676,6 +811,7 @@ fn paced(
     exchange: &str,
     rate: f64,
     events: &[(String, String, Vec<u8>)],
+    keyed: bool,
 ) -> (Instant, HashMap<String, Instant>) {
     let ch = b.channel.clone();
     let mut sent: HashMap<String, Instant> = HashMap::with_capacity(events.len());
@@ -702,7 +838,9 @@ fn paced(
             for (_, id, _) in &events[i..end] {
                 sent.insert(id.clone(), now);
             }
-            let messages = events[i..end].iter().map(|(_, _, body)| ("#", &body[..]));
+            let messages = events[i..end]
+                .iter()
+                .map(|(key, _, body)| (if keyed { key.as_str() } else { "#" }, &body[..]));
             confirms.extend(burst(&ch, exchange, messages).await);
             i = end;
         }
@@ -863,21 +1001,10 @@ fn raw_once(b: &Bench, r: usize, n: usize) -> f64 {
 fn single_postgres(b: &Bench, r: usize, n: usize) -> (f64, f64) {
     let database = format!("{}_pg{r}", b.base);
     let url = format!("postgres://postgres@127.0.0.1:5432/{database}");
-    b.rt.block_on(async {
-        let pool = sqlx::PgPool::connect(PG).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE \"{database}\""))
-            .execute(&pool)
-            .await
-            .unwrap();
-    });
+    b.sql(&format!("CREATE DATABASE \"{database}\""));
     let tag = format!("postgres{r}");
     let measured = single(b, &tag, &url, &events(&format!("pg{r}"), n));
-    b.rt.block_on(async {
-        let pool = sqlx::PgPool::connect(PG).await.unwrap();
-        let _ = sqlx::query(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"))
-            .execute(&pool)
-            .await;
-    });
+    b.sql(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"));
     measured
 }
 
@@ -893,6 +1020,47 @@ fn median(values: &[f64]) -> f64 {
         v[mid]
     } else {
         (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+/// The sustained row of `setup`, printed; returns steward's rate.
+fn sustained_row(b: &Bench, setup: Setup, n: usize) -> f64 {
+    let label = setup.label();
+    let (kept, offered) = sustained(
+        b,
+        &format!("su{label}"),
+        setup,
+        &events(&format!("su{label}"), n),
+    );
+    println!(
+        "sustained {label:<8} while publishing      {kept:>9.0} ev/s  (published at {offered:.0} msg/s)"
+    );
+    kept
+}
+
+/// A latency row of `setup` at each rate, each after its peer (lapin alone on the same
+/// paced stream).
+fn latency_rows(b: &Bench, setup: Setup, rates: &[f64]) {
+    let label = setup.label();
+    for (i, &rate) in rates.iter().enumerate() {
+        let m = (rate * 10.0) as usize;
+        let tag = format!("peer{label}{i}");
+        let peer = latency_peer(b, &tag, rate, &events(&tag, m));
+        println!(
+            "latency   lapin alone at {:>6.0} ev/s     p50 {:>8.2} ms  p99 {:>8.2} ms",
+            peer.rate, peer.p50, peer.p99
+        );
+        let tag = format!("lat{label}{i}");
+        let l = latency(b, &tag, setup, rate, &events(&tag, m));
+        // The target is absolute (p99 ≤ 20 ms); the peer's p99 on the same stream
+        // says how much of a miss is the broker's own.
+        println!(
+            "latency   {label:<8} at {:>6.0} ev/s        p50 {:>8.2} ms  p99 {:>8.2} ms  ({:.2}× lapin's p99)",
+            l.rate,
+            l.p50,
+            l.p99,
+            l.p99 / peer.p99
+        );
     }
 }
 
@@ -1052,40 +1220,27 @@ fn main() {
         }
     }
     if wants("latency") {
-        let rates = fixed.unwrap_or_else(|| {
-            // The rate sustained while the events are published on the same machine.
-            let (kept, offered) = sustained(&b, "sustained", &events("su", n));
-            println!(
-                "sustained steward run while publishing  {kept:>9.0} ev/s  (published at {offered:.0} msg/s)"
-            );
+        let rates = fixed.clone().unwrap_or_else(|| {
+            let kept = sustained_row(&b, Setup::Sqlite, n);
             // Half the SQLite rate from a filled queue, a quarter and an eighth, to see
             // where the broker's own latency (the peer's) stops dominating; and half the
             // rate sustained while publishing.
             let half = sqlite_rate.unwrap_or(10_000.0) / 2.0;
             vec![half, half / 2.0, half / 4.0, kept / 2.0]
         });
-        for (i, rate) in rates.into_iter().enumerate() {
-            let m = (rate * 10.0) as usize;
-            let peer = latency_peer(
-                &b,
-                &format!("peer{i}"),
-                rate,
-                &events(&format!("peer{i}"), m),
-            );
-            println!(
-                "latency   lapin alone at {:>6.0} ev/s     p50 {:>8.2} ms  p99 {:>8.2} ms",
-                peer.rate, peer.p50, peer.p99
-            );
-            let l = latency(&b, &format!("lat{i}"), rate, &events(&format!("lat{i}"), m));
-            // The target is absolute (p99 ≤ 20 ms); the peer's p99 on the same stream
-            // says how much of a miss is the broker's own.
-            println!(
-                "latency   sqlite at {:>6.0} ev/s          p50 {:>8.2} ms  p99 {:>8.2} ms  ({:.2}× lapin's p99)",
-                l.rate,
-                l.p50,
-                l.p99,
-                l.p99 / peer.p99
-            );
+        latency_rows(&b, Setup::Sqlite, &rates);
+    }
+    // PostgreSQL, and three `[cluster]` processes: each at half the rate it sustains
+    // while publishing.
+    for (setup, row) in [
+        (Setup::Postgres, "latency-postgres"),
+        (Setup::Cluster(3), "latency-cluster"),
+    ] {
+        if wants(row) {
+            let rates = fixed
+                .clone()
+                .unwrap_or_else(|| vec![sustained_row(&b, setup, n) / 2.0]);
+            latency_rows(&b, setup, &rates);
         }
     }
 }
