@@ -25,9 +25,9 @@
 //!   line gives its p99 as a multiple of the peer's).
 //!
 //! - **latency, PostgreSQL and `[cluster]`**: the sustained row and the latency row at
-//!   half of it (with its peer) for one process on PostgreSQL and for three `[cluster]`
-//!   processes (6 partitions), events published with their keys to the partitions'
-//!   exchange once the processes have shared the partitions out.
+//!   half of it (with its peer) for one process on PostgreSQL and for `[cluster]` with
+//!   one process and with three (6 partitions), events published with their keys to the
+//!   partitions' exchange once the processes have shared the partitions out.
 //!
 //! The publisher and the readers share the two cores with the broker and with what
 //! they measure, so they are kept light: publishes go out in bursts (see [`burst`]),
@@ -40,7 +40,7 @@
 //! postgres, cluster1, cluster3, commit, latency, latency-postgres, latency-cluster).
 //! `BENCH_LATENCIES=PREFIX` writes each latency event's publish offset and latency (ms)
 //! to `PREFIX.TAG` for each latency row (`peersqlite0`, `latsqlite0` at half the drain
-//! rate, `peersqlite1`, `latsqlite1` at a quarter, …, `latpostgres0`, `latcluster30`),
+//! rate, `peersqlite1`, `latsqlite1` at a quarter, …, `latpostgres0`, `latcluster10`, `latcluster30`),
 //! to see when the slow ones came. `BENCH_RATES=R1,R2,…` runs the latency rows at those
 //! rates (events/s) only, to compare binaries or settings at the same rates.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -627,11 +627,11 @@ enum Setup {
 
 impl Setup {
     /// The name of its rows.
-    fn label(self) -> &'static str {
+    fn label(self) -> String {
         match self {
-            Setup::Sqlite => "sqlite",
-            Setup::Postgres => "postgres",
-            Setup::Cluster(_) => "cluster3",
+            Setup::Sqlite => "sqlite".to_string(),
+            Setup::Postgres => "postgres".to_string(),
+            Setup::Cluster(n) => format!("cluster{n}"),
         }
     }
 }
@@ -679,7 +679,7 @@ fn live(
     };
     let mut children: Vec<Child> = (0..processes).map(|_| b.spawn(&config)).collect();
     let watched = watch(&mut children, events.len());
-    if processes > 1 {
+    if matches!(setup, Setup::Cluster(_)) {
         settled(&watched, PARTITIONS as usize);
     } else {
         std::thread::sleep(Duration::from_secs(1));
@@ -1230,10 +1230,11 @@ fn main() {
         });
         latency_rows(&b, Setup::Sqlite, &rates);
     }
-    // PostgreSQL, and three `[cluster]` processes: each at half the rate it sustains
-    // while publishing.
+    // PostgreSQL, and `[cluster]` with one process and with three: each at half the
+    // rate it sustains while publishing.
     for (setup, row) in [
         (Setup::Postgres, "latency-postgres"),
+        (Setup::Cluster(1), "latency-cluster"),
         (Setup::Cluster(3), "latency-cluster"),
     ] {
         if wants(row) {
