@@ -40,9 +40,10 @@
 //! postgres, cluster1, cluster3, commit, latency, latency-postgres, latency-cluster).
 //! `BENCH_LATENCIES=PREFIX` writes each latency event's publish offset and latency (ms)
 //! to `PREFIX.TAG` for each latency row (`peersqlite0`, `latsqlite0` at half the drain
-//! rate, `peersqlite1`, `latsqlite1` at a quarter, …, `latpostgres0`, `latcluster10`, `latcluster30`),
-//! to see when the slow ones came. `BENCH_RATES=R1,R2,…` runs the latency rows at those
-//! rates (events/s) only, to compare binaries or settings at the same rates.
+//! rate, `peersqlite1`, `latsqlite1` at a quarter, …, `latpostgres0`, `latcluster10`,
+//! `latcluster30`), to see when the slow ones came. `BENCH_RATES=R1,R2,…` runs the
+//! latency rows at those rates (events/s) only, to compare binaries or settings at the
+//! same rates.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::cell::RefCell;
@@ -615,7 +616,7 @@ struct Live {
 }
 
 /// Where a live row's steward keeps its state, and how many processes run.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Setup {
     /// One process, a SQLite file (the default).
     Sqlite,
@@ -803,9 +804,9 @@ fn latency_peer(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<
 const BURST: usize = 256;
 
 /// Publishes `events` to `exchange` at `rate` per second (persistent, with confirms,
-/// as in the other rows; with its key when `keyed`, else with `#`); returns when it began and when each event was sent. Each
-/// wake-up publishes every event due by then in one [`burst`] (up to [`BURST`]),
-/// stamped with the time of that wake-up.
+/// as in the other rows; each with its key when `keyed`, else with `#`); returns when
+/// it began and when each event was sent. Each wake-up publishes every event due by
+/// then in one [`burst`] (up to [`BURST`]), stamped with the time of that wake-up.
 fn paced(
     b: &Bench,
     exchange: &str,
