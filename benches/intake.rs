@@ -69,6 +69,9 @@ use lapin::{
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 
+/// The partitions of every `[cluster]` row.
+const PARTITIONS: u32 = 6;
+
 /// The prefetch of every consumer: `BENCH_PREFETCH`, default steward's (2048).
 fn prefetch() -> String {
     std::env::var("BENCH_PREFETCH").unwrap_or_else(|_| "2048".to_string())
@@ -575,11 +578,8 @@ fn single(b: &Bench, tag: &str, store: &str, events: &[(String, String, Vec<u8>)
 }
 
 fn cluster(b: &Bench, tag: &str, processes: usize, events: &[(String, String, Vec<u8>)]) -> f64 {
-    let partitions = 6;
-    let exchange = format!("{}.{tag}.x", b.base);
-    let queue = format!("{}.{tag}.q", b.base);
-    let name = format!("{}_{tag}", b.base);
-    let config = b.config(tag, PG, &queue, &exchange, Some((partitions, &name)));
+    let (exchange, queue, name) = cluster_names(b, tag);
+    let config = b.config(tag, PG, &queue, &exchange, Some((PARTITIONS, &name)));
     // A first start declares the topology; then the queues are filled while no one
     // consumes.
     let mut first = vec![b.spawn(&config)];
@@ -591,18 +591,29 @@ fn cluster(b: &Bench, tag: &str, processes: usize, events: &[(String, String, Ve
     let watched = watch(&mut children, events.len());
     let (first, last, _) = until_all(&watched, events.len());
     stop(children);
-    let queues: Vec<String> = (0..partitions).map(|i| format!("{queue}.p{i}")).collect();
-    b.delete(&[exchange], &queues);
-    drop_schemas(
-        &b.rt,
-        &(0..partitions)
-            .map(|i| format!("{name}_p{i}"))
-            .collect::<Vec<_>>(),
-    );
+    drop_cluster(b, exchange, &queue, &name);
     events.len() as f64 / (last - first).as_secs_f64()
 }
 
-/// One steward (SQLite) run on events published while it consumes.
+/// A `[cluster]` row's exchange, queue (its partitions' prefix) and cluster name.
+fn cluster_names(b: &Bench, tag: &str) -> (String, String, String) {
+    (
+        format!("{}.{tag}.x", b.base),
+        format!("{}.{tag}.q", b.base),
+        format!("{}_{tag}", b.base),
+    )
+}
+
+/// Deletes what a `[cluster]` row's processes declared: the exchange, the partition
+/// queues, and the partitions' schemas.
+fn drop_cluster(b: &Bench, exchange: String, queue: &str, name: &str) {
+    let queues: Vec<String> = (0..PARTITIONS).map(|i| format!("{queue}.p{i}")).collect();
+    b.delete(&[exchange], &queues);
+    let schemas: Vec<String> = (0..PARTITIONS).map(|i| format!("{name}_p{i}")).collect();
+    drop_schemas(&b.rt, &schemas);
+}
+
+/// One steward run (of any [`Setup`]) on events published while it consumes.
 struct Live {
     /// When publishing began, when each event was sent, and how long it took.
     start: Instant,
@@ -647,7 +658,6 @@ fn live(
     rate: f64,
     events: &[(String, String, Vec<u8>)],
 ) -> Live {
-    const PARTITIONS: u32 = 6;
     let database = format!("{}_{tag}", b.base);
     let (exchange, queue, config) = match setup {
         Setup::Sqlite => {
@@ -664,14 +674,9 @@ fn live(
             (exchange, queue, config)
         }
         Setup::Cluster(_) => {
-            let exchange = format!("{}.{tag}.x", b.base);
-            let queue = format!("{}.{tag}.q", b.base);
-            let cluster = Some((PARTITIONS, database.as_str()));
-            (
-                exchange.clone(),
-                queue.clone(),
-                b.config(tag, PG, &queue, &exchange, cluster),
-            )
+            let (exchange, queue, _) = cluster_names(b, tag);
+            let config = b.config(tag, PG, &queue, &exchange, Some((PARTITIONS, &database)));
+            (exchange, queue, config)
         }
     };
     let processes = match setup {
@@ -698,14 +703,7 @@ fn live(
             b.delete(&[exchange], &[queue]);
             b.sql(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"));
         }
-        Setup::Cluster(_) => {
-            let queues: Vec<String> = (0..PARTITIONS).map(|i| format!("{queue}.p{i}")).collect();
-            b.delete(&[exchange], &queues);
-            let schemas: Vec<String> = (0..PARTITIONS)
-                .map(|i| format!("{database}_p{i}"))
-                .collect();
-            drop_schemas(&b.rt, &schemas);
-        }
+        Setup::Cluster(_) => drop_cluster(b, exchange, &queue, &database),
     }
     Live {
         start,
