@@ -464,6 +464,39 @@ async fn commit_is_atomic<P: Place>(place: P) {
     );
 }
 
+/// One commit may both add and remove a timer (set and cancelled within a batch), and
+/// remove one an earlier commit added: only the timers still set are kept.
+async fn timers_set_and_cancelled_in_one_commit<P: Place>(place: P) {
+    let rules = example_rules();
+    let store = place.open().await;
+    let timer = |id: u64| Timer {
+        id,
+        due: until(),
+        kind: TimerKind::Cadence { cadence: 0 },
+    };
+    let mut changes = Changes::default();
+    changes.timers_added.push(timer(0));
+    let meta = Meta {
+        next_timer: 1,
+        ..Meta::default()
+    };
+    store.commit(&rules, &changes, &meta).await.unwrap();
+    let changes = Changes {
+        timers_added: vec![timer(1), timer(2), timer(3)],
+        timers_removed: vec![2, 0],
+        ..Changes::default()
+    };
+    let meta = Meta {
+        next_timer: 4,
+        ..Meta::default()
+    };
+    store.commit(&rules, &changes, &meta).await.unwrap();
+    let world = store.load(&rules).await.unwrap();
+    let ids: Vec<u64> = world.timers.keys().map(|(_, id)| *id).collect();
+    assert_eq!(ids, [1, 3]);
+    assert_eq!(world.next_timer, 4);
+}
+
 async fn keeps_dead_letters_and_outbox<P: Place>(place: P) {
     let rules = example_rules();
     let store = place.open().await;
@@ -1043,6 +1076,11 @@ async fn sqlite_commit_is_atomic() {
 }
 
 #[tokio::test]
+async fn sqlite_timers_set_and_cancelled_in_one_commit() {
+    timers_set_and_cancelled_in_one_commit(sqlite("timers")).await;
+}
+
+#[tokio::test]
 async fn sqlite_keeps_dead_letters_and_outbox() {
     keeps_dead_letters_and_outbox(sqlite("outbox")).await;
 }
@@ -1165,6 +1203,12 @@ async fn postgres_load_reproduces_the_world() {
 async fn postgres_commit_is_atomic() {
     let Some(url) = postgres().await else { return };
     commit_is_atomic(Schema::new(&url, "atomic")).await;
+}
+
+#[tokio::test]
+async fn postgres_timers_set_and_cancelled_in_one_commit() {
+    let Some(url) = postgres().await else { return };
+    timers_set_and_cancelled_in_one_commit(Schema::new(&url, "timers")).await;
 }
 
 #[tokio::test]

@@ -1,16 +1,18 @@
 //! The scale-out store: PostgreSQL, with the same tables and semantics as SQLite.
 //!
-//! Each commit is one transaction of a few batched statements (arrays bound as
-//! parameters and expanded with `UNNEST`), so a commit carrying thousands of rows costs
-//! a handful of round trips. Times that must come back exactly are split into a
-//! `timestamptz` truncated to the microsecond and the nanoseconds below it.
+//! Each commit is one statement (arrays bound as parameters and expanded with
+//! `UNNEST`, one data-modifying `WITH` part per table written) in a transaction of its
+//! own, so a commit carrying thousands of rows costs one round trip. Times that must
+//! come back exactly are split into a `timestamptz` truncated to the microsecond and the
+//! nanoseconds below it.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool, Row};
+use sqlx::{ConnectOptions, Connection, PgPool, Postgres, QueryBuilder, Row};
 
 use super::codec::{
     cadence_index, counter_index, decode_counter, decode_instance, decode_time, decode_timer,
@@ -19,7 +21,7 @@ use super::codec::{
 use super::{
     Claimed, DeadLetter, Meta, OutboxBacklog, OutboxRow, SettledAs, Settlement, Store, StoreError,
 };
-use crate::core::{Changes, Expectation, World};
+use crate::core::{Changes, Expectation, Timer, World};
 use crate::decision::EvidenceRecord;
 use crate::ruleset::Ruleset;
 
@@ -130,6 +132,46 @@ impl PostgresStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// Appends `UNNEST($n::type, …)` to a commit statement, binding each array.
+macro_rules! unnest {
+    ($q:expr, $($array:expr => $ty:literal),+ $(,)?) => {{
+        $q.push("UNNEST(");
+        let mut separator = "";
+        $(
+            $q.push(separator);
+            $q.push_bind($array);
+            $q.push(concat!("::", $ty));
+            separator = ", ";
+        )+
+        let _ = separator;
+        $q.push(")");
+    }};
+}
+
+/// The timers a commit inserts and the ids it deletes: a timer added and removed in
+/// the same batch is left out of both.
+fn net_timers(changes: &Changes) -> (Vec<&Timer>, Vec<i64>) {
+    if changes.timers_added.is_empty() || changes.timers_removed.is_empty() {
+        let removed = changes.timers_removed.iter().map(|&id| id as i64).collect();
+        return (changes.timers_added.iter().collect(), removed);
+    }
+    let removed: HashSet<u64> = changes.timers_removed.iter().copied().collect();
+    let added: HashSet<u64> = changes.timers_added.iter().map(|t| t.id).collect();
+    (
+        changes
+            .timers_added
+            .iter()
+            .filter(|t| !removed.contains(&t.id))
+            .collect(),
+        changes
+            .timers_removed
+            .iter()
+            .filter(|id| !added.contains(id))
+            .map(|&id| id as i64)
+            .collect(),
+    )
 }
 
 /// Whether a store location names a PostgreSQL database rather than an SQLite file.
@@ -287,27 +329,6 @@ impl Store for PostgresStore {
         meta: &Meta,
         settled: &[Settlement],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(fence) = self.fence {
-            let held: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks \
-                   WHERE locktype = 'advisory' AND granted AND objsubid = 2 \
-                     AND classid::bigint = $3 AND objid::bigint = $2 AND pid = $4 \
-                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) \
-                 FROM (SELECT pg_advisory_xact_lock_shared($1, $2)) AS barrier",
-            )
-            .bind(fence.barrier)
-            .bind(fence.key)
-            .bind(i64::from(fence.namespace))
-            .bind(fence.pid)
-            .fetch_one(&mut *tx)
-            .await?;
-            if !held {
-                tx.rollback().await?;
-                return Err(StoreError::Fenced);
-            }
-        }
-
         // Instances: the map has each key once, so writes and deletes are disjoint.
         let (mut put_w, mut put_k, mut put_b) = (Vec::new(), Vec::new(), Vec::new());
         let (mut del_w, mut del_k) = (Vec::new(), Vec::new());
@@ -325,267 +346,286 @@ impl Store for PostgresStore {
                 }
             }
         }
-        if !put_w.is_empty() {
-            sqlx::query(
-                "INSERT INTO instances (workflow, key, body) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) \
-                 ON CONFLICT (workflow, key) DO UPDATE SET body = EXCLUDED.body",
-            )
-            .bind(&put_w)
-            .bind(&put_k)
-            .bind(&put_b)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !del_w.is_empty() {
-            sqlx::query(
-                "DELETE FROM instances i USING UNNEST($1::text[], $2::text[]) AS d(workflow, key) \
-                 WHERE i.workflow = d.workflow AND i.key = d.key",
-            )
-            .bind(&del_w)
-            .bind(&del_k)
-            .execute(&mut *tx)
-            .await?;
+
+        // Timers: one statement cannot delete a row it inserts, so a timer both added
+        // and removed in this batch is neither.
+        let (added, removed) = net_timers(changes);
+        let n = added.len();
+        let (mut timer_ids, mut timer_dues, mut timer_nss, mut timer_bodies) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for timer in added {
+            let (due, ns) = split_time(timer.due);
+            timer_ids.push(timer.id as i64);
+            timer_dues.push(due);
+            timer_nss.push(ns);
+            timer_bodies.push(encode_timer(rules, &timer.kind).to_string());
         }
 
-        // Timers: added first, then removed (a timer may be both within one batch).
-        if !changes.timers_added.is_empty() {
-            let n = changes.timers_added.len();
-            let (mut ids, mut dues, mut nss, mut bodies) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            for timer in &changes.timers_added {
-                let (due, ns) = split_time(timer.due);
-                ids.push(timer.id as i64);
-                dues.push(due);
-                nss.push(ns);
-                bodies.push(encode_timer(rules, &timer.kind).to_string());
-            }
-            sqlx::query(
-                "INSERT INTO timers (id, due, due_ns, body) \
-                 SELECT * FROM UNNEST($1::int8[], $2::timestamptz[], $3::int2[], $4::text[])",
-            )
-            .bind(&ids)
-            .bind(&dues)
-            .bind(&nss)
-            .bind(&bodies)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !changes.timers_removed.is_empty() {
-            let ids: Vec<i64> = changes.timers_removed.iter().map(|&id| id as i64).collect();
-            sqlx::query("DELETE FROM timers WHERE id = ANY($1::int8[])")
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
+        let seen_sources: Vec<&str> = changes.seen.iter().map(|s| s.source.as_ref()).collect();
+        let seen_ids: Vec<&str> = changes.seen.iter().map(|s| s.id.as_ref()).collect();
+
+        let (mut counter_names, mut counter_keys, mut counter_bodies) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for ((c, key), state) in &changes.counters {
+            counter_names.push(rules.counters[*c].name.as_str());
+            counter_keys.push(key.as_str());
+            counter_bodies.push(encode_counter(state).to_string());
         }
 
-        if !changes.seen.is_empty() {
-            let sources: Vec<&str> = changes.seen.iter().map(|s| s.source.as_ref()).collect();
-            let ids: Vec<&str> = changes.seen.iter().map(|s| s.id.as_ref()).collect();
-            sqlx::query(
-                "INSERT INTO seen_events (source, id) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[])",
-            )
-            .bind(&sources)
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        if !changes.counters.is_empty() {
-            let (mut names, mut keys, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
-            for ((c, key), state) in &changes.counters {
-                names.push(rules.counters[*c].name.as_str());
-                keys.push(key.as_str());
-                bodies.push(encode_counter(state).to_string());
-            }
-            sqlx::query(
-                "INSERT INTO counters (counter, key, body) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) \
-                 ON CONFLICT (counter, key) DO UPDATE SET body = EXCLUDED.body",
-            )
-            .bind(&names)
-            .bind(&keys)
-            .bind(&bodies)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        if !changes.expectations.is_empty() {
-            let (mut put_c, mut put_p, mut put_due, mut put_ns, mut put_t) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            let (mut del_c, mut del_p) = (Vec::new(), Vec::new());
-            for ((c, period), exp) in &changes.expectations {
-                let cadence = rules.cadences[*c].name.as_str();
-                match exp {
-                    Some(exp) => {
-                        let (due, ns) = split_time(exp.due);
-                        put_c.push(cadence);
-                        put_p.push(period.as_str());
-                        put_due.push(due);
-                        put_ns.push(ns);
-                        put_t.push(exp.timer as i64);
-                    }
-                    None => {
-                        del_c.push(cadence);
-                        del_p.push(period.as_str());
-                    }
+        let (mut put_c, mut put_p, mut put_due, mut put_ns, mut put_t) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut del_c, mut del_p) = (Vec::new(), Vec::new());
+        for ((c, period), exp) in &changes.expectations {
+            let cadence = rules.cadences[*c].name.as_str();
+            match exp {
+                Some(exp) => {
+                    let (due, ns) = split_time(exp.due);
+                    put_c.push(cadence);
+                    put_p.push(period.as_str());
+                    put_due.push(due);
+                    put_ns.push(ns);
+                    put_t.push(exp.timer as i64);
+                }
+                None => {
+                    del_c.push(cadence);
+                    del_p.push(period.as_str());
                 }
             }
-            if !put_c.is_empty() {
-                sqlx::query(
-                    "INSERT INTO expectations (cadence, period, due, due_ns, timer) \
-                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::int2[], $5::int8[]) \
-                     ON CONFLICT (cadence, period) DO UPDATE \
-                     SET due = EXCLUDED.due, due_ns = EXCLUDED.due_ns, timer = EXCLUDED.timer",
-                )
-                .bind(&put_c)
-                .bind(&put_p)
-                .bind(&put_due)
-                .bind(&put_ns)
-                .bind(&put_t)
-                .execute(&mut *tx)
-                .await?;
-            }
-            if !del_c.is_empty() {
-                sqlx::query(
-                    "DELETE FROM expectations e \
-                     USING UNNEST($1::text[], $2::text[]) AS d(cadence, period) \
-                     WHERE e.cadence = d.cadence AND e.period = d.period",
-                )
-                .bind(&del_c)
-                .bind(&del_p)
-                .execute(&mut *tx)
-                .await?;
-            }
         }
 
-        if !changes.evidence.is_empty() {
-            let ev = &changes.evidence;
-            let seqs: Vec<i64> = ev.iter().map(|r| r.seq as i64).collect();
-            let ats: Vec<&str> = ev.iter().map(|r| r.at.as_str()).collect();
-            let kinds: Vec<&str> = ev.iter().map(|r| r.kind.as_str()).collect();
-            let records: Vec<&str> = ev.iter().map(|r| r.record.as_str()).collect();
-            let prevs: Vec<&str> = ev.iter().map(|r| r.prev_hash.as_str()).collect();
-            let hashes: Vec<&str> = ev.iter().map(|r| r.hash.as_str()).collect();
-            sqlx::query(
-                "INSERT INTO evidence (seq, at, kind, record, prev_hash, hash) \
-                 SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])",
-            )
-            .bind(&seqs)
-            .bind(&ats)
-            .bind(&kinds)
-            .bind(&records)
-            .bind(&prevs)
-            .bind(&hashes)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let ev = &changes.evidence;
+        let ev_seqs: Vec<i64> = ev.iter().map(|r| r.seq as i64).collect();
+        let ev_ats: Vec<&str> = ev.iter().map(|r| r.at.as_str()).collect();
+        let ev_kinds: Vec<&str> = ev.iter().map(|r| r.kind.as_str()).collect();
+        let ev_records: Vec<&str> = ev.iter().map(|r| r.record.as_str()).collect();
+        let ev_prevs: Vec<&str> = ev.iter().map(|r| r.prev_hash.as_str()).collect();
+        let ev_hashes: Vec<&str> = ev.iter().map(|r| r.hash.as_str()).collect();
 
-        if !changes.outbox.is_empty() {
-            let n = changes.outbox.len();
-            let (mut ids, mut ats, mut nss, mut connectors, mut ops, mut args) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
+        let n = changes.outbox.len();
+        let (mut ids, mut ats, mut nss, mut connectors, mut ops, mut args) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut workflows, mut keys, mut statuses) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut routes = super::outbox_routes(changes);
+        for o in &changes.outbox {
+            let (at, ns) = split_time(o.at);
+            ids.push(o.action_id.as_str());
+            ats.push(at);
+            nss.push(ns);
+            connectors.push(o.connector.as_str());
+            ops.push(o.op.as_str());
+            args.push(o.args.to_string());
+            let (workflow, key) = routes.remove(&o.action_id).unwrap_or_default();
+            workflows.push(workflow);
+            keys.push(key);
+            statuses.push(
+                if super::dispatched(&o.connector, &o.op, self.dispatch_emitted) {
+                    "pending"
+                } else {
+                    "done"
+                },
             );
-            let (mut workflows, mut keys, mut statuses) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            let mut routes = super::outbox_routes(changes);
-            for o in &changes.outbox {
-                let (at, ns) = split_time(o.at);
-                ids.push(o.action_id.as_str());
-                ats.push(at);
-                nss.push(ns);
-                connectors.push(o.connector.as_str());
-                ops.push(o.op.as_str());
-                args.push(o.args.to_string());
-                let (workflow, key) = routes.remove(&o.action_id).unwrap_or_default();
-                workflows.push(workflow);
-                keys.push(key);
-                statuses.push(
-                    if super::dispatched(&o.connector, &o.op, self.dispatch_emitted) {
-                        "pending"
-                    } else {
-                        "done"
-                    },
-                );
-            }
-            sqlx::query(
-                // In decision order, so `seq` (per-instance dispatch order) follows it.
-                "INSERT INTO outbox (action_id, at, at_ns, connector, op, args, workflow, key, status) \
-                 SELECT a, t, n, c, o, g, w, k, s FROM UNNEST($1::text[], $2::timestamptz[], \
-                 $3::int2[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) \
-                 WITH ORDINALITY AS u(a, t, n, c, o, g, w, k, s, i) ORDER BY i \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&ids)
-            .bind(&ats)
-            .bind(&nss)
-            .bind(&connectors)
-            .bind(&ops)
-            .bind(&args)
-            .bind(&workflows)
-            .bind(&keys)
-            .bind(&statuses)
-            .execute(&mut *tx)
-            .await?;
         }
 
+        // Settled rows were committed (and claimed) by earlier commits: never one this
+        // statement inserts.
+        let n = settled.len();
+        let (mut end_ids, mut end_statuses, mut end_results, mut end_reasons, mut end_attempts) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for s in settled {
             let (status, result, reason) = match &s.end {
                 SettledAs::Done { result } => ("done", Some(result.as_str()), None),
                 SettledAs::Dead { reason } => ("dead", None, Some(reason.as_str())),
             };
-            sqlx::query(
-                "UPDATE outbox SET status = $1, result = $2, last_error = coalesce($3, last_error), \
-                 attempts = greatest(attempts, $4), lease_ms = NULL \
-                 WHERE action_id = $5 AND status NOT IN ('done', 'dead')",
-            )
-            .bind(status)
-            .bind(result)
-            .bind(reason)
-            .bind(i64::from(s.attempt))
-            .bind(&s.action_id)
-            .execute(&mut *tx)
-            .await?;
+            end_ids.push(s.action_id.as_str());
+            end_statuses.push(status);
+            end_results.push(result);
+            end_reasons.push(reason);
+            end_attempts.push(i64::from(s.attempt));
         }
 
-        let names = [
+        let meta_names = [
             "next_timer",
             "chain_seq",
             "chain_hash",
             "now",
             "cadences_scheduled",
         ];
-        let values = [
+        let meta_values = [
             meta.next_timer.to_string(),
             meta.chain.seq.to_string(),
             crate::decision::hash_hex(&meta.chain.hash),
             meta.now.map(encode_time).unwrap_or_default(),
             meta.cadences_scheduled.to_string(),
         ];
-        sqlx::query(
-            "INSERT INTO meta (name, value) SELECT * FROM UNNEST($1::text[], $2::text[]) \
-             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-        )
-        .bind(&names[..])
-        .bind(&values[..])
-        .execute(&mut *tx)
-        .await?;
 
-        tx.commit().await?;
-        Ok(())
+        // One statement, so one round trip, in a transaction of its own: each table's
+        // changes are a data-modifying `WITH` part (only the parts with rows), which
+        // PostgreSQL runs to completion whether or not it is read. Every write is
+        // gated on `fence.held`, which the final `SELECT` returns: false means the
+        // commit was refused and nothing was written. Parts on one table never touch
+        // the same row (see `net_timers` and the settled rows' note).
+        let mut q = QueryBuilder::<Postgres>::new("WITH fence AS (");
+        match self.fence {
+            // The shared barrier lock first, then whether the owner's session still
+            // holds the partition (`pg_locks` is read live, not from the snapshot).
+            Some(fence) => {
+                q.push(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks \
+                       WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::bigint = ",
+                );
+                q.push_bind(i64::from(fence.namespace));
+                q.push(" AND objid::bigint = ");
+                q.push_bind(i64::from(fence.key));
+                q.push(" AND pid = ");
+                q.push_bind(fence.pid);
+                q.push(
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) \
+                     AS held FROM (SELECT pg_advisory_xact_lock_shared(",
+                );
+                q.push_bind(fence.barrier);
+                q.push(", ");
+                q.push_bind(fence.key);
+                q.push(")) AS barrier");
+            }
+            None => {
+                q.push("SELECT true AS held");
+            }
+        }
+        q.push(")");
+        if !put_w.is_empty() {
+            q.push(
+                ", put_instances AS (INSERT INTO instances (workflow, key, body) SELECT * FROM ",
+            );
+            unnest!(q, &put_w => "text[]", &put_k => "text[]", &put_b => "text[]");
+            q.push(
+                " WHERE (SELECT held FROM fence) \
+                 ON CONFLICT (workflow, key) DO UPDATE SET body = EXCLUDED.body)",
+            );
+        }
+        if !del_w.is_empty() {
+            q.push(", del_instances AS (DELETE FROM instances i USING ");
+            unnest!(q, &del_w => "text[]", &del_k => "text[]");
+            q.push(
+                " AS d(workflow, key) \
+                 WHERE i.workflow = d.workflow AND i.key = d.key AND (SELECT held FROM fence))",
+            );
+        }
+        if !timer_ids.is_empty() {
+            q.push(", put_timers AS (INSERT INTO timers (id, due, due_ns, body) SELECT * FROM ");
+            unnest!(q, &timer_ids => "int8[]", &timer_dues => "timestamptz[]",
+                &timer_nss => "int2[]", &timer_bodies => "text[]");
+            q.push(" WHERE (SELECT held FROM fence))");
+        }
+        if !removed.is_empty() {
+            q.push(", del_timers AS (DELETE FROM timers WHERE id = ANY(");
+            q.push_bind(&removed);
+            q.push("::int8[]) AND (SELECT held FROM fence))");
+        }
+        if !seen_ids.is_empty() {
+            q.push(", put_seen AS (INSERT INTO seen_events (source, id) SELECT * FROM ");
+            unnest!(q, &seen_sources => "text[]", &seen_ids => "text[]");
+            q.push(" WHERE (SELECT held FROM fence))");
+        }
+        if !counter_names.is_empty() {
+            q.push(", put_counters AS (INSERT INTO counters (counter, key, body) SELECT * FROM ");
+            unnest!(q, &counter_names => "text[]", &counter_keys => "text[]",
+                &counter_bodies => "text[]");
+            q.push(
+                " WHERE (SELECT held FROM fence) \
+                 ON CONFLICT (counter, key) DO UPDATE SET body = EXCLUDED.body)",
+            );
+        }
+        if !put_c.is_empty() {
+            q.push(
+                ", put_expectations AS (INSERT INTO expectations (cadence, period, due, due_ns, timer) \
+                 SELECT * FROM ",
+            );
+            unnest!(q, &put_c => "text[]", &put_p => "text[]", &put_due => "timestamptz[]",
+                &put_ns => "int2[]", &put_t => "int8[]");
+            q.push(
+                " WHERE (SELECT held FROM fence) ON CONFLICT (cadence, period) DO UPDATE \
+                 SET due = EXCLUDED.due, due_ns = EXCLUDED.due_ns, timer = EXCLUDED.timer)",
+            );
+        }
+        if !del_c.is_empty() {
+            q.push(", del_expectations AS (DELETE FROM expectations e USING ");
+            unnest!(q, &del_c => "text[]", &del_p => "text[]");
+            q.push(
+                " AS d(cadence, period) \
+                 WHERE e.cadence = d.cadence AND e.period = d.period AND (SELECT held FROM fence))",
+            );
+        }
+        if !ev_seqs.is_empty() {
+            q.push(
+                ", put_evidence AS (INSERT INTO evidence (seq, at, kind, record, prev_hash, hash) \
+                 SELECT * FROM ",
+            );
+            unnest!(q, &ev_seqs => "int8[]", &ev_ats => "text[]", &ev_kinds => "text[]",
+                &ev_records => "text[]", &ev_prevs => "text[]", &ev_hashes => "text[]");
+            q.push(" WHERE (SELECT held FROM fence))");
+        }
+        if !ids.is_empty() {
+            // In decision order, so `seq` (per-instance dispatch order) follows it.
+            q.push(
+                ", put_outbox AS (INSERT INTO outbox \
+                 (action_id, at, at_ns, connector, op, args, workflow, key, status) \
+                 SELECT a, t, n, c, o, g, w, k, s FROM ",
+            );
+            unnest!(q, &ids => "text[]", &ats => "timestamptz[]", &nss => "int2[]",
+                &connectors => "text[]", &ops => "text[]", &args => "text[]",
+                &workflows => "text[]", &keys => "text[]", &statuses => "text[]");
+            q.push(
+                " WITH ORDINALITY AS u(a, t, n, c, o, g, w, k, s, i) \
+                 WHERE (SELECT held FROM fence) ORDER BY i ON CONFLICT DO NOTHING)",
+            );
+        }
+        if !end_ids.is_empty() {
+            q.push(
+                ", end_outbox AS (UPDATE outbox o SET status = e.status, result = e.result, \
+                 last_error = coalesce(e.reason, o.last_error), \
+                 attempts = greatest(o.attempts, e.attempt), lease_ms = NULL FROM ",
+            );
+            unnest!(q, &end_ids => "text[]", &end_statuses => "text[]",
+                &end_results => "text[]", &end_reasons => "text[]", &end_attempts => "int8[]");
+            q.push(
+                " AS e(action_id, status, result, reason, attempt) \
+                 WHERE o.action_id = e.action_id AND o.status NOT IN ('done', 'dead') \
+                 AND (SELECT held FROM fence))",
+            );
+        }
+        q.push(", put_meta AS (INSERT INTO meta (name, value) SELECT * FROM ");
+        unnest!(q, &meta_names[..] => "text[]", &meta_values[..] => "text[]");
+        q.push(
+            " WHERE (SELECT held FROM fence) \
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value) \
+             SELECT held FROM fence",
+        );
+        let query = q.build_query_scalar::<bool>();
+        // One statement in its own transaction: one round trip.
+        if query.fetch_one(&self.pool).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced)
+        }
     }
 
     async fn evidence(&self, after: u64) -> Result<Vec<EvidenceRecord>, StoreError> {
