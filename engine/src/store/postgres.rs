@@ -150,6 +150,24 @@ macro_rules! unnest {
     }};
 }
 
+/// Appends to a commit statement the part `del_TABLE` deleting the rows of `table`
+/// whose two key `columns` match a pair of `values`.
+fn delete_pairs<'q>(
+    q: &mut QueryBuilder<'q, Postgres>,
+    table: &str,
+    [first, second]: [&str; 2],
+    [firsts, seconds]: [&'q [&'q str]; 2],
+) {
+    q.push(format_args!(
+        ", del_{table} AS (DELETE FROM {table} t USING "
+    ));
+    unnest!(q, firsts => "text[]", seconds => "text[]");
+    q.push(format_args!(
+        " AS d({first}, {second}) WHERE t.{first} = d.{first} AND t.{second} = d.{second} \
+         AND (SELECT held FROM fence))"
+    ));
+}
+
 /// The timers a commit inserts and the ids it deletes: a timer added and removed in
 /// the same batch is left out of both.
 fn net_timers(changes: &Changes) -> (Vec<&Timer>, Vec<i64>) {
@@ -522,12 +540,7 @@ impl Store for PostgresStore {
             );
         }
         if !del_w.is_empty() {
-            q.push(", del_instances AS (DELETE FROM instances i USING ");
-            unnest!(q, &del_w => "text[]", &del_k => "text[]");
-            q.push(
-                " AS d(workflow, key) \
-                 WHERE i.workflow = d.workflow AND i.key = d.key AND (SELECT held FROM fence))",
-            );
+            delete_pairs(&mut q, "instances", ["workflow", "key"], [&del_w, &del_k]);
         }
         if !timer_ids.is_empty() {
             q.push(", put_timers AS (INSERT INTO timers (id, due, due_ns, body) SELECT * FROM ");
@@ -567,11 +580,11 @@ impl Store for PostgresStore {
             );
         }
         if !del_c.is_empty() {
-            q.push(", del_expectations AS (DELETE FROM expectations e USING ");
-            unnest!(q, &del_c => "text[]", &del_p => "text[]");
-            q.push(
-                " AS d(cadence, period) \
-                 WHERE e.cadence = d.cadence AND e.period = d.period AND (SELECT held FROM fence))",
+            delete_pairs(
+                &mut q,
+                "expectations",
+                ["cadence", "period"],
+                [&del_c, &del_p],
             );
         }
         if !ev_seqs.is_empty() {
