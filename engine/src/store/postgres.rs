@@ -21,7 +21,7 @@ use super::codec::{
 use super::{
     Claimed, DeadLetter, Meta, OutboxBacklog, OutboxRow, SettledAs, Settlement, Store, StoreError,
 };
-use crate::core::{Changes, Expectation, Timer, World};
+use crate::core::{Changes, Expectation, World};
 use crate::decision::EvidenceRecord;
 use crate::ruleset::Ruleset;
 
@@ -150,46 +150,355 @@ macro_rules! unnest {
     }};
 }
 
-/// Appends to a commit statement the part `del_TABLE` deleting the rows of `table`
-/// whose two key `columns` match a pair of `values`.
-fn delete_pairs<'q>(
-    q: &mut QueryBuilder<'q, Postgres>,
-    table: &str,
-    [first, second]: [&str; 2],
-    [firsts, seconds]: [&'q [&'q str]; 2],
-) {
-    q.push(format_args!(
-        ", del_{table} AS (DELETE FROM {table} t USING "
-    ));
-    unnest!(q, firsts => "text[]", seconds => "text[]");
-    q.push(format_args!(
-        " AS d({first}, {second}) WHERE t.{first} = d.{first} AND t.{second} = d.{second} \
-         AND (SELECT held FROM fence))"
-    ));
+/// A commit as one statement, so one round trip, in a transaction of its own.
+///
+/// It starts with the part `fence`, whose one row says whether the commit may write;
+/// each table the batch writes adds a data-modifying `WITH` part (only those), fed by
+/// arrays expanded with `UNNEST` and gated on `fence.held`. PostgreSQL runs every part
+/// to completion whether or not it is read; the final `SELECT` returns `held`, so
+/// false means the commit was refused and nothing was written. Parts on one table never
+/// touch the same row: one statement cannot see or change what another part of it
+/// wrote (see [`CommitStatement::timers`] and [`CommitStatement::settled`]).
+struct CommitStatement<'q> {
+    q: QueryBuilder<'q, Postgres>,
 }
 
-/// The timers a commit inserts and the ids it deletes: a timer added and removed in
-/// the same batch is left out of both.
-fn net_timers(changes: &Changes) -> (Vec<&Timer>, Vec<i64>) {
-    if changes.timers_added.is_empty() || changes.timers_removed.is_empty() {
-        let removed = changes.timers_removed.iter().map(|&id| id as i64).collect();
-        return (changes.timers_added.iter().collect(), removed);
+impl<'q> CommitStatement<'q> {
+    fn new(fence: Option<Fence>) -> CommitStatement<'q> {
+        let mut q = QueryBuilder::new("WITH fence AS (");
+        match fence {
+            // The shared barrier lock first, then whether the owner's session still
+            // holds the partition (`pg_locks` is read live, not from the snapshot).
+            Some(fence) => {
+                q.push(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks \
+                       WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::bigint = ",
+                );
+                q.push_bind(i64::from(fence.namespace));
+                q.push(" AND objid::bigint = ");
+                q.push_bind(i64::from(fence.key));
+                q.push(" AND pid = ");
+                q.push_bind(fence.pid);
+                q.push(
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) \
+                     AS held FROM (SELECT pg_advisory_xact_lock_shared(",
+                );
+                q.push_bind(fence.barrier);
+                q.push(", ");
+                q.push_bind(fence.key);
+                q.push(")) AS barrier");
+            }
+            None => {
+                q.push("SELECT true AS held");
+            }
+        }
+        q.push(")");
+        CommitStatement { q }
     }
-    let removed: HashSet<u64> = changes.timers_removed.iter().copied().collect();
-    let added: HashSet<u64> = changes.timers_added.iter().map(|t| t.id).collect();
-    (
-        changes
-            .timers_added
-            .iter()
-            .filter(|t| !removed.contains(&t.id))
-            .collect(),
-        changes
+
+    /// Instances written and finished: the map has each key once, so the two parts
+    /// are disjoint.
+    fn instances(&mut self, rules: &'q Ruleset, changes: &'q Changes) {
+        let (mut put_w, mut put_k, mut put_b) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut del_w, mut del_k) = (Vec::new(), Vec::new());
+        for ((w, key), inst) in &changes.instances {
+            let workflow = rules.workflows[*w].name.as_str();
+            match inst {
+                Some(inst) => {
+                    put_w.push(workflow);
+                    put_k.push(key.as_ref());
+                    put_b.push(encode_instance(rules, *w, inst));
+                }
+                None => {
+                    del_w.push(workflow);
+                    del_k.push(key.as_ref());
+                }
+            }
+        }
+        let q = &mut self.q;
+        if !put_w.is_empty() {
+            q.push(
+                ", put_instances AS (INSERT INTO instances (workflow, key, body) SELECT * FROM ",
+            );
+            unnest!(q, put_w => "text[]", put_k => "text[]", put_b => "text[]");
+            q.push(
+                " WHERE (SELECT held FROM fence) \
+                 ON CONFLICT (workflow, key) DO UPDATE SET body = EXCLUDED.body)",
+            );
+        }
+        if !del_w.is_empty() {
+            self.delete_pairs("instances", ["workflow", "key"], [del_w, del_k]);
+        }
+    }
+
+    /// Timers set and cancelled. A timer set and cancelled within the batch is in
+    /// neither part (the delete would not see the insert).
+    fn timers(&mut self, rules: &'q Ruleset, changes: &'q Changes) {
+        let cancelled: HashSet<u64> = changes.timers_removed.iter().copied().collect();
+        let set: HashSet<u64> = changes.timers_added.iter().map(|t| t.id).collect();
+        let (mut ids, mut dues, mut nss, mut bodies) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for timer in &changes.timers_added {
+            if cancelled.contains(&timer.id) {
+                continue;
+            }
+            let (due, ns) = split_time(timer.due);
+            ids.push(timer.id as i64);
+            dues.push(due);
+            nss.push(ns);
+            bodies.push(encode_timer(rules, &timer.kind).to_string());
+        }
+        let gone: Vec<i64> = changes
             .timers_removed
             .iter()
-            .filter(|id| !added.contains(id))
+            .filter(|id| !set.contains(id))
             .map(|&id| id as i64)
-            .collect(),
-    )
+            .collect();
+        let q = &mut self.q;
+        if !ids.is_empty() {
+            q.push(", put_timers AS (INSERT INTO timers (id, due, due_ns, body) SELECT * FROM ");
+            unnest!(q, ids => "int8[]", dues => "timestamptz[]", nss => "int2[]", bodies => "text[]");
+            q.push(" WHERE (SELECT held FROM fence))");
+        }
+        if !gone.is_empty() {
+            q.push(", del_timers AS (DELETE FROM timers WHERE id = ANY(");
+            q.push_bind(gone);
+            q.push("::int8[]) AND (SELECT held FROM fence))");
+        }
+    }
+
+    fn seen(&mut self, changes: &'q Changes) {
+        if changes.seen.is_empty() {
+            return;
+        }
+        let sources: Vec<&str> = changes.seen.iter().map(|s| s.source.as_ref()).collect();
+        let ids: Vec<&str> = changes.seen.iter().map(|s| s.id.as_ref()).collect();
+        let q = &mut self.q;
+        q.push(", put_seen AS (INSERT INTO seen_events (source, id) SELECT * FROM ");
+        unnest!(q, sources => "text[]", ids => "text[]");
+        q.push(" WHERE (SELECT held FROM fence))");
+    }
+
+    fn counters(&mut self, rules: &'q Ruleset, changes: &'q Changes) {
+        if changes.counters.is_empty() {
+            return;
+        }
+        let (mut names, mut keys, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
+        for ((c, key), state) in &changes.counters {
+            names.push(rules.counters[*c].name.as_str());
+            keys.push(key.as_str());
+            bodies.push(encode_counter(state).to_string());
+        }
+        let q = &mut self.q;
+        q.push(", put_counters AS (INSERT INTO counters (counter, key, body) SELECT * FROM ");
+        unnest!(q, names => "text[]", keys => "text[]", bodies => "text[]");
+        q.push(
+            " WHERE (SELECT held FROM fence) \
+             ON CONFLICT (counter, key) DO UPDATE SET body = EXCLUDED.body)",
+        );
+    }
+
+    /// Cadence expectations set and met: keyed by a map, so disjoint.
+    fn expectations(&mut self, rules: &'q Ruleset, changes: &'q Changes) {
+        let (mut put_c, mut put_p, mut put_due, mut put_ns, mut put_t) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut del_c, mut del_p) = (Vec::new(), Vec::new());
+        for ((c, period), exp) in &changes.expectations {
+            let cadence = rules.cadences[*c].name.as_str();
+            match exp {
+                Some(exp) => {
+                    let (due, ns) = split_time(exp.due);
+                    put_c.push(cadence);
+                    put_p.push(period.as_str());
+                    put_due.push(due);
+                    put_ns.push(ns);
+                    put_t.push(exp.timer as i64);
+                }
+                None => {
+                    del_c.push(cadence);
+                    del_p.push(period.as_str());
+                }
+            }
+        }
+        let q = &mut self.q;
+        if !put_c.is_empty() {
+            q.push(
+                ", put_expectations AS (INSERT INTO expectations (cadence, period, due, due_ns, timer) \
+                 SELECT * FROM ",
+            );
+            unnest!(q, put_c => "text[]", put_p => "text[]", put_due => "timestamptz[]",
+                put_ns => "int2[]", put_t => "int8[]");
+            q.push(
+                " WHERE (SELECT held FROM fence) ON CONFLICT (cadence, period) DO UPDATE \
+                 SET due = EXCLUDED.due, due_ns = EXCLUDED.due_ns, timer = EXCLUDED.timer)",
+            );
+        }
+        if !del_c.is_empty() {
+            self.delete_pairs("expectations", ["cadence", "period"], [del_c, del_p]);
+        }
+    }
+
+    fn evidence(&mut self, changes: &'q Changes) {
+        let ev = &changes.evidence;
+        if ev.is_empty() {
+            return;
+        }
+        let seqs: Vec<i64> = ev.iter().map(|r| r.seq as i64).collect();
+        let ats: Vec<&str> = ev.iter().map(|r| r.at.as_str()).collect();
+        let kinds: Vec<&str> = ev.iter().map(|r| r.kind.as_str()).collect();
+        let records: Vec<&str> = ev.iter().map(|r| r.record.as_str()).collect();
+        let prevs: Vec<&str> = ev.iter().map(|r| r.prev_hash.as_str()).collect();
+        let hashes: Vec<&str> = ev.iter().map(|r| r.hash.as_str()).collect();
+        let q = &mut self.q;
+        q.push(
+            ", put_evidence AS (INSERT INTO evidence (seq, at, kind, record, prev_hash, hash) \
+             SELECT * FROM ",
+        );
+        unnest!(q, seqs => "int8[]", ats => "text[]", kinds => "text[]",
+            records => "text[]", prevs => "text[]", hashes => "text[]");
+        q.push(" WHERE (SELECT held FROM fence))");
+    }
+
+    /// New outbox rows, in decision order, so `seq` (per-instance dispatch order)
+    /// follows it.
+    fn outbox(&mut self, changes: &'q Changes, dispatch_emitted: bool) {
+        let n = changes.outbox.len();
+        if n == 0 {
+            return;
+        }
+        let (mut ids, mut ats, mut nss, mut connectors, mut ops, mut args) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut workflows, mut keys, mut statuses) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut routes = super::outbox_routes(changes);
+        for o in &changes.outbox {
+            let (at, ns) = split_time(o.at);
+            ids.push(o.action_id.as_str());
+            ats.push(at);
+            nss.push(ns);
+            connectors.push(o.connector.as_str());
+            ops.push(o.op.as_str());
+            args.push(o.args.to_string());
+            let (workflow, key) = routes.remove(&o.action_id).unwrap_or_default();
+            workflows.push(workflow);
+            keys.push(key);
+            statuses.push(
+                if super::dispatched(&o.connector, &o.op, dispatch_emitted) {
+                    "pending"
+                } else {
+                    "done"
+                },
+            );
+        }
+        let q = &mut self.q;
+        q.push(
+            ", put_outbox AS (INSERT INTO outbox \
+             (action_id, at, at_ns, connector, op, args, workflow, key, status) \
+             SELECT a, t, n, c, o, g, w, k, s FROM ",
+        );
+        unnest!(q, ids => "text[]", ats => "timestamptz[]", nss => "int2[]",
+            connectors => "text[]", ops => "text[]", args => "text[]",
+            workflows => "text[]", keys => "text[]", statuses => "text[]");
+        q.push(
+            " WITH ORDINALITY AS u(a, t, n, c, o, g, w, k, s, i) \
+             WHERE (SELECT held FROM fence) ORDER BY i ON CONFLICT DO NOTHING)",
+        );
+    }
+
+    /// The ends of actions. Their rows were committed, and claimed, by earlier
+    /// commits: never one this statement inserts.
+    fn settled(&mut self, settled: &'q [Settlement]) {
+        if settled.is_empty() {
+            return;
+        }
+        let n = settled.len();
+        let (mut ids, mut statuses, mut results, mut reasons, mut attempts) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for s in settled {
+            let (status, result, reason) = match &s.end {
+                SettledAs::Done { result } => ("done", Some(result.as_str()), None),
+                SettledAs::Dead { reason } => ("dead", None, Some(reason.as_str())),
+            };
+            ids.push(s.action_id.as_str());
+            statuses.push(status);
+            results.push(result);
+            reasons.push(reason);
+            attempts.push(i64::from(s.attempt));
+        }
+        let q = &mut self.q;
+        q.push(
+            ", end_outbox AS (UPDATE outbox o SET status = e.status, result = e.result, \
+             last_error = coalesce(e.reason, o.last_error), \
+             attempts = greatest(o.attempts, e.attempt), lease_ms = NULL FROM ",
+        );
+        unnest!(q, ids => "text[]", statuses => "text[]", results => "text[]",
+            reasons => "text[]", attempts => "int8[]");
+        q.push(
+            " AS e(action_id, status, result, reason, attempt) \
+             WHERE o.action_id = e.action_id AND o.status NOT IN ('done', 'dead') \
+             AND (SELECT held FROM fence))",
+        );
+    }
+
+    /// The engine's counters and chain head (every commit), and the final `SELECT`.
+    fn meta(mut self, meta: &Meta) -> CommitStatement<'q> {
+        let names = vec![
+            "next_timer",
+            "chain_seq",
+            "chain_hash",
+            "now",
+            "cadences_scheduled",
+        ];
+        let values = vec![
+            meta.next_timer.to_string(),
+            meta.chain.seq.to_string(),
+            crate::decision::hash_hex(&meta.chain.hash),
+            meta.now.map(encode_time).unwrap_or_default(),
+            meta.cadences_scheduled.to_string(),
+        ];
+        let q = &mut self.q;
+        q.push(", put_meta AS (INSERT INTO meta (name, value) SELECT * FROM ");
+        unnest!(q, names => "text[]", values => "text[]");
+        q.push(
+            " WHERE (SELECT held FROM fence) \
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value) \
+             SELECT held FROM fence",
+        );
+        self
+    }
+
+    /// Appends the part `del_TABLE`, deleting the rows of `table` whose two key
+    /// `columns` match a pair of `values`.
+    fn delete_pairs(
+        &mut self,
+        table: &str,
+        [first, second]: [&str; 2],
+        [firsts, seconds]: [Vec<&'q str>; 2],
+    ) {
+        let q = &mut self.q;
+        q.push(format_args!(
+            ", del_{table} AS (DELETE FROM {table} t USING "
+        ));
+        unnest!(q, firsts => "text[]", seconds => "text[]");
+        q.push(format_args!(
+            " AS d({first}, {second}) WHERE t.{first} = d.{first} AND t.{second} = d.{second} \
+             AND (SELECT held FROM fence))"
+        ));
+    }
 }
 
 /// Whether a store location names a PostgreSQL database rather than an SQLite file.
@@ -347,294 +656,17 @@ impl Store for PostgresStore {
         meta: &Meta,
         settled: &[Settlement],
     ) -> Result<(), StoreError> {
-        // Instances: the map has each key once, so writes and deletes are disjoint.
-        let (mut put_w, mut put_k, mut put_b) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut del_w, mut del_k) = (Vec::new(), Vec::new());
-        for ((w, key), inst) in &changes.instances {
-            let workflow = rules.workflows[*w].name.as_str();
-            match inst {
-                Some(inst) => {
-                    put_w.push(workflow);
-                    put_k.push(key.as_ref());
-                    put_b.push(encode_instance(rules, *w, inst));
-                }
-                None => {
-                    del_w.push(workflow);
-                    del_k.push(key.as_ref());
-                }
-            }
-        }
-
-        // Timers: one statement cannot delete a row it inserts, so a timer both added
-        // and removed in this batch is neither.
-        let (added, removed) = net_timers(changes);
-        let n = added.len();
-        let (mut timer_ids, mut timer_dues, mut timer_nss, mut timer_bodies) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for timer in added {
-            let (due, ns) = split_time(timer.due);
-            timer_ids.push(timer.id as i64);
-            timer_dues.push(due);
-            timer_nss.push(ns);
-            timer_bodies.push(encode_timer(rules, &timer.kind).to_string());
-        }
-
-        let seen_sources: Vec<&str> = changes.seen.iter().map(|s| s.source.as_ref()).collect();
-        let seen_ids: Vec<&str> = changes.seen.iter().map(|s| s.id.as_ref()).collect();
-
-        let (mut counter_names, mut counter_keys, mut counter_bodies) =
-            (Vec::new(), Vec::new(), Vec::new());
-        for ((c, key), state) in &changes.counters {
-            counter_names.push(rules.counters[*c].name.as_str());
-            counter_keys.push(key.as_str());
-            counter_bodies.push(encode_counter(state).to_string());
-        }
-
-        let (mut put_c, mut put_p, mut put_due, mut put_ns, mut put_t) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut del_c, mut del_p) = (Vec::new(), Vec::new());
-        for ((c, period), exp) in &changes.expectations {
-            let cadence = rules.cadences[*c].name.as_str();
-            match exp {
-                Some(exp) => {
-                    let (due, ns) = split_time(exp.due);
-                    put_c.push(cadence);
-                    put_p.push(period.as_str());
-                    put_due.push(due);
-                    put_ns.push(ns);
-                    put_t.push(exp.timer as i64);
-                }
-                None => {
-                    del_c.push(cadence);
-                    del_p.push(period.as_str());
-                }
-            }
-        }
-
-        let ev = &changes.evidence;
-        let ev_seqs: Vec<i64> = ev.iter().map(|r| r.seq as i64).collect();
-        let ev_ats: Vec<&str> = ev.iter().map(|r| r.at.as_str()).collect();
-        let ev_kinds: Vec<&str> = ev.iter().map(|r| r.kind.as_str()).collect();
-        let ev_records: Vec<&str> = ev.iter().map(|r| r.record.as_str()).collect();
-        let ev_prevs: Vec<&str> = ev.iter().map(|r| r.prev_hash.as_str()).collect();
-        let ev_hashes: Vec<&str> = ev.iter().map(|r| r.hash.as_str()).collect();
-
-        let n = changes.outbox.len();
-        let (mut ids, mut ats, mut nss, mut connectors, mut ops, mut args) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut workflows, mut keys, mut statuses) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let mut routes = super::outbox_routes(changes);
-        for o in &changes.outbox {
-            let (at, ns) = split_time(o.at);
-            ids.push(o.action_id.as_str());
-            ats.push(at);
-            nss.push(ns);
-            connectors.push(o.connector.as_str());
-            ops.push(o.op.as_str());
-            args.push(o.args.to_string());
-            let (workflow, key) = routes.remove(&o.action_id).unwrap_or_default();
-            workflows.push(workflow);
-            keys.push(key);
-            statuses.push(
-                if super::dispatched(&o.connector, &o.op, self.dispatch_emitted) {
-                    "pending"
-                } else {
-                    "done"
-                },
-            );
-        }
-
-        // Settled rows were committed (and claimed) by earlier commits: never one this
-        // statement inserts.
-        let n = settled.len();
-        let (mut end_ids, mut end_statuses, mut end_results, mut end_reasons, mut end_attempts) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for s in settled {
-            let (status, result, reason) = match &s.end {
-                SettledAs::Done { result } => ("done", Some(result.as_str()), None),
-                SettledAs::Dead { reason } => ("dead", None, Some(reason.as_str())),
-            };
-            end_ids.push(s.action_id.as_str());
-            end_statuses.push(status);
-            end_results.push(result);
-            end_reasons.push(reason);
-            end_attempts.push(i64::from(s.attempt));
-        }
-
-        let meta_names = [
-            "next_timer",
-            "chain_seq",
-            "chain_hash",
-            "now",
-            "cadences_scheduled",
-        ];
-        let meta_values = [
-            meta.next_timer.to_string(),
-            meta.chain.seq.to_string(),
-            crate::decision::hash_hex(&meta.chain.hash),
-            meta.now.map(encode_time).unwrap_or_default(),
-            meta.cadences_scheduled.to_string(),
-        ];
-
-        // One statement, so one round trip, in a transaction of its own: each table's
-        // changes are a data-modifying `WITH` part (only the parts with rows), which
-        // PostgreSQL runs to completion whether or not it is read. Every write is
-        // gated on `fence.held`, which the final `SELECT` returns: false means the
-        // commit was refused and nothing was written. Parts on one table never touch
-        // the same row (see `net_timers` and the settled rows' note).
-        let mut q = QueryBuilder::<Postgres>::new("WITH fence AS (");
-        match self.fence {
-            // The shared barrier lock first, then whether the owner's session still
-            // holds the partition (`pg_locks` is read live, not from the snapshot).
-            Some(fence) => {
-                q.push(
-                    "SELECT EXISTS (SELECT 1 FROM pg_locks \
-                       WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::bigint = ",
-                );
-                q.push_bind(i64::from(fence.namespace));
-                q.push(" AND objid::bigint = ");
-                q.push_bind(i64::from(fence.key));
-                q.push(" AND pid = ");
-                q.push_bind(fence.pid);
-                q.push(
-                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) \
-                     AS held FROM (SELECT pg_advisory_xact_lock_shared(",
-                );
-                q.push_bind(fence.barrier);
-                q.push(", ");
-                q.push_bind(fence.key);
-                q.push(")) AS barrier");
-            }
-            None => {
-                q.push("SELECT true AS held");
-            }
-        }
-        q.push(")");
-        if !put_w.is_empty() {
-            q.push(
-                ", put_instances AS (INSERT INTO instances (workflow, key, body) SELECT * FROM ",
-            );
-            unnest!(q, &put_w => "text[]", &put_k => "text[]", &put_b => "text[]");
-            q.push(
-                " WHERE (SELECT held FROM fence) \
-                 ON CONFLICT (workflow, key) DO UPDATE SET body = EXCLUDED.body)",
-            );
-        }
-        if !del_w.is_empty() {
-            delete_pairs(&mut q, "instances", ["workflow", "key"], [&del_w, &del_k]);
-        }
-        if !timer_ids.is_empty() {
-            q.push(", put_timers AS (INSERT INTO timers (id, due, due_ns, body) SELECT * FROM ");
-            unnest!(q, &timer_ids => "int8[]", &timer_dues => "timestamptz[]",
-                &timer_nss => "int2[]", &timer_bodies => "text[]");
-            q.push(" WHERE (SELECT held FROM fence))");
-        }
-        if !removed.is_empty() {
-            q.push(", del_timers AS (DELETE FROM timers WHERE id = ANY(");
-            q.push_bind(&removed);
-            q.push("::int8[]) AND (SELECT held FROM fence))");
-        }
-        if !seen_ids.is_empty() {
-            q.push(", put_seen AS (INSERT INTO seen_events (source, id) SELECT * FROM ");
-            unnest!(q, &seen_sources => "text[]", &seen_ids => "text[]");
-            q.push(" WHERE (SELECT held FROM fence))");
-        }
-        if !counter_names.is_empty() {
-            q.push(", put_counters AS (INSERT INTO counters (counter, key, body) SELECT * FROM ");
-            unnest!(q, &counter_names => "text[]", &counter_keys => "text[]",
-                &counter_bodies => "text[]");
-            q.push(
-                " WHERE (SELECT held FROM fence) \
-                 ON CONFLICT (counter, key) DO UPDATE SET body = EXCLUDED.body)",
-            );
-        }
-        if !put_c.is_empty() {
-            q.push(
-                ", put_expectations AS (INSERT INTO expectations (cadence, period, due, due_ns, timer) \
-                 SELECT * FROM ",
-            );
-            unnest!(q, &put_c => "text[]", &put_p => "text[]", &put_due => "timestamptz[]",
-                &put_ns => "int2[]", &put_t => "int8[]");
-            q.push(
-                " WHERE (SELECT held FROM fence) ON CONFLICT (cadence, period) DO UPDATE \
-                 SET due = EXCLUDED.due, due_ns = EXCLUDED.due_ns, timer = EXCLUDED.timer)",
-            );
-        }
-        if !del_c.is_empty() {
-            delete_pairs(
-                &mut q,
-                "expectations",
-                ["cadence", "period"],
-                [&del_c, &del_p],
-            );
-        }
-        if !ev_seqs.is_empty() {
-            q.push(
-                ", put_evidence AS (INSERT INTO evidence (seq, at, kind, record, prev_hash, hash) \
-                 SELECT * FROM ",
-            );
-            unnest!(q, &ev_seqs => "int8[]", &ev_ats => "text[]", &ev_kinds => "text[]",
-                &ev_records => "text[]", &ev_prevs => "text[]", &ev_hashes => "text[]");
-            q.push(" WHERE (SELECT held FROM fence))");
-        }
-        if !ids.is_empty() {
-            // In decision order, so `seq` (per-instance dispatch order) follows it.
-            q.push(
-                ", put_outbox AS (INSERT INTO outbox \
-                 (action_id, at, at_ns, connector, op, args, workflow, key, status) \
-                 SELECT a, t, n, c, o, g, w, k, s FROM ",
-            );
-            unnest!(q, &ids => "text[]", &ats => "timestamptz[]", &nss => "int2[]",
-                &connectors => "text[]", &ops => "text[]", &args => "text[]",
-                &workflows => "text[]", &keys => "text[]", &statuses => "text[]");
-            q.push(
-                " WITH ORDINALITY AS u(a, t, n, c, o, g, w, k, s, i) \
-                 WHERE (SELECT held FROM fence) ORDER BY i ON CONFLICT DO NOTHING)",
-            );
-        }
-        if !end_ids.is_empty() {
-            q.push(
-                ", end_outbox AS (UPDATE outbox o SET status = e.status, result = e.result, \
-                 last_error = coalesce(e.reason, o.last_error), \
-                 attempts = greatest(o.attempts, e.attempt), lease_ms = NULL FROM ",
-            );
-            unnest!(q, &end_ids => "text[]", &end_statuses => "text[]",
-                &end_results => "text[]", &end_reasons => "text[]", &end_attempts => "int8[]");
-            q.push(
-                " AS e(action_id, status, result, reason, attempt) \
-                 WHERE o.action_id = e.action_id AND o.status NOT IN ('done', 'dead') \
-                 AND (SELECT held FROM fence))",
-            );
-        }
-        q.push(", put_meta AS (INSERT INTO meta (name, value) SELECT * FROM ");
-        unnest!(q, &meta_names[..] => "text[]", &meta_values[..] => "text[]");
-        q.push(
-            " WHERE (SELECT held FROM fence) \
-             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value) \
-             SELECT held FROM fence",
-        );
-        let query = q.build_query_scalar::<bool>();
-        // One statement in its own transaction: one round trip.
-        if query.fetch_one(&self.pool).await? {
+        let mut statement = CommitStatement::new(self.fence);
+        statement.instances(rules, changes);
+        statement.timers(rules, changes);
+        statement.seen(changes);
+        statement.counters(rules, changes);
+        statement.expectations(rules, changes);
+        statement.evidence(changes);
+        statement.outbox(changes, self.dispatch_emitted);
+        statement.settled(settled);
+        let mut q = statement.meta(meta).q;
+        if q.build_query_scalar::<bool>().fetch_one(&self.pool).await? {
             Ok(())
         } else {
             Err(StoreError::Fenced)
