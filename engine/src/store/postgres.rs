@@ -234,8 +234,13 @@ impl<'q> CommitStatement<'q> {
     /// Timers set and cancelled. A timer set and cancelled within the batch is in
     /// neither part (the delete would not see the insert).
     fn timers(&mut self, rules: &'q Ruleset, changes: &'q Changes) {
-        let cancelled: HashSet<u64> = changes.timers_removed.iter().copied().collect();
-        let set: HashSet<u64> = changes.timers_added.iter().map(|t| t.id).collect();
+        // Only a batch that both sets and cancels timers needs to match them up.
+        let both = !changes.timers_added.is_empty() && !changes.timers_removed.is_empty();
+        let ids_of = |ids: &mut dyn Iterator<Item = u64>| -> HashSet<u64> {
+            if both { ids.collect() } else { HashSet::new() }
+        };
+        let cancelled = ids_of(&mut changes.timers_removed.iter().copied());
+        let set = ids_of(&mut changes.timers_added.iter().map(|t| t.id));
         let (mut ids, mut dues, mut nss, mut bodies) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for timer in &changes.timers_added {
