@@ -26,7 +26,7 @@ use steward_engine::decision::{ChainHead, Decision, EvidenceRecord, Kind, verify
 use steward_engine::event::{Event, EventIdentity};
 use steward_engine::replay::{Driver, decode_line};
 use steward_engine::ruleset::Ruleset;
-use steward_engine::store::postgres::PostgresStore;
+use steward_engine::store::postgres::{GroupCommit, PostgresStore};
 use steward_engine::store::sqlite::SqliteStore;
 use steward_engine::store::{
     Claimed, DeadLetter, Meta, OutboxBacklog, SettledAs, Settlement, Store,
@@ -169,6 +169,18 @@ impl Place for Schema {
         PostgresStore::connect_schema(&self.url, &self.name)
             .await
             .unwrap()
+    }
+}
+
+/// A schema whose store commits through a group committer of its own (the
+/// committer is shared by every store opened from it).
+struct Grouped(Schema);
+
+impl Place for Grouped {
+    type S = PostgresStore;
+    async fn open(&self) -> PostgresStore {
+        let group = GroupCommit::new(&self.0.url, 2).unwrap();
+        self.0.open().await.grouped(group)
     }
 }
 
@@ -1209,6 +1221,112 @@ async fn postgres_commit_is_atomic() {
 async fn postgres_timers_set_and_cancelled_in_one_commit() {
     let Some(url) = postgres().await else { return };
     timers_set_and_cancelled_in_one_commit(Schema::new(&url, "timers")).await;
+}
+
+#[tokio::test]
+async fn postgres_grouped_resume_anywhere_matches_uninterrupted_run() {
+    let Some(url) = postgres().await else { return };
+    resume_anywhere_matches_uninterrupted_run(|name| Grouped(Schema::new(&url, name))).await;
+}
+
+#[tokio::test]
+async fn postgres_grouped_load_reproduces_the_world() {
+    let Some(url) = postgres().await else { return };
+    load_reproduces_the_world(Grouped(Schema::new(&url, "g_world"))).await;
+}
+
+#[tokio::test]
+async fn postgres_grouped_commit_is_atomic() {
+    let Some(url) = postgres().await else { return };
+    commit_is_atomic(Grouped(Schema::new(&url, "g_atomic"))).await;
+}
+
+#[tokio::test]
+async fn postgres_grouped_timers_set_and_cancelled_in_one_commit() {
+    let Some(url) = postgres().await else { return };
+    timers_set_and_cancelled_in_one_commit(Grouped(Schema::new(&url, "g_timers"))).await;
+}
+
+#[tokio::test]
+async fn postgres_grouped_outbox_lifecycle() {
+    let Some(url) = postgres().await else { return };
+    outbox_lifecycle(Grouped(Schema::new(&url, "g_lifecycle"))).await;
+}
+
+/// Commits of stores sharing a committer go as one statement, each answered by its
+/// own fence; a commit that fails for a reason of its own fails alone.
+#[tokio::test]
+async fn postgres_group_commit_answers_each_store_alone() {
+    use steward_engine::store::StoreError;
+    use steward_engine::store::postgres::Fence;
+    let Some(url) = postgres().await else { return };
+    let rules = example_rules();
+    let group = GroupCommit::new(&url, 1).unwrap();
+    let places = [
+        Schema::new(&url, "group_a"),
+        Schema::new(&url, "group_b"),
+        Schema::new(&url, "group_c"),
+    ];
+    let a = places[0].open().await.grouped(group.clone());
+    let b = places[1].open().await.grouped(group.clone());
+    // Fenced by a lock nobody holds: always refused.
+    let namespace = (std::process::id() as i32 & 0x0fff_ffff) | 0x2000_0000;
+    let fence = Fence {
+        namespace,
+        barrier: namespace ^ 0x0400_0000,
+        key: 3,
+        pid: 0,
+    };
+    let c = places[2].open().await.grouped(group.clone()).fenced(fence);
+    let batch = |id: &str, seq: u64| {
+        let mut changes = Changes::default();
+        changes.seen.push(EventIdentity {
+            source: Arc::from("test"),
+            id: Arc::from(id),
+        });
+        changes.evidence.push(evidence_record(seq));
+        changes
+    };
+    let (b1, b2, b3) = (batch("a1", 1), batch("b1", 1), batch("c1", 1));
+    let meta = Meta::default();
+    // All three are queued before the committer runs (one thread): one statement.
+    let before = group.statements();
+    let (ra, rb, rc) = tokio::join!(
+        a.commit(&rules, &b1, &meta),
+        b.commit(&rules, &b2, &meta),
+        c.commit(&rules, &b3, &meta),
+    );
+    assert_eq!(
+        group.statements() - before,
+        1,
+        "one statement for the group"
+    );
+    ra.unwrap();
+    rb.unwrap();
+    assert!(matches!(rc, Err(StoreError::Fenced)), "{rc:?}");
+    let seen = |world: World| -> Vec<String> {
+        let mut ids: Vec<String> = world.seen.iter().map(|e| e.id.to_string()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(seen(a.load(&rules).await.unwrap()), ["a1"]);
+    assert_eq!(seen(b.load(&rules).await.unwrap()), ["b1"]);
+    assert!(seen(c.load(&rules).await.unwrap()).is_empty());
+    assert!(c.evidence(0).await.unwrap().is_empty());
+    // b's evidence seq 1 again breaks the group's statement: each commit is tried
+    // alone, and only b's fails.
+    let (b4, b5) = (batch("a2", 2), batch("b2", 1));
+    let before = group.statements();
+    let (ra, rb) = tokio::join!(a.commit(&rules, &b4, &meta), b.commit(&rules, &b5, &meta));
+    assert_eq!(group.statements() - before, 3, "the group, then each alone");
+    ra.unwrap();
+    assert!(matches!(rb, Err(StoreError::Database(_))), "{rb:?}");
+    assert_eq!(seen(a.load(&rules).await.unwrap()), ["a1", "a2"]);
+    assert_eq!(seen(b.load(&rules).await.unwrap()), ["b1"]);
+    assert_eq!(
+        a.evidence(0).await.unwrap(),
+        vec![evidence_record(1), evidence_record(2)]
+    );
 }
 
 #[tokio::test]

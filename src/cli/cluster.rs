@@ -29,6 +29,12 @@
 //! checks, in its transaction, that the control session still holds the lock, under
 //! a shared barrier lock the next owner waits on before loading (`Fence`).
 //!
+//! **Commits.** Each partition commits on its own, or, with `group_commit = N`,
+//! through the process's committer (`GroupCommit`): up to N statements in flight,
+//! each carrying every partition commit queued meanwhile, each commit with its own
+//! fence, so partitions committing a few events each share the server's fixed cost
+//! per transaction.
+//!
 //! **Cadences** belong to partition 0, so each period fires once in the cluster.
 
 use std::collections::{BTreeMap, HashMap};
@@ -45,7 +51,9 @@ use steward_engine::core::Engine;
 use steward_engine::dispatch::Invoker;
 use steward_engine::ruleset::Ruleset;
 use steward_engine::store::AnyStore;
-use steward_engine::store::postgres::{Fence, PostgresStore, is_url, redact};
+use steward_engine::store::postgres::{
+    Fence, GroupCommit, MAX_IN_FLIGHT, PostgresStore, is_url, redact,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -64,6 +72,10 @@ pub struct ClusterConfig {
     pub name: String,
     /// How often membership is read and partitions rebalanced, in milliseconds.
     pub rebalance_ms: u64,
+    /// 0 (the default): each partition commits on its own. N: the process's
+    /// partitions commit through one committer keeping up to N statements in flight,
+    /// each carrying the commits of several partitions (group commit).
+    pub group_commit: u32,
 }
 
 impl Default for ClusterConfig {
@@ -72,6 +84,7 @@ impl Default for ClusterConfig {
             partitions: 0,
             name: "steward".to_string(),
             rebalance_ms: 1000,
+            group_commit: 0,
         }
     }
 }
@@ -88,6 +101,8 @@ struct Shared {
     url: String,
     rules: Arc<Ruleset>,
     host: Option<(Arc<dyn Invoker>, u64)>,
+    /// The partitions' committer, with `group_commit` (see [`GroupCommit`]).
+    group: Option<GroupCommit>,
 }
 
 /// A partition this process owns: how to stop its runner, and the runner's task.
@@ -165,20 +180,33 @@ pub fn run(
     if config.amqp.is_none() {
         bail!("[cluster] needs an [amqp] table: partitions are queues");
     }
+    if cluster.group_commit as usize > MAX_IN_FLIGHT {
+        bail!(
+            "[cluster] group_commit is {}; at most {MAX_IN_FLIGHT} statements in flight",
+            cluster.group_commit
+        );
+    }
     if config.source.events.is_some() || config.source.watch.is_some() {
         bail!("[cluster] takes its events from [amqp]; remove the event file or watched directory");
     }
-    let shared = Rc::new(Shared {
-        config,
-        url,
-        rules,
-        host,
-    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    let result = local.block_on(&runtime, coordinate(shared));
+    let result = local.block_on(&runtime, async {
+        let group = match config.cluster.group_commit {
+            0 => None,
+            n => Some(GroupCommit::new(&url, n as usize)?),
+        };
+        let shared = Rc::new(Shared {
+            config,
+            url,
+            rules,
+            host,
+            group,
+        });
+        coordinate(shared).await
+    });
     runtime.shutdown_timeout(Duration::from_millis(100));
     result.map(|()| ExitCode::SUCCESS)
 }
@@ -437,11 +465,14 @@ async fn partition(
 ) -> Result<()> {
     let name = &shared.config.cluster.name;
     let schema = schema(name, i);
-    let store = PostgresStore::connect_schema(&shared.url, &schema)
+    let mut store = PostgresStore::connect_schema(&shared.url, &schema)
         .await
         .with_context(|| format!("opening schema {schema} on {}", redact(&shared.url)))?
         .fenced(fence)
         .dispatch_emitted(shared.config.outbound.as_ref().is_some_and(|o| o.emitted));
+    if let Some(group) = &shared.group {
+        store = store.grouped(group.clone());
+    }
     let store = AnyStore::Postgres(store);
     let world = super::run::load_world(&store, &shared.rules, &format!("schema {schema}")).await?;
     let mut engine = Engine::with_world(shared.rules.clone(), world);

@@ -34,6 +34,10 @@ pub enum StoreError {
         "this process no longer owns the partition (its lock was lost); the commit was refused"
     )]
     Fenced,
+    /// The failure of a group commit, reported to every commit in the group (see
+    /// [`postgres::GroupCommit`]).
+    #[error("{0}")]
+    Group(std::sync::Arc<StoreError>),
 }
 
 /// The world's scalar state, written with every commit.

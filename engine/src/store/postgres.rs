@@ -2,28 +2,31 @@
 //!
 //! Each commit is one statement (arrays bound as parameters and expanded with
 //! `UNNEST`, one data-modifying `WITH` part per table written) in a transaction of its
-//! own, so a commit carrying thousands of rows costs one round trip. Times that must
+//! own, so a commit carrying thousands of rows costs one round trip; stores sharing a
+//! [`GroupCommit`] send their commits together, as one statement. Times that must
 //! come back exactly are split into a `timestamptz` truncated to the microsecond and the
 //! nanoseconds below it.
 
-use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{ConnectOptions, Connection, PgPool, Row};
 
 use super::codec::{
     cadence_index, counter_index, decode_counter, decode_instance, decode_time, decode_timer,
-    encode_counter, encode_instance, encode_time, encode_timer, workflow_of,
+    encode_time, workflow_of,
 };
-use super::{
-    Claimed, DeadLetter, Meta, OutboxBacklog, OutboxRow, SettledAs, Settlement, Store, StoreError,
-};
+use super::{Claimed, DeadLetter, Meta, OutboxBacklog, OutboxRow, Settlement, Store, StoreError};
 use crate::core::{Changes, Expectation, World};
 use crate::decision::EvidenceRecord;
 use crate::ruleset::Ruleset;
+
+mod commit;
+
+use commit::Rows;
+pub use commit::{GroupCommit, MAX_IN_FLIGHT};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -37,6 +40,11 @@ pub struct PostgresStore {
     fence: Option<Fence>,
     /// Whether emitted events' outbox rows are left for a dispatcher to publish.
     dispatch_emitted: bool,
+    /// The schema everything is kept in, if not the connection's default.
+    schema: Option<String>,
+    /// The committer this store's commits go through, and how its statements name
+    /// this store's tables (`"schema".`); commits go through the pool without one.
+    group: Option<(GroupCommit, String)>,
 }
 
 /// Commits that hold only while another session holds an advisory lock: how a
@@ -85,7 +93,11 @@ impl PostgresStore {
         .execute(&mut conn)
         .await?;
         conn.close().await?;
-        Self::open(options.options([("search_path", quote_ident(schema))])).await
+        let store = Self::open(options.options([("search_path", quote_ident(schema))])).await?;
+        Ok(PostgresStore {
+            schema: Some(schema.to_string()),
+            ..store
+        })
     }
 
     /// Drops `schema` and everything in it (for tests that isolate themselves in one).
@@ -120,6 +132,8 @@ impl PostgresStore {
             pool,
             fence: None,
             dispatch_emitted: false,
+            schema: None,
+            group: None,
         })
     }
 
@@ -129,380 +143,19 @@ impl PostgresStore {
         self
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-}
-
-/// Appends `UNNEST($n::type, …)` to a commit statement, binding each array.
-macro_rules! unnest {
-    ($q:expr, $($array:expr => $ty:literal),+ $(,)?) => {{
-        $q.push("UNNEST(");
-        let mut separator = "";
-        $(
-            $q.push(separator);
-            $q.push_bind($array);
-            $q.push(concat!("::", $ty));
-            separator = ", ";
-        )+
-        let _ = separator;
-        $q.push(")");
-    }};
-}
-
-/// A commit as one statement, so one round trip, in a transaction of its own.
-///
-/// It starts with the part `fence`, whose one row says whether the commit may write;
-/// each table the batch writes adds a data-modifying `WITH` part (only those), fed by
-/// arrays expanded with `UNNEST` and gated on `fence.held`. PostgreSQL runs every part
-/// to completion whether or not it is read; the final `SELECT` returns `held`, so
-/// false means the commit was refused and nothing was written. Parts on one table never
-/// touch the same row: one statement cannot see or change what another part of it
-/// wrote (see [`CommitStatement::timers`] and [`CommitStatement::settled`]).
-struct CommitStatement<'q> {
-    q: QueryBuilder<'q, Postgres>,
-}
-
-impl<'q> CommitStatement<'q> {
-    fn new(fence: Option<Fence>) -> CommitStatement<'q> {
-        let mut q = QueryBuilder::new("WITH fence AS (");
-        match fence {
-            // The shared barrier lock first, then whether the owner's session still
-            // holds the partition (`pg_locks` is read live, not from the snapshot).
-            Some(fence) => {
-                q.push(
-                    "SELECT EXISTS (SELECT 1 FROM pg_locks \
-                       WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::bigint = ",
-                );
-                q.push_bind(i64::from(fence.namespace));
-                q.push(" AND objid::bigint = ");
-                q.push_bind(i64::from(fence.key));
-                q.push(" AND pid = ");
-                q.push_bind(fence.pid);
-                q.push(
-                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) \
-                     AS held FROM (SELECT pg_advisory_xact_lock_shared(",
-                );
-                q.push_bind(fence.barrier);
-                q.push(", ");
-                q.push_bind(fence.key);
-                q.push(")) AS barrier");
-            }
-            None => {
-                q.push("SELECT true AS held");
-            }
-        }
-        q.push(")");
-        CommitStatement { q }
-    }
-
-    /// Instances written and finished: the map has each key once, so the two parts
-    /// are disjoint.
-    fn instances(&mut self, rules: &'q Ruleset, changes: &'q Changes) {
-        let (mut put_w, mut put_k, mut put_b) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut del_w, mut del_k) = (Vec::new(), Vec::new());
-        for ((w, key), inst) in &changes.instances {
-            let workflow = rules.workflows[*w].name.as_str();
-            match inst {
-                Some(inst) => {
-                    put_w.push(workflow);
-                    put_k.push(key.as_ref());
-                    put_b.push(encode_instance(rules, *w, inst));
-                }
-                None => {
-                    del_w.push(workflow);
-                    del_k.push(key.as_ref());
-                }
-            }
-        }
-        let q = &mut self.q;
-        if !put_w.is_empty() {
-            q.push(
-                ", put_instances AS (INSERT INTO instances (workflow, key, body) SELECT * FROM ",
-            );
-            unnest!(q, put_w => "text[]", put_k => "text[]", put_b => "text[]");
-            q.push(
-                " WHERE (SELECT held FROM fence) \
-                 ON CONFLICT (workflow, key) DO UPDATE SET body = EXCLUDED.body)",
-            );
-        }
-        if !del_w.is_empty() {
-            self.delete_pairs("instances", ["workflow", "key"], [del_w, del_k]);
-        }
-    }
-
-    /// Timers set and cancelled. A timer set and cancelled within the batch is in
-    /// neither part (the delete would not see the insert).
-    fn timers(&mut self, rules: &'q Ruleset, changes: &'q Changes) {
-        // Only a batch that both sets and cancels timers needs to match them up.
-        let both = !changes.timers_added.is_empty() && !changes.timers_removed.is_empty();
-        let ids_of = |ids: &mut dyn Iterator<Item = u64>| -> HashSet<u64> {
-            if both { ids.collect() } else { HashSet::new() }
+    /// This store, its commits sent through `group` with those of the other stores
+    /// sharing it (see [`GroupCommit`]).
+    pub fn grouped(mut self, group: GroupCommit) -> PostgresStore {
+        let tables = match &self.schema {
+            Some(schema) => format!("{}.", quote_ident(schema)),
+            None => String::new(),
         };
-        let cancelled = ids_of(&mut changes.timers_removed.iter().copied());
-        let set = ids_of(&mut changes.timers_added.iter().map(|t| t.id));
-        let (mut ids, mut dues, mut nss, mut bodies) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for timer in &changes.timers_added {
-            if cancelled.contains(&timer.id) {
-                continue;
-            }
-            let (due, ns) = split_time(timer.due);
-            ids.push(timer.id as i64);
-            dues.push(due);
-            nss.push(ns);
-            bodies.push(encode_timer(rules, &timer.kind).to_string());
-        }
-        let gone: Vec<i64> = changes
-            .timers_removed
-            .iter()
-            .filter(|id| !set.contains(id))
-            .map(|&id| id as i64)
-            .collect();
-        let q = &mut self.q;
-        if !ids.is_empty() {
-            q.push(", put_timers AS (INSERT INTO timers (id, due, due_ns, body) SELECT * FROM ");
-            unnest!(q, ids => "int8[]", dues => "timestamptz[]", nss => "int2[]", bodies => "text[]");
-            q.push(" WHERE (SELECT held FROM fence))");
-        }
-        if !gone.is_empty() {
-            q.push(", del_timers AS (DELETE FROM timers WHERE id = ANY(");
-            q.push_bind(gone);
-            q.push("::int8[]) AND (SELECT held FROM fence))");
-        }
-    }
-
-    fn seen(&mut self, changes: &'q Changes) {
-        if changes.seen.is_empty() {
-            return;
-        }
-        let sources: Vec<&str> = changes.seen.iter().map(|s| s.source.as_ref()).collect();
-        let ids: Vec<&str> = changes.seen.iter().map(|s| s.id.as_ref()).collect();
-        let q = &mut self.q;
-        q.push(", put_seen AS (INSERT INTO seen_events (source, id) SELECT * FROM ");
-        unnest!(q, sources => "text[]", ids => "text[]");
-        q.push(" WHERE (SELECT held FROM fence))");
-    }
-
-    fn counters(&mut self, rules: &'q Ruleset, changes: &'q Changes) {
-        if changes.counters.is_empty() {
-            return;
-        }
-        let (mut names, mut keys, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
-        for ((c, key), state) in &changes.counters {
-            names.push(rules.counters[*c].name.as_str());
-            keys.push(key.as_str());
-            bodies.push(encode_counter(state).to_string());
-        }
-        let q = &mut self.q;
-        q.push(", put_counters AS (INSERT INTO counters (counter, key, body) SELECT * FROM ");
-        unnest!(q, names => "text[]", keys => "text[]", bodies => "text[]");
-        q.push(
-            " WHERE (SELECT held FROM fence) \
-             ON CONFLICT (counter, key) DO UPDATE SET body = EXCLUDED.body)",
-        );
-    }
-
-    /// Cadence expectations set and met: keyed by a map, so disjoint.
-    fn expectations(&mut self, rules: &'q Ruleset, changes: &'q Changes) {
-        let (mut put_c, mut put_p, mut put_due, mut put_ns, mut put_t) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut del_c, mut del_p) = (Vec::new(), Vec::new());
-        for ((c, period), exp) in &changes.expectations {
-            let cadence = rules.cadences[*c].name.as_str();
-            match exp {
-                Some(exp) => {
-                    let (due, ns) = split_time(exp.due);
-                    put_c.push(cadence);
-                    put_p.push(period.as_str());
-                    put_due.push(due);
-                    put_ns.push(ns);
-                    put_t.push(exp.timer as i64);
-                }
-                None => {
-                    del_c.push(cadence);
-                    del_p.push(period.as_str());
-                }
-            }
-        }
-        let q = &mut self.q;
-        if !put_c.is_empty() {
-            q.push(
-                ", put_expectations AS (INSERT INTO expectations (cadence, period, due, due_ns, timer) \
-                 SELECT * FROM ",
-            );
-            unnest!(q, put_c => "text[]", put_p => "text[]", put_due => "timestamptz[]",
-                put_ns => "int2[]", put_t => "int8[]");
-            q.push(
-                " WHERE (SELECT held FROM fence) ON CONFLICT (cadence, period) DO UPDATE \
-                 SET due = EXCLUDED.due, due_ns = EXCLUDED.due_ns, timer = EXCLUDED.timer)",
-            );
-        }
-        if !del_c.is_empty() {
-            self.delete_pairs("expectations", ["cadence", "period"], [del_c, del_p]);
-        }
-    }
-
-    fn evidence(&mut self, changes: &'q Changes) {
-        let ev = &changes.evidence;
-        if ev.is_empty() {
-            return;
-        }
-        let seqs: Vec<i64> = ev.iter().map(|r| r.seq as i64).collect();
-        let ats: Vec<&str> = ev.iter().map(|r| r.at.as_str()).collect();
-        let kinds: Vec<&str> = ev.iter().map(|r| r.kind.as_str()).collect();
-        let records: Vec<&str> = ev.iter().map(|r| r.record.as_str()).collect();
-        let prevs: Vec<&str> = ev.iter().map(|r| r.prev_hash.as_str()).collect();
-        let hashes: Vec<&str> = ev.iter().map(|r| r.hash.as_str()).collect();
-        let q = &mut self.q;
-        q.push(
-            ", put_evidence AS (INSERT INTO evidence (seq, at, kind, record, prev_hash, hash) \
-             SELECT * FROM ",
-        );
-        unnest!(q, seqs => "int8[]", ats => "text[]", kinds => "text[]",
-            records => "text[]", prevs => "text[]", hashes => "text[]");
-        q.push(" WHERE (SELECT held FROM fence))");
-    }
-
-    /// New outbox rows, in decision order, so `seq` (per-instance dispatch order)
-    /// follows it.
-    fn outbox(&mut self, changes: &'q Changes, dispatch_emitted: bool) {
-        let n = changes.outbox.len();
-        if n == 0 {
-            return;
-        }
-        let (mut ids, mut ats, mut nss, mut connectors, mut ops, mut args) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut workflows, mut keys, mut statuses) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let mut routes = super::outbox_routes(changes);
-        for o in &changes.outbox {
-            let (at, ns) = split_time(o.at);
-            ids.push(o.action_id.as_str());
-            ats.push(at);
-            nss.push(ns);
-            connectors.push(o.connector.as_str());
-            ops.push(o.op.as_str());
-            args.push(o.args.to_string());
-            let (workflow, key) = routes.remove(&o.action_id).unwrap_or_default();
-            workflows.push(workflow);
-            keys.push(key);
-            statuses.push(
-                if super::dispatched(&o.connector, &o.op, dispatch_emitted) {
-                    "pending"
-                } else {
-                    "done"
-                },
-            );
-        }
-        let q = &mut self.q;
-        q.push(
-            ", put_outbox AS (INSERT INTO outbox \
-             (action_id, at, at_ns, connector, op, args, workflow, key, status) \
-             SELECT a, t, n, c, o, g, w, k, s FROM ",
-        );
-        unnest!(q, ids => "text[]", ats => "timestamptz[]", nss => "int2[]",
-            connectors => "text[]", ops => "text[]", args => "text[]",
-            workflows => "text[]", keys => "text[]", statuses => "text[]");
-        q.push(
-            " WITH ORDINALITY AS u(a, t, n, c, o, g, w, k, s, i) \
-             WHERE (SELECT held FROM fence) ORDER BY i ON CONFLICT DO NOTHING)",
-        );
-    }
-
-    /// The ends of actions. Their rows were committed, and claimed, by earlier
-    /// commits: never one this statement inserts.
-    fn settled(&mut self, settled: &'q [Settlement]) {
-        if settled.is_empty() {
-            return;
-        }
-        let n = settled.len();
-        let (mut ids, mut statuses, mut results, mut reasons, mut attempts) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for s in settled {
-            let (status, result, reason) = match &s.end {
-                SettledAs::Done { result } => ("done", Some(result.as_str()), None),
-                SettledAs::Dead { reason } => ("dead", None, Some(reason.as_str())),
-            };
-            ids.push(s.action_id.as_str());
-            statuses.push(status);
-            results.push(result);
-            reasons.push(reason);
-            attempts.push(i64::from(s.attempt));
-        }
-        let q = &mut self.q;
-        q.push(
-            ", end_outbox AS (UPDATE outbox o SET status = e.status, result = e.result, \
-             last_error = coalesce(e.reason, o.last_error), \
-             attempts = greatest(o.attempts, e.attempt), lease_ms = NULL FROM ",
-        );
-        unnest!(q, ids => "text[]", statuses => "text[]", results => "text[]",
-            reasons => "text[]", attempts => "int8[]");
-        q.push(
-            " AS e(action_id, status, result, reason, attempt) \
-             WHERE o.action_id = e.action_id AND o.status NOT IN ('done', 'dead') \
-             AND (SELECT held FROM fence))",
-        );
-    }
-
-    /// The engine's counters and chain head (every commit), and the final `SELECT`.
-    fn meta(mut self, meta: &Meta) -> CommitStatement<'q> {
-        let names = vec![
-            "next_timer",
-            "chain_seq",
-            "chain_hash",
-            "now",
-            "cadences_scheduled",
-        ];
-        let values = vec![
-            meta.next_timer.to_string(),
-            meta.chain.seq.to_string(),
-            crate::decision::hash_hex(&meta.chain.hash),
-            meta.now.map(encode_time).unwrap_or_default(),
-            meta.cadences_scheduled.to_string(),
-        ];
-        let q = &mut self.q;
-        q.push(", put_meta AS (INSERT INTO meta (name, value) SELECT * FROM ");
-        unnest!(q, names => "text[]", values => "text[]");
-        q.push(
-            " WHERE (SELECT held FROM fence) \
-             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value) \
-             SELECT held FROM fence",
-        );
+        self.group = Some((group, tables));
         self
     }
 
-    /// Appends the part `del_TABLE`, deleting the rows of `table` whose two key
-    /// `columns` match a pair of `values`.
-    fn delete_pairs(
-        &mut self,
-        table: &str,
-        [first, second]: [&str; 2],
-        [firsts, seconds]: [Vec<&'q str>; 2],
-    ) {
-        let q = &mut self.q;
-        q.push(format_args!(
-            ", del_{table} AS (DELETE FROM {table} t USING "
-        ));
-        unnest!(q, firsts => "text[]", seconds => "text[]");
-        q.push(format_args!(
-            " AS d({first}, {second}) WHERE t.{first} = d.{first} AND t.{second} = d.{second} \
-             AND (SELECT held FROM fence))"
-        ));
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 }
 
@@ -661,17 +314,25 @@ impl Store for PostgresStore {
         meta: &Meta,
         settled: &[Settlement],
     ) -> Result<(), StoreError> {
-        let mut statement = CommitStatement::new(self.fence);
-        statement.instances(rules, changes);
-        statement.timers(rules, changes);
-        statement.seen(changes);
-        statement.counters(rules, changes);
-        statement.expectations(rules, changes);
-        statement.evidence(changes);
-        statement.outbox(changes, self.dispatch_emitted);
-        statement.settled(settled);
-        let mut q = statement.meta(meta).q;
-        if q.build_query_scalar::<bool>().fetch_one(&self.pool).await? {
+        let tables = self
+            .group
+            .as_ref()
+            .map_or("", |(_, tables)| tables.as_str());
+        let mut rows = Rows::new(tables, self.fence);
+        rows.instances(rules, changes);
+        rows.timers(rules, changes);
+        rows.seen(changes);
+        rows.counters(rules, changes);
+        rows.expectations(rules, changes);
+        rows.evidence(changes);
+        rows.outbox(changes, self.dispatch_emitted);
+        rows.settled(settled);
+        rows.meta(meta);
+        let held = match &self.group {
+            Some((group, _)) => group.commit(rows.into_owned()).await?,
+            None => commit::execute(&self.pool, &[&rows]).await?[0],
+        };
+        if held {
             Ok(())
         } else {
             Err(StoreError::Fenced)

@@ -1,0 +1,733 @@
+//! A commit as one statement, and several stores' commits as one ([`GroupCommit`]).
+//!
+//! A commit's rows are first encoded into [`Rows`]: one [`Part`] per table written
+//! and how (insert, delete, update), each a list of columns bound as arrays. The
+//! statement is built from those: it starts with the part `fence_N`, whose one row says
+//! whether the commit may write; each part is a data-modifying `WITH` part fed by the
+//! arrays expanded with `UNNEST` and gated on `fence_N`'s answer. PostgreSQL runs every
+//! part to completion whether or not it is read; the final `SELECT` returns every
+//! fence's answer, so false means that commit was refused and nothing of it written.
+//!
+//! Parts on one table never touch the same row: one statement cannot see or change
+//! what another part of it wrote (see [`Rows::timers`] and [`Rows::settled`]).
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool, Postgres, QueryBuilder};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::{Fence, split_time};
+use crate::core::Changes;
+use crate::ruleset::Ruleset;
+use crate::store::codec::{encode_counter, encode_instance, encode_time, encode_timer};
+use crate::store::{Meta, SettledAs, Settlement, StoreError};
+
+/// Most commits one group statement carries (each binds up to about forty arrays).
+const MAX_GROUP: usize = 64;
+
+/// Most statements a committer keeps in flight.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// Prepared statements the committer's connection keeps: one per shape of group
+/// (which stores, which parts), so more than a single store needs.
+const GROUP_STATEMENTS: usize = 512;
+
+/// What a part does, to which table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    PutInstances,
+    DelInstances,
+    PutTimers,
+    DelTimers,
+    PutSeen,
+    PutCounters,
+    PutExpectations,
+    DelExpectations,
+    PutEvidence,
+    PutOutbox,
+    EndOutbox,
+    PutMeta,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::PutInstances => "put_instances",
+            Kind::DelInstances => "del_instances",
+            Kind::PutTimers => "put_timers",
+            Kind::DelTimers => "del_timers",
+            Kind::PutSeen => "put_seen",
+            Kind::PutCounters => "put_counters",
+            Kind::PutExpectations => "put_expectations",
+            Kind::DelExpectations => "del_expectations",
+            Kind::PutEvidence => "put_evidence",
+            Kind::PutOutbox => "put_outbox",
+            Kind::EndOutbox => "end_outbox",
+            Kind::PutMeta => "put_meta",
+        }
+    }
+
+    /// The part's text before its `UNNEST(…)` and after it, for tables named with the
+    /// prefix `t` and writes gated on the condition `held`.
+    fn sql(self, t: &str, held: &str) -> (String, String) {
+        let (head, tail) = match self {
+            Kind::PutInstances => (
+                format!("INSERT INTO {t}instances (workflow, key, body) SELECT * FROM "),
+                format!(
+                    " WHERE {held} ON CONFLICT (workflow, key) DO UPDATE SET body = EXCLUDED.body"
+                ),
+            ),
+            Kind::DelInstances => (
+                format!("DELETE FROM {t}instances t USING "),
+                format!(
+                    " AS d(workflow, key) WHERE t.workflow = d.workflow AND t.key = d.key \
+                     AND {held}"
+                ),
+            ),
+            Kind::PutTimers => (
+                format!("INSERT INTO {t}timers (id, due, due_ns, body) SELECT * FROM "),
+                format!(" WHERE {held}"),
+            ),
+            Kind::DelTimers => (
+                format!("DELETE FROM {t}timers t USING "),
+                format!(" AS d(id) WHERE t.id = d.id AND {held}"),
+            ),
+            Kind::PutSeen => (
+                format!("INSERT INTO {t}seen_events (source, id) SELECT * FROM "),
+                format!(" WHERE {held}"),
+            ),
+            Kind::PutCounters => (
+                format!("INSERT INTO {t}counters (counter, key, body) SELECT * FROM "),
+                format!(
+                    " WHERE {held} ON CONFLICT (counter, key) DO UPDATE SET body = EXCLUDED.body"
+                ),
+            ),
+            Kind::PutExpectations => (
+                format!(
+                    "INSERT INTO {t}expectations (cadence, period, due, due_ns, timer) \
+                     SELECT * FROM "
+                ),
+                format!(
+                    " WHERE {held} ON CONFLICT (cadence, period) DO UPDATE \
+                     SET due = EXCLUDED.due, due_ns = EXCLUDED.due_ns, timer = EXCLUDED.timer"
+                ),
+            ),
+            Kind::DelExpectations => (
+                format!("DELETE FROM {t}expectations t USING "),
+                format!(
+                    " AS d(cadence, period) WHERE t.cadence = d.cadence AND t.period = d.period \
+                     AND {held}"
+                ),
+            ),
+            Kind::PutEvidence => (
+                format!(
+                    "INSERT INTO {t}evidence (seq, at, kind, record, prev_hash, hash) \
+                     SELECT * FROM "
+                ),
+                format!(" WHERE {held}"),
+            ),
+            // In decision order, so `seq` (per-instance dispatch order) follows it.
+            Kind::PutOutbox => (
+                format!(
+                    "INSERT INTO {t}outbox \
+                     (action_id, at, at_ns, connector, op, args, workflow, key, status) \
+                     SELECT a, t, n, c, o, g, w, k, s FROM "
+                ),
+                format!(
+                    " WITH ORDINALITY AS u(a, t, n, c, o, g, w, k, s, i) \
+                     WHERE {held} ORDER BY i ON CONFLICT DO NOTHING"
+                ),
+            ),
+            Kind::EndOutbox => (
+                format!(
+                    "UPDATE {t}outbox o SET status = e.status, result = e.result, \
+                     last_error = coalesce(e.reason, o.last_error), \
+                     attempts = greatest(o.attempts, e.attempt), lease_ms = NULL FROM "
+                ),
+                format!(
+                    " AS e(action_id, status, result, reason, attempt) \
+                     WHERE o.action_id = e.action_id AND o.status NOT IN ('done', 'dead') \
+                     AND {held}"
+                ),
+            ),
+            Kind::PutMeta => (
+                format!("INSERT INTO {t}meta (name, value) SELECT * FROM "),
+                format!(" WHERE {held} ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"),
+            ),
+        };
+        (head, tail)
+    }
+}
+
+/// One column's values, bound as one array.
+enum Column<'a> {
+    Text(Vec<Cow<'a, str>>),
+    MaybeText(Vec<Option<Cow<'a, str>>>),
+    Int8(Vec<i64>),
+    Int2(Vec<i16>),
+    Time(Vec<DateTime<Utc>>),
+}
+
+impl Column<'_> {
+    fn into_owned(self) -> Column<'static> {
+        let own = |s: Cow<'_, str>| Cow::Owned(s.into_owned());
+        match self {
+            Column::Text(v) => Column::Text(v.into_iter().map(own).collect()),
+            Column::MaybeText(v) => Column::MaybeText(v.into_iter().map(|s| s.map(own)).collect()),
+            Column::Int8(v) => Column::Int8(v),
+            Column::Int2(v) => Column::Int2(v),
+            Column::Time(v) => Column::Time(v),
+        }
+    }
+
+    /// Appends `$n::type[]`, binding the values.
+    fn push<'q>(&'q self, q: &mut QueryBuilder<'q, Postgres>) {
+        match self {
+            Column::Text(v) => q.push_bind(v.as_slice()).push("::text[]"),
+            Column::MaybeText(v) => q.push_bind(v.as_slice()).push("::text[]"),
+            Column::Int8(v) => q.push_bind(v.as_slice()).push("::int8[]"),
+            Column::Int2(v) => q.push_bind(v.as_slice()).push("::int2[]"),
+            Column::Time(v) => q.push_bind(v.as_slice()).push("::timestamptz[]"),
+        };
+    }
+}
+
+struct Part<'a> {
+    kind: Kind,
+    columns: Vec<Column<'a>>,
+}
+
+/// One commit's rows, encoded, borrowing what it can from the batch.
+pub(super) struct Rows<'a> {
+    /// How the statement names this commit's tables: empty (the connection's
+    /// `search_path`) or `"schema".`.
+    tables: Cow<'a, str>,
+    fence: Option<Fence>,
+    parts: Vec<Part<'a>>,
+}
+
+/// Text borrowed from a batch.
+fn text<'a>(s: &'a str) -> Cow<'a, str> {
+    Cow::Borrowed(s)
+}
+
+impl<'a> Rows<'a> {
+    pub(super) fn new(tables: &'a str, fence: Option<Fence>) -> Rows<'a> {
+        Rows {
+            tables: text(tables),
+            fence,
+            parts: Vec::new(),
+        }
+    }
+
+    fn part(&mut self, kind: Kind, columns: Vec<Column<'a>>) {
+        self.parts.push(Part { kind, columns });
+    }
+
+    /// These rows, owning everything (to hand to a [`GroupCommit`]).
+    pub(super) fn into_owned(self) -> Rows<'static> {
+        Rows {
+            tables: Cow::Owned(self.tables.into_owned()),
+            fence: self.fence,
+            parts: self
+                .parts
+                .into_iter()
+                .map(|p| Part {
+                    kind: p.kind,
+                    columns: p.columns.into_iter().map(Column::into_owned).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Instances written and finished: the map has each key once, so the two parts
+    /// are disjoint.
+    pub(super) fn instances(&mut self, rules: &'a Ruleset, changes: &'a Changes) {
+        let (mut put_w, mut put_k, mut put_b) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut del_w, mut del_k) = (Vec::new(), Vec::new());
+        for ((w, key), inst) in &changes.instances {
+            let workflow = text(&rules.workflows[*w].name);
+            match inst {
+                Some(inst) => {
+                    put_w.push(workflow);
+                    put_k.push(text(key));
+                    put_b.push(Cow::Owned(encode_instance(rules, *w, inst)));
+                }
+                None => {
+                    del_w.push(workflow);
+                    del_k.push(text(key));
+                }
+            }
+        }
+        if !put_w.is_empty() {
+            use Column::Text;
+            self.part(
+                Kind::PutInstances,
+                vec![Text(put_w), Text(put_k), Text(put_b)],
+            );
+        }
+        if !del_w.is_empty() {
+            use Column::Text;
+            self.part(Kind::DelInstances, vec![Text(del_w), Text(del_k)]);
+        }
+    }
+
+    /// Timers set and cancelled. A timer set and cancelled within the batch is in
+    /// neither part (the delete would not see the insert).
+    pub(super) fn timers(&mut self, rules: &Ruleset, changes: &Changes) {
+        // Only a batch that both sets and cancels timers needs to match them up.
+        let both = !changes.timers_added.is_empty() && !changes.timers_removed.is_empty();
+        let ids_of = |ids: &mut dyn Iterator<Item = u64>| -> HashSet<u64> {
+            if both { ids.collect() } else { HashSet::new() }
+        };
+        let cancelled = ids_of(&mut changes.timers_removed.iter().copied());
+        let set = ids_of(&mut changes.timers_added.iter().map(|t| t.id));
+        let (mut ids, mut dues, mut nss, mut bodies) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for timer in &changes.timers_added {
+            if cancelled.contains(&timer.id) {
+                continue;
+            }
+            let (due, ns) = split_time(timer.due);
+            ids.push(timer.id as i64);
+            dues.push(due);
+            nss.push(ns);
+            bodies.push(Cow::Owned(encode_timer(rules, &timer.kind).to_string()));
+        }
+        let gone: Vec<i64> = changes
+            .timers_removed
+            .iter()
+            .filter(|id| !set.contains(id))
+            .map(|&id| id as i64)
+            .collect();
+        if !ids.is_empty() {
+            use Column::*;
+            self.part(
+                Kind::PutTimers,
+                vec![Int8(ids), Time(dues), Int2(nss), Text(bodies)],
+            );
+        }
+        if !gone.is_empty() {
+            self.part(Kind::DelTimers, vec![Column::Int8(gone)]);
+        }
+    }
+
+    pub(super) fn seen(&mut self, changes: &'a Changes) {
+        if changes.seen.is_empty() {
+            return;
+        }
+        let sources = changes.seen.iter().map(|s| text(&s.source)).collect();
+        let ids = changes.seen.iter().map(|s| text(&s.id)).collect();
+        use Column::Text;
+        self.part(Kind::PutSeen, vec![Text(sources), Text(ids)]);
+    }
+
+    pub(super) fn counters(&mut self, rules: &'a Ruleset, changes: &'a Changes) {
+        if changes.counters.is_empty() {
+            return;
+        }
+        let (mut names, mut keys, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
+        for ((c, key), state) in &changes.counters {
+            names.push(text(&rules.counters[*c].name));
+            keys.push(text(key));
+            bodies.push(Cow::Owned(encode_counter(state).to_string()));
+        }
+        use Column::Text;
+        self.part(
+            Kind::PutCounters,
+            vec![Text(names), Text(keys), Text(bodies)],
+        );
+    }
+
+    /// Cadence expectations set and met: keyed by a map, so disjoint.
+    pub(super) fn expectations(&mut self, rules: &'a Ruleset, changes: &'a Changes) {
+        let (mut put_c, mut put_p, mut put_due, mut put_ns, mut put_t) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut del_c, mut del_p) = (Vec::new(), Vec::new());
+        for ((c, period), exp) in &changes.expectations {
+            let cadence = text(&rules.cadences[*c].name);
+            match exp {
+                Some(exp) => {
+                    let (due, ns) = split_time(exp.due);
+                    put_c.push(cadence);
+                    put_p.push(text(period));
+                    put_due.push(due);
+                    put_ns.push(ns);
+                    put_t.push(exp.timer as i64);
+                }
+                None => {
+                    del_c.push(cadence);
+                    del_p.push(text(period));
+                }
+            }
+        }
+        use Column::*;
+        if !put_c.is_empty() {
+            self.part(
+                Kind::PutExpectations,
+                vec![
+                    Text(put_c),
+                    Text(put_p),
+                    Time(put_due),
+                    Int2(put_ns),
+                    Int8(put_t),
+                ],
+            );
+        }
+        if !del_c.is_empty() {
+            self.part(Kind::DelExpectations, vec![Text(del_c), Text(del_p)]);
+        }
+    }
+
+    pub(super) fn evidence(&mut self, changes: &'a Changes) {
+        let ev = &changes.evidence;
+        if ev.is_empty() {
+            return;
+        }
+        let strings = |f: fn(&'a crate::decision::EvidenceRecord) -> &'a str| {
+            Column::Text(ev.iter().map(|r| text(f(r))).collect())
+        };
+        let columns = vec![
+            Column::Int8(ev.iter().map(|r| r.seq as i64).collect()),
+            strings(|r| &r.at),
+            strings(|r| &r.kind),
+            strings(|r| &r.record),
+            strings(|r| &r.prev_hash),
+            strings(|r| &r.hash),
+        ];
+        self.part(Kind::PutEvidence, columns);
+    }
+
+    /// New outbox rows, in decision order.
+    pub(super) fn outbox(&mut self, changes: &'a Changes, dispatch_emitted: bool) {
+        let n = changes.outbox.len();
+        if n == 0 {
+            return;
+        }
+        let with_n = || Vec::with_capacity(n);
+        let (mut ids, mut ats, mut nss, mut connectors, mut ops, mut args) = (
+            with_n(),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            with_n(),
+            with_n(),
+            with_n(),
+        );
+        let (mut workflows, mut keys, mut statuses) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), with_n());
+        let mut routes = crate::store::outbox_routes(changes);
+        for o in &changes.outbox {
+            let (at, ns) = split_time(o.at);
+            ids.push(text(&o.action_id));
+            ats.push(at);
+            nss.push(ns);
+            connectors.push(text(&o.connector));
+            ops.push(text(&o.op));
+            args.push(Cow::Owned(o.args.to_string()));
+            let (workflow, key) = routes.remove(&o.action_id).unwrap_or_default();
+            workflows.push(workflow.map(Cow::Owned));
+            keys.push(key.map(Cow::Owned));
+            let dispatched = crate::store::dispatched(&o.connector, &o.op, dispatch_emitted);
+            statuses.push(text(if dispatched { "pending" } else { "done" }));
+        }
+        use Column::*;
+        self.part(
+            Kind::PutOutbox,
+            vec![
+                Text(ids),
+                Time(ats),
+                Int2(nss),
+                Text(connectors),
+                Text(ops),
+                Text(args),
+                MaybeText(workflows),
+                MaybeText(keys),
+                Text(statuses),
+            ],
+        );
+    }
+
+    /// The ends of actions. Their rows were committed, and claimed, by earlier
+    /// commits: never one this statement inserts.
+    pub(super) fn settled(&mut self, settled: &'a [Settlement]) {
+        if settled.is_empty() {
+            return;
+        }
+        let n = settled.len();
+        let (mut ids, mut statuses, mut results, mut reasons, mut attempts) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for s in settled {
+            let (status, result, reason) = match &s.end {
+                SettledAs::Done { result } => ("done", Some(text(result)), None),
+                SettledAs::Dead { reason } => ("dead", None, Some(text(reason))),
+            };
+            ids.push(text(&s.action_id));
+            statuses.push(text(status));
+            results.push(result);
+            reasons.push(reason);
+            attempts.push(i64::from(s.attempt));
+        }
+        use Column::*;
+        self.part(
+            Kind::EndOutbox,
+            vec![
+                Text(ids),
+                Text(statuses),
+                MaybeText(results),
+                MaybeText(reasons),
+                Int8(attempts),
+            ],
+        );
+    }
+
+    /// The engine's counters and chain head, written by every commit.
+    pub(super) fn meta(&mut self, meta: &Meta) {
+        let names = [
+            "next_timer",
+            "chain_seq",
+            "chain_hash",
+            "now",
+            "cadences_scheduled",
+        ];
+        let values = [
+            meta.next_timer.to_string(),
+            meta.chain.seq.to_string(),
+            crate::decision::hash_hex(&meta.chain.hash),
+            meta.now.map(encode_time).unwrap_or_default(),
+            meta.cadences_scheduled.to_string(),
+        ];
+        use Column::Text;
+        self.part(
+            Kind::PutMeta,
+            vec![
+                Text(names.into_iter().map(text).collect()),
+                Text(values.into_iter().map(Cow::Owned).collect()),
+            ],
+        );
+    }
+
+    /// Appends the part `fence_N`: one row, `held`, whether this commit may write.
+    fn push_fence<'q>(&self, q: &mut QueryBuilder<'q, Postgres>, n: usize) {
+        q.push(format_args!("fence_{n} AS ("));
+        match self.fence {
+            // The shared barrier lock first, then whether the owner's session still
+            // holds the partition (`pg_locks` is read live, not from the snapshot).
+            Some(fence) => {
+                q.push(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks \
+                       WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::bigint = ",
+                );
+                q.push_bind(i64::from(fence.namespace));
+                q.push(" AND objid::bigint = ");
+                q.push_bind(i64::from(fence.key));
+                q.push(" AND pid = ");
+                q.push_bind(fence.pid);
+                q.push(
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) \
+                     AS held FROM (SELECT pg_advisory_xact_lock_shared(",
+                );
+                q.push_bind(fence.barrier);
+                q.push(", ");
+                q.push_bind(fence.key);
+                q.push(")) AS barrier");
+            }
+            None => {
+                q.push("SELECT true AS held");
+            }
+        }
+        q.push(")");
+    }
+}
+
+/// The statement committing `group`: its one row is the array of each commit's
+/// fence's answer, in `group`'s order.
+fn statement<'q, 'a: 'q>(group: &[&'q Rows<'a>]) -> QueryBuilder<'q, Postgres> {
+    let mut q = QueryBuilder::new("WITH ");
+    for (n, rows) in group.iter().enumerate() {
+        if n > 0 {
+            q.push(", ");
+        }
+        rows.push_fence(&mut q, n);
+        let held = format!("(SELECT held FROM fence_{n})");
+        for part in &rows.parts {
+            let (head, tail) = part.kind.sql(&rows.tables, &held);
+            q.push(format_args!(", p{n}_{} AS (", part.kind.name()));
+            q.push(head);
+            q.push("UNNEST(");
+            for (i, column) in part.columns.iter().enumerate() {
+                if i > 0 {
+                    q.push(", ");
+                }
+                column.push(&mut q);
+            }
+            q.push(")");
+            q.push(tail);
+            q.push(")");
+        }
+    }
+    q.push(" SELECT ARRAY[");
+    for n in 0..group.len() {
+        if n > 0 {
+            q.push(", ");
+        }
+        q.push(format_args!("(SELECT held FROM fence_{n})"));
+    }
+    q.push("]");
+    q
+}
+
+/// Commits `group` in one statement, in a transaction of its own: whether each
+/// commit's fence let it write.
+pub(super) async fn execute(pool: &PgPool, group: &[&Rows<'_>]) -> Result<Vec<bool>, StoreError> {
+    let mut q = statement(group);
+    let held: Vec<bool> = q.build_query_scalar().fetch_one(pool).await?;
+    if held.len() == group.len() {
+        Ok(held)
+    } else {
+        Err(StoreError::Corrupt(format!(
+            "a commit of {} answered for {}",
+            group.len(),
+            held.len()
+        )))
+    }
+}
+
+/// Commits of several stores on one database as one statement (group commit).
+///
+/// Each store hands its commit's rows to the committer's queue and waits. The
+/// committer keeps up to `in_flight` statements running, each on a connection of its
+/// own; each statement carries every commit that queued while the connection was
+/// busy. A `[cluster]` process's partitions, committing a few events each, share the
+/// server's fixed cost of a statement and a transaction (executor start, commit
+/// record, WAL flush). Each commit keeps its own fence and gets its own answer.
+///
+/// If the statement fails for a reason of its own (a constraint, a deadlock), each
+/// commit is tried again alone, so one commit's error never refuses another's. If
+/// the database is unreachable, every commit in the group gets that error.
+#[derive(Clone)]
+pub struct GroupCommit {
+    queue: mpsc::UnboundedSender<Queued>,
+    statements: Arc<AtomicU64>,
+}
+
+struct Queued {
+    rows: Rows<'static>,
+    answer: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+impl GroupCommit {
+    /// A committer keeping up to `in_flight` statements (1 to [`MAX_IN_FLIGHT`])
+    /// running on connections to `url`, opened at the first commits (tables are
+    /// named with their schema, so the connections' `search_path` does not matter).
+    /// Its tasks, spawned on the current tokio runtime, end when the last store
+    /// holding it is dropped.
+    pub fn new(url: &str, in_flight: usize) -> Result<GroupCommit, StoreError> {
+        let in_flight = in_flight.clamp(1, MAX_IN_FLIGHT);
+        let options = PgConnectOptions::from_str(url)?
+            .disable_statement_logging()
+            .statement_cache_capacity(GROUP_STATEMENTS);
+        let pool = PgPoolOptions::new()
+            .max_connections(in_flight as u32)
+            .connect_lazy_with(options);
+        let (queue, queued) = mpsc::unbounded_channel();
+        let queued = Arc::new(Mutex::new(queued));
+        let statements = Arc::new(AtomicU64::new(0));
+        for _ in 0..in_flight {
+            tokio::spawn(commit_groups(
+                pool.clone(),
+                queued.clone(),
+                statements.clone(),
+            ));
+        }
+        Ok(GroupCommit { queue, statements })
+    }
+
+    /// Statements sent so far, commits tried again alone included.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    /// Commits `rows` with whatever else is queued: whether its fence let it write.
+    pub(super) async fn commit(&self, rows: Rows<'static>) -> Result<bool, StoreError> {
+        let (answer, answered) = oneshot::channel();
+        let stopped = || StoreError::Database(sqlx::Error::WorkerCrashed);
+        self.queue
+            .send(Queued { rows, answer })
+            .map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
+    }
+}
+
+/// One of a committer's statements in flight: takes what is queued (waiting for the
+/// queue while another task holds it), commits it, answers, and again.
+async fn commit_groups(
+    pool: PgPool,
+    queued: Arc<Mutex<mpsc::UnboundedReceiver<Queued>>>,
+    statements: Arc<AtomicU64>,
+) {
+    let mut group: Vec<Queued> = Vec::with_capacity(MAX_GROUP);
+    let sent = || statements.fetch_add(1, Ordering::Relaxed);
+    loop {
+        let taken = queued.lock().await.recv_many(&mut group, MAX_GROUP).await;
+        if taken == 0 {
+            break;
+        }
+        // One order for the same stores, so one statement text.
+        group.sort_by(|a, b| a.rows.tables.cmp(&b.rows.tables));
+        let all: Vec<&Rows> = group.iter().map(|q| &q.rows).collect();
+        sent();
+        let result = execute(&pool, &all).await;
+        drop(all);
+        match result {
+            Ok(held) => {
+                for (q, held) in group.drain(..).zip(held) {
+                    let _ = q.answer.send(Ok(held));
+                }
+            }
+            Err(e) if group.len() == 1 => {
+                if let Some(q) = group.pop() {
+                    let _ = q.answer.send(Err(e));
+                }
+            }
+            Err(e) if fails_every_commit(&e) => {
+                let e = Arc::new(e);
+                for q in group.drain(..) {
+                    let _ = q.answer.send(Err(StoreError::Group(e.clone())));
+                }
+            }
+            Err(_) => {
+                for q in group.drain(..) {
+                    sent();
+                    let alone = execute(&pool, &[&q.rows]).await.map(|held| held[0]);
+                    let _ = q.answer.send(alone);
+                }
+            }
+        }
+    }
+}
+
+/// Whether `e` would fail each commit of the group alone too: the database cannot
+/// be reached, or the failure is not the server's answer to what the statement
+/// asked.
+fn fails_every_commit(e: &StoreError) -> bool {
+    match e {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            // Connection exceptions, operator intervention (shutdown), resources.
+            db.code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57") || c.starts_with("53"))
+        }
+        StoreError::Database(_) => true,
+        _ => false,
+    }
+}
