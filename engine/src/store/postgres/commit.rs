@@ -23,7 +23,7 @@ use sqlx::{ConnectOptions, PgPool, Postgres, QueryBuilder};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{Fence, split_time};
-use crate::core::Changes;
+use crate::core::{Changes, OutboxEntry};
 use crate::ruleset::Ruleset;
 use crate::store::codec::{encode_counter, encode_instance, encode_time, encode_timer};
 use crate::store::{Meta, SettledAs, Settlement, StoreError};
@@ -406,51 +406,39 @@ impl<'a> Rows<'a> {
 
     /// New outbox rows, in decision order.
     pub(super) fn outbox(&mut self, changes: &'a Changes, dispatch_emitted: bool) {
-        let n = changes.outbox.len();
-        if n == 0 {
+        let outbox = &changes.outbox;
+        if outbox.is_empty() {
             return;
         }
-        let with_n = || Vec::with_capacity(n);
-        let (mut ids, mut ats, mut nss, mut connectors, mut ops, mut args) = (
-            with_n(),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            with_n(),
-            with_n(),
-            with_n(),
-        );
-        let (mut workflows, mut keys, mut statuses) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), with_n());
+        let strings = |f: fn(&'a OutboxEntry) -> &'a str| {
+            Column::Text(outbox.iter().map(|o| text(f(o))).collect())
+        };
+        let (ats, nss) = outbox.iter().map(|o| split_time(o.at)).unzip();
+        let args = outbox.iter().map(|o| Cow::Owned(o.args.to_string()));
         let mut routes = crate::store::outbox_routes(changes);
-        for o in &changes.outbox {
-            let (at, ns) = split_time(o.at);
-            ids.push(text(&o.action_id));
-            ats.push(at);
-            nss.push(ns);
-            connectors.push(text(&o.connector));
-            ops.push(text(&o.op));
-            args.push(Cow::Owned(o.args.to_string()));
-            let (workflow, key) = routes.remove(&o.action_id).unwrap_or_default();
-            workflows.push(workflow.map(Cow::Owned));
-            keys.push(key.map(Cow::Owned));
+        let (workflows, keys) = outbox
+            .iter()
+            .map(|o| {
+                let (workflow, key) = routes.remove(&o.action_id).unwrap_or_default();
+                (workflow.map(Cow::Owned), key.map(Cow::Owned))
+            })
+            .unzip();
+        let statuses = outbox.iter().map(|o| {
             let dispatched = crate::store::dispatched(&o.connector, &o.op, dispatch_emitted);
-            statuses.push(text(if dispatched { "pending" } else { "done" }));
-        }
-        use Column::*;
-        self.part(
-            Kind::PutOutbox,
-            vec![
-                Text(ids),
-                Time(ats),
-                Int2(nss),
-                Text(connectors),
-                Text(ops),
-                Text(args),
-                MaybeText(workflows),
-                MaybeText(keys),
-                Text(statuses),
-            ],
-        );
+            text(if dispatched { "pending" } else { "done" })
+        });
+        let columns = vec![
+            strings(|o| &o.action_id),
+            Column::Time(ats),
+            Column::Int2(nss),
+            strings(|o| &o.connector),
+            strings(|o| &o.op),
+            Column::Text(args.collect()),
+            Column::MaybeText(workflows),
+            Column::MaybeText(keys),
+            Column::Text(statuses.collect()),
+        ];
+        self.part(Kind::PutOutbox, columns);
     }
 
     /// The ends of actions. Their rows were committed, and claimed, by earlier
