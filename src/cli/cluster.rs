@@ -146,12 +146,8 @@ pub fn partition_queue(amqp: &AmqpConfig, i: u32) -> AmqpConfig {
     q
 }
 
-/// Runs this process as one member of the cluster until SIGTERM or Ctrl-C.
-pub fn run(
-    config: Config,
-    rules: Arc<Ruleset>,
-    host: Option<(Arc<dyn Invoker>, u64)>,
-) -> Result<ExitCode> {
+/// What `[cluster]` needs of the configuration; the store's URL.
+fn check(config: &Config) -> Result<String> {
     let cluster = &config.cluster;
     if cluster.partitions > MAX_PARTITIONS {
         bail!(
@@ -189,6 +185,16 @@ pub fn run(
     if config.source.events.is_some() || config.source.watch.is_some() {
         bail!("[cluster] takes its events from [amqp]; remove the event file or watched directory");
     }
+    Ok(url)
+}
+
+/// Runs this process as one member of the cluster until SIGTERM or Ctrl-C.
+pub fn run(
+    config: Config,
+    rules: Arc<Ruleset>,
+    host: Option<(Arc<dyn Invoker>, u64)>,
+) -> Result<ExitCode> {
+    let url = check(&config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -508,6 +514,46 @@ mod tests {
         assert_ne!(a, c);
         assert_ne!(b, d);
         assert!(a >= 0 && b >= 0 && c >= 0 && d >= 0);
+    }
+
+    #[test]
+    fn the_configuration_is_checked_before_anything_starts() {
+        let good = Config {
+            store: super::super::run::StoreConfig {
+                path: "postgres://u@h/db".into(),
+            },
+            amqp: Some(AmqpConfig::default()),
+            cluster: ClusterConfig {
+                partitions: 4,
+                group_commit: 2,
+                ..ClusterConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(check(&good).unwrap(), "postgres://u@h/db");
+        let refused = |change: fn(&mut Config), says: &str| {
+            let mut config = good.clone();
+            change(&mut config);
+            let e = check(&config).unwrap_err().to_string();
+            assert!(e.contains(says), "`{e}` should say `{says}`");
+        };
+        refused(
+            |c| c.cluster.partitions = 5000,
+            "partitions is 5000; at most 1024",
+        );
+        refused(
+            |c| c.cluster.name = "a-b".into(),
+            "name `a-b` must be letters",
+        );
+        refused(
+            |c| c.store.path = "steward.db".into(),
+            "needs a PostgreSQL store",
+        );
+        refused(|c| c.amqp = None, "needs an [amqp] table");
+        refused(
+            |c| c.cluster.group_commit = 17,
+            "group_commit is 17; at most 16",
+        );
     }
 
     #[test]

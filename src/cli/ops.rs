@@ -405,6 +405,14 @@ fn describe_metrics() {
         steward_engine::dispatch::metric::CONNECTOR_ERRORS,
         "Connector calls that failed, by connector and whether the error was retryable"
     );
+    describe_counter!(
+        steward_engine::store::postgres::metric::GROUP_STATEMENTS,
+        "Statements a [cluster] group committer sent, commits tried again alone included"
+    );
+    describe_counter!(
+        steward_engine::store::postgres::metric::GROUP_COMMITS,
+        "Partition commits a [cluster] group committer took"
+    );
 }
 
 // ------------------------------------------------------------------- HTTP

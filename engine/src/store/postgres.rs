@@ -26,7 +26,7 @@ use crate::ruleset::Ruleset;
 mod commit;
 
 use commit::Rows;
-pub use commit::{GroupCommit, MAX_IN_FLIGHT};
+pub use commit::{GroupCommit, MAX_IN_FLIGHT, metric};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

@@ -38,6 +38,14 @@ pub const MAX_IN_FLIGHT: usize = 16;
 /// (which stores, which parts), so more than a single store needs.
 const GROUP_STATEMENTS: usize = 512;
 
+/// The metrics a group committer records (through the `metrics` facade).
+pub mod metric {
+    /// Statements sent, commits tried again alone included.
+    pub const GROUP_STATEMENTS: &str = "steward_group_commit_statements_total";
+    /// Commits taken from the queue (each once, whether it went in a group or alone).
+    pub const GROUP_COMMITS: &str = "steward_group_commit_commits_total";
+}
+
 /// What a part does, to which table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -665,12 +673,16 @@ async fn commit_groups(
     statements: Arc<AtomicU64>,
 ) {
     let mut group: Vec<Queued> = Vec::with_capacity(MAX_GROUP);
-    let sent = || statements.fetch_add(1, Ordering::Relaxed);
+    let sent = || {
+        metrics::counter!(metric::GROUP_STATEMENTS).increment(1);
+        statements.fetch_add(1, Ordering::Relaxed)
+    };
     loop {
         let taken = queued.lock().await.recv_many(&mut group, MAX_GROUP).await;
         if taken == 0 {
             break;
         }
+        metrics::counter!(metric::GROUP_COMMITS).increment(taken as u64);
         // One order for the same stores, so one statement text.
         group.sort_by(|a, b| a.rows.tables.cmp(&b.rows.tables));
         let all: Vec<&Rows> = group.iter().map(|q| &q.rows).collect();
