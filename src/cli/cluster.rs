@@ -554,6 +554,14 @@ mod tests {
             |c| c.cluster.group_commit = 17,
             "group_commit is 17; at most 16",
         );
+        refused(
+            |c| c.source.events = Some("events.jsonl".into()),
+            "takes its events from [amqp]",
+        );
+        refused(
+            |c| c.source.watch = Some("inbox".into()),
+            "takes its events from [amqp]",
+        );
     }
 
     #[test]
