@@ -12,6 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::amqp::{close_connection, connections_of};
 use common::cluster::*;
 
 #[test]
@@ -92,6 +93,101 @@ fn three_processes_one_killed_apply_every_event_once_in_order_per_key() {
     assert!(
         b2_log.contains("taking partition"),
         "the restarted member never took a partition\n{log}"
+    );
+    assert_matches(&schemas, &rules, &reference, &log);
+}
+
+/// A process's partitions consume on one connection to the broker. Closed from the
+/// broker's side mid-stream, it ends every partition's session; each reconnects (on a
+/// new shared connection) and every event still takes effect exactly once.
+#[test]
+fn partitions_share_one_connection_and_all_survive_its_cut() {
+    const PARTITIONS: u32 = 4;
+    let Some(broker) = Broker::connect("cluster_cut", PARTITIONS) else {
+        return;
+    };
+    let name = format!("steward_{}", broker.base);
+    let Some(schemas) = Schemas::new("cluster_cut", &name, PARTITIONS) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules(dir.path());
+    let events = events(400, 30);
+    let reference = reference(dir.path(), &rules, &events);
+
+    let config = config(dir.path(), &broker, &name);
+    let a = spawn(dir.path(), &rules, &config, "a");
+    let needle = format!("cluster {name}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while logs(dir.path())
+        .matches("amqp: consuming from queue")
+        .count()
+        < PARTITIONS as usize
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the partitions never consumed\n{}",
+            logs(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let Some(connections) = connections_of(&needle) else {
+        assert!(!required(), "rabbitmqctl is not usable here");
+        eprintln!("SKIPPED partitions_share_one_connection…: rabbitmqctl is not usable here");
+        return;
+    };
+    assert_eq!(
+        connections.len(),
+        1,
+        "{connections:?}\n{}",
+        logs(dir.path())
+    );
+    // The second half is published only after the cut, so the stream cannot end first.
+    let half = events.len() / 2;
+    broker.publish(&events[..half]);
+    let total = events.len() as i64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while schemas.applied() < total / 5 {
+        assert!(
+            Instant::now() < deadline,
+            "no progress\n{}",
+            logs(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    close_connection(&connections[0]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while logs(dir.path())
+        .matches("amqp: consuming from queue")
+        .count()
+        < 2 * PARTITIONS as usize
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not every partition reconnected\n{}",
+            logs(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    broker.publish(&events[half..]);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while schemas.applied() < total || broker.backlog() != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {total} applied\n{}",
+            schemas.applied(),
+            logs(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let again = connections_of(&needle).unwrap_or_default();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_ne!(again, connections, "the cut connection is still open");
+    terminate(vec![a], || logs(dir.path()));
+    let log = logs(dir.path());
+    assert!(
+        log.matches("reconnecting in").count() >= PARTITIONS as usize,
+        "{log}"
     );
     assert_matches(&schemas, &rules, &reference, &log);
 }

@@ -1,13 +1,15 @@
 //! The RabbitMQ (AMQP 0-9-1) event source of `steward run`, configured by `[amqp]`.
 //!
-//! A background task owns the connection: it declares the topology from the
-//! configuration (exchange, queue, bindings, dead-letter exchange and queue), consumes
-//! with manual acknowledgements and a bounded prefetch, decodes each delivery as a
+//! A background task consumes on channels of a connection it may share with other
+//! sources ([`Broker`]: a `[cluster]` process's partitions share one). It declares the
+//! topology from the configuration (exchange, queue, bindings, dead-letter exchange
+//! and queue), consumes with manual acknowledgements and a bounded prefetch, decodes each delivery as a
 //! CloudEvent (AMQP binding, structured or binary mode) and hands the engine loop
 //! batches of messages. The engine loop applies a batch, commits it to the store, and
 //! only then settles it ([`Source::settle`]): acknowledges the messages that took
 //! effect and dead-letters the others. When the connection drops, the task reconnects
-//! with exponential backoff; deliveries that were not acknowledged are redelivered by
+//! with exponential backoff (the first of the sharing tasks to find it closed opens
+//! the next one); deliveries that were not acknowledged are redelivered by
 //! the broker, and the store's de-duplication by (`source`, `id`) makes a redelivery
 //! of an event already committed harmless.
 //!
@@ -19,6 +21,7 @@
 //! publish fail, the original is rejected without requeue, so the queue's own
 //! `x-dead-letter-exchange` still routes it (without the reason header).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -411,6 +414,121 @@ async fn dead_letter(
     Ok(())
 }
 
+/// Most sources on one connection. Each has three channels (consuming, dead-letter
+/// copies, queue depth), so a connection stays well under the broker's limit of
+/// channels per connection (2,047 by default) however many partitions a process owns.
+pub const SOURCES_PER_CONNECTION: u32 = 128;
+
+/// The connection (or connections) to the broker that sources share, each consuming
+/// on channels of its own: a `[cluster]` process's partitions share one, where each
+/// used to open its own, which costs the broker CPU for every message (BENCHMARKS.md,
+/// "Intake, sixteenth day").
+///
+/// A source whose session ended asks for the connection again: the first to find it
+/// closed opens the next one, and the others take that. So a connection cut by the
+/// broker ends every source's session on it (each consumer fails with it) and each
+/// reconnects on its own backoff, while a source that stops (a partition handed over)
+/// closes only its channels. [`Broker::close`] closes the connections once every
+/// source has stopped.
+#[derive(Clone)]
+pub struct Broker {
+    connections: Arc<Connections>,
+    /// Which connection this handle's source uses.
+    slot: u32,
+}
+
+struct Connections {
+    url: String,
+    /// The connection's name, as the broker's tools show it.
+    name: String,
+    open: tokio::sync::Mutex<HashMap<u32, Arc<Connection>>>,
+}
+
+impl Broker {
+    /// Connections to `url` named `name`; none is opened until a source asks.
+    pub fn new(url: &str, name: impl Into<String>) -> Broker {
+        Broker {
+            connections: Arc::new(Connections {
+                url: url.to_string(),
+                name: name.into(),
+                open: tokio::sync::Mutex::new(HashMap::new()),
+            }),
+            slot: 0,
+        }
+    }
+
+    /// The handle for the `i`th source: sources `0..SOURCES_PER_CONNECTION` share the
+    /// first connection, and so on.
+    pub fn source(&self, i: u32) -> Broker {
+        Broker {
+            connections: self.connections.clone(),
+            slot: i / SOURCES_PER_CONNECTION,
+        }
+    }
+
+    /// The open connection of this handle's slot, opened if there is none or it was
+    /// lost.
+    async fn connection(&self) -> Result<Arc<Connection>> {
+        let shared = &self.connections;
+        let mut open = shared.open.lock().await;
+        if let Some(connection) = open.get(&self.slot)
+            && connection.status().connected()
+        {
+            return Ok(connection.clone());
+        }
+        let name = match self.slot {
+            0 => shared.name.clone(),
+            n => format!("{} ({n})", shared.name),
+        };
+        let properties =
+            ConnectionProperties::default().with_connection_name(LongString::from(name));
+        // Bounded, so a stop is noticed even while a broker does not answer.
+        let connection = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Connection::connect(&shared.url, properties),
+        )
+        .await
+        .map_err(|_| anyhow!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))
+        .and_then(|c| c.map_err(anyhow::Error::from))
+        .context("connecting")?;
+        let connection = Arc::new(connection);
+        open.insert(self.slot, connection.clone());
+        Ok(connection)
+    }
+
+    /// Closes every connection (once its sources have stopped).
+    pub async fn close(&self) {
+        let open = std::mem::take(&mut *self.connections.open.lock().await);
+        for connection in open.into_values() {
+            if !connection.status().connected() {
+                continue;
+            }
+            if let Err(e) = connection
+                .close(200, ShortString::from("steward stopping"))
+                .await
+            {
+                tracing::warn!(error = %e, "amqp: closing the connection: {e}");
+            }
+        }
+    }
+}
+
+/// Closes a stopping session's channels: the broker requeues what they had not
+/// acknowledged, for the next consumer.
+async fn close_channels(channels: [&Channel; 2]) {
+    for channel in channels {
+        if !channel.status().connected() {
+            continue;
+        }
+        if let Err(e) = channel
+            .close(200, ShortString::from("steward stopping"))
+            .await
+        {
+            tracing::warn!(error = %e, "amqp: closing a channel: {e}");
+        }
+    }
+}
+
 /// What the engine loop asks of the source task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -451,7 +569,12 @@ pub struct Source {
 impl Source {
     /// Starts consuming in the background (connecting, declaring and reconnecting as
     /// needed). Batches hold at most `batch` messages.
-    pub fn start(config: AmqpConfig, batch: usize, linger: Duration) -> Result<Source> {
+    pub fn start(
+        config: AmqpConfig,
+        broker: Broker,
+        batch: usize,
+        linger: Duration,
+    ) -> Result<Source> {
         config.check()?;
         if config.max_message_bytes > MAX_EVENT_BYTES {
             bail!(
@@ -467,7 +590,7 @@ impl Source {
         let (phase, watcher) = watch::channel(Phase::Run);
         super::ops::set_check("amqp", Err("connecting".to_string()));
         let runs = Runs { batch, linger };
-        let task = tokio::spawn(consume(config, runs, tx, watcher));
+        let task = tokio::spawn(consume(config, broker, runs, tx, watcher));
         Ok(Source {
             rx,
             held: Vec::new(),
@@ -583,6 +706,7 @@ struct Runs {
 /// The task: sessions, with backoff between them, until stopped.
 async fn consume(
     config: AmqpConfig,
+    broker: Broker,
     runs: Runs,
     tx: mpsc::Sender<Vec<Message>>,
     mut phase: watch::Receiver<Phase>,
@@ -595,7 +719,17 @@ async fn consume(
         if *phase.borrow() != Phase::Run {
             break;
         }
-        match session(&config, runs, &mut tx, &mut phase, &mut backoff, min).await {
+        match session(
+            &config,
+            &broker,
+            runs,
+            &mut tx,
+            &mut phase,
+            &mut backoff,
+            min,
+        )
+        .await
+        {
             Ok(End::Stopped) => break,
             Err(e) => {
                 super::ops::set_check("amqp", Err(format!("{}: {e:#}", config.display_url())));
@@ -619,27 +753,18 @@ async fn consume(
     tx.take();
 }
 
-/// One connection: declare, consume, hand over messages; returns when stopped, or fails
-/// when the connection or channel is lost.
+/// One session on the broker's connection: declare, consume, hand over messages;
+/// returns when stopped, or fails when the connection or channel is lost.
 async fn session(
     config: &AmqpConfig,
+    broker: &Broker,
     runs: Runs,
     tx: &mut Option<mpsc::Sender<Vec<Message>>>,
     phase: &mut watch::Receiver<Phase>,
     backoff: &mut Duration,
     min: Duration,
 ) -> Result<End> {
-    // Bounded, so a stop is noticed even while a broker does not answer.
-    let properties = ConnectionProperties::default()
-        .with_connection_name(LongString::from(format!("steward run: {}", config.queue)));
-    let connection = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        Connection::connect(&config.url, properties),
-    )
-    .await
-    .map_err(|_| anyhow!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))
-    .and_then(|c| c.map_err(anyhow::Error::from))
-    .context("connecting")?;
+    let connection = broker.connection().await?;
     let channel = connection
         .create_channel()
         .await
@@ -705,12 +830,7 @@ async fn session(
             // close; deliveries never handed over are requeued by the broker.
             tx.take();
             let _ = phase.wait_for(|p| *p == Phase::Close).await;
-            if let Err(e) = connection
-                .close(200, ShortString::from("steward stopping"))
-                .await
-            {
-                tracing::warn!(error = %e, "amqp: closing the connection: {e}");
-            }
+            close_channels([&channel, &link.publisher]).await;
             return Ok(End::Stopped);
         };
         let delivery = match delivery {
@@ -748,14 +868,10 @@ async fn session(
             None => false,
         };
         if !sent {
-            // The engine loop is gone (its partition was stopped at once): close, so
-            // the broker requeues every unacknowledged delivery for the next consumer.
-            if let Err(e) = connection
-                .close(200, ShortString::from("steward stopping"))
-                .await
-            {
-                eprintln!("amqp: closing the connection: {e}");
-            }
+            // The engine loop is gone (its partition was stopped at once): close the
+            // channels, so the broker requeues every unacknowledged delivery for the
+            // next consumer.
+            close_channels([&channel, &link.publisher]).await;
             return Ok(End::Stopped);
         }
         if let Some(e) = lost {

@@ -57,7 +57,7 @@ use steward_engine::store::postgres::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::amqp::AmqpConfig;
+use super::amqp::{AmqpConfig, Broker};
 use super::run::{Config, Runner};
 
 /// `[cluster]`.
@@ -103,6 +103,8 @@ struct Shared {
     host: Option<(Arc<dyn Invoker>, u64)>,
     /// The partitions' committer, with `group_commit` (see [`GroupCommit`]).
     group: Option<GroupCommit>,
+    /// The partitions' connection to the broker: each consumes on channels of its own.
+    broker: Broker,
 }
 
 /// A partition this process owns: how to stop its runner, and the runner's task.
@@ -204,14 +206,20 @@ pub fn run(
             0 => None,
             n => Some(GroupCommit::new(&url, n as usize)?),
         };
+        let amqp_url = config.amqp.as_ref().map_or("", |a| a.url.as_str());
+        let name = format!("steward run: cluster {}", config.cluster.name);
+        let broker = Broker::new(amqp_url, name);
         let shared = Rc::new(Shared {
             config,
             url,
             rules,
             host,
             group,
+            broker: broker.clone(),
         });
-        coordinate(shared).await
+        let coordinated = coordinate(shared).await;
+        broker.close().await;
+        coordinated
     });
     runtime.shutdown_timeout(Duration::from_millis(100));
     result.map(|()| ExitCode::SUCCESS)
@@ -494,7 +502,7 @@ async fn partition(
     let stop = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
-    runner.consume(amqp, stop).await?;
+    runner.consume(amqp, shared.broker.source(i), stop).await?;
     runner.stop_dispatch().await?;
     runner.tick().await?;
     runner.commit().await

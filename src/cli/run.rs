@@ -769,21 +769,29 @@ impl Runner {
             config.source.events.is_none() && config.source.watch.is_none(),
             "[amqp] and an event file or watched directory are both configured; choose one"
         );
-        self.consume(amqp, super::amqp::shutdown_signal()).await?;
+        let name = format!("steward run: {}", amqp.queue);
+        let broker = super::amqp::Broker::new(&amqp.url, name);
+        let consumed = self
+            .consume(amqp, broker.clone(), super::amqp::shutdown_signal())
+            .await;
+        broker.close().await;
+        consumed?;
         Ok(true)
     }
 
     /// Consumes the queue of `amqp` until `stop` resolves: each batch is applied,
     /// committed, and only then acknowledged (or dead-lettered); webhooks and finished
-    /// actions are taken in between. On `stop`, consuming ends, the batches already
-    /// received are committed and settled, and the connection is closed.
+    /// actions are taken in between, on channels of `broker`'s connection. On `stop`,
+    /// consuming ends, the batches already received are committed and settled, and the
+    /// channels are closed.
     pub(super) async fn consume(
         &mut self,
         amqp: super::amqp::AmqpConfig,
+        broker: super::amqp::Broker,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<()> {
         let unrouted = amqp.dead_letter_unrouted;
-        let mut source = super::amqp::Source::start(amqp, self.batch, self.linger)?;
+        let mut source = super::amqp::Source::start(amqp, broker, self.batch, self.linger)?;
         let mut webhooks = self.webhooks.take();
         let mut finished = self.finished.take();
         tokio::pin!(stop);

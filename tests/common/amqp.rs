@@ -211,6 +211,16 @@ impl Drop for Session {
 /// names its connections after its queue or exchange); `None` when `rabbitmqctl` is
 /// not usable here.
 pub fn connection_of(needle: &str) -> Option<String> {
+    let found = connections_of(needle)?;
+    let text = found
+        .first()
+        .unwrap_or_else(|| panic!("no connection for {needle}"));
+    Some(text.clone())
+}
+
+/// The broker's ids of every connection whose client properties mention `needle`;
+/// `None` when `rabbitmqctl` is not usable here.
+pub fn connections_of(needle: &str) -> Option<Vec<String>> {
     let list = Command::new("rabbitmqctl")
         .args(["-q", "list_connections", "pid", "client_properties"])
         .output()
@@ -219,12 +229,13 @@ pub fn connection_of(needle: &str) -> Option<String> {
         return None;
     }
     let text = String::from_utf8_lossy(&list.stdout);
-    let pid = text
+    let pids = text
         .lines()
-        .find(|l| l.contains(needle))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no connection for {needle} in:\n{text}"));
-    Some(pid.to_string())
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    Some(pids)
 }
 
 /// Closes a connection from the broker's side.
