@@ -1273,9 +1273,9 @@ async fn postgres_group_commit_answers_each_store_alone() {
     let namespace = (std::process::id() as i32 & 0x0fff_ffff) | 0x2000_0000;
     let fence = Fence {
         namespace,
+        held: 3,
         barrier: namespace ^ 0x0400_0000,
         key: 3,
-        pid: 0,
     };
     let c = places[2].open().await.grouped(group.clone()).fenced(fence);
     let batch = |id: &str, seq: u64| {
@@ -1449,9 +1449,9 @@ async fn postgres_fenced_commits_stop_when_the_lock_is_lost() {
     let namespace = (std::process::id() as i32 & 0x0fff_ffff) | 0x1000_0000;
     let fence = Fence {
         namespace,
+        held: 7,
         barrier: namespace ^ 0x0400_0000,
         key: 7,
-        pid,
     };
     let store = schema.open().await.fenced(fence);
     let seen = |id: &str| {

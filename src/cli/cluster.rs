@@ -26,8 +26,9 @@
 //!
 //! **Fencing.** A partition's commits are refused once its process lost the lock
 //! (its control connection died while its other connections lived on): each commit
-//! checks, in its transaction, that the control session still holds the lock, under
-//! a shared barrier lock the next owner waits on before loading (`Fence`).
+//! checks, in its transaction, that the control session still holds its member lock
+//! (the partition locks live and die with it), under a shared barrier lock the next
+//! owner waits on before loading (`Fence`).
 //!
 //! **Commits.** Each partition commits on its own, or, with `group_commit = N`,
 //! through the process's committer (`GroupCommit`): up to N statements in flight,
@@ -228,10 +229,9 @@ pub fn run(
 /// The control connection, with this process registered as a member.
 struct Control {
     conn: PgConnection,
+    /// The member lock's key: partition commits check that the control session still
+    /// holds it (`Fence`).
     member: i32,
-    /// The control session's backend pid: partition commits check that it still
-    /// holds their lock (`Fence`).
-    pid: i32,
 }
 
 async fn connect_control(shared: &Shared, members: i32) -> Result<Control> {
@@ -248,20 +248,18 @@ async fn connect_control(shared: &Shared, members: i32) -> Result<Control> {
             .fetch_one(&mut conn)
             .await?;
         if got {
-            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-                .fetch_one(&mut conn)
-                .await?;
-            return Ok(Control { conn, member, pid });
+            return Ok(Control { conn, member });
         }
         member = (member.wrapping_mul(31).wrapping_add(7)) & 0x7fff_ffff;
     }
 }
 
-/// Live members of the deployment: holders of a member lock in this database.
+/// Live members of the deployment: holders of a member lock in this database (held
+/// exclusively; a commit checking a departed member's lock holds it shared a moment).
 async fn count_members(conn: &mut PgConnection, members: i32) -> Result<u32> {
     let n: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_locks \
-         WHERE locktype = 'advisory' AND granted AND objsubid = 2 \
+         WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND mode = 'ExclusiveLock' \
            AND classid::bigint = $1 \
            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
@@ -302,17 +300,17 @@ async fn coordinate(shared: Rc<Shared>) -> Result<()> {
             _ = ticker.tick() => {}
         }
         let fence = Fence {
-            namespace: partitions_ns,
+            namespace: members_ns,
+            held: control.member,
             barrier: barriers_ns,
             key: 0,
-            pid: control.pid,
         };
         let round = rebalance(
             &shared,
             &mut control.conn,
             &mut owned,
             &mut failures,
-            (members_ns, fence),
+            (partitions_ns, fence),
             offset,
         )
         .await;
@@ -368,11 +366,11 @@ async fn rebalance(
     conn: &mut PgConnection,
     owned: &mut BTreeMap<u32, Owned>,
     failures: &mut HashMap<u32, (u32, Instant)>,
-    (members_ns, fence): (i32, Fence),
+    (partitions_ns, fence): (i32, Fence),
     offset: u32,
 ) -> Result<()> {
     let partitions = shared.config.cluster.partitions;
-    let partitions_ns = fence.namespace;
+    let members_ns = fence.namespace;
     // Partitions whose runner ended (an error, e.g. the store was unreachable): given
     // back, and retried after a backoff.
     let ended: Vec<u32> = owned

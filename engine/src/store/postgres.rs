@@ -50,19 +50,26 @@ pub struct PostgresStore {
 /// Commits that hold only while another session holds an advisory lock: how a
 /// `[cluster]` partition's store refuses writes once its process lost the partition.
 ///
-/// Each commit transaction first takes the shared transaction lock
-/// `(barrier, key)`, then checks that session `pid` still holds `(namespace, key)`;
-/// if not, the commit is rolled back with [`StoreError::Fenced`]. A new owner takes
-/// `(barrier, key)` exclusively once before loading the partition, so every commit
-/// that passed its check before the lock changed hands has ended by then, and is in
-/// what the new owner loads.
+/// The owner's session holds the session-level advisory lock `(namespace, held)`
+/// exclusively (in `[cluster]`, its member lock: a process loses its partitions'
+/// locks and its member lock together, when its control session ends). Each commit
+/// transaction first takes the shared transaction lock `(barrier, key)`, then tries
+/// the shared transaction lock `(namespace, held)`: refused while the owner holds it,
+/// granted once the owner is gone, and then the commit is rolled back with
+/// [`StoreError::Fenced`]. Trying a lock reads the server's lock table live (not
+/// from the statement's snapshot) at the cost of one lookup; reading `pg_locks`
+/// instead, as this did before, copies the whole lock table under every partition of
+/// its lock (BENCHMARKS.md, "Intake, seventeenth day"). A new owner takes `(barrier,
+/// key)` exclusively once before loading the partition, so every commit that passed
+/// its check before the partition changed hands has ended by then, and is in what
+/// the new owner loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fence {
     pub namespace: i32,
+    /// The second key of the lock the owner's session holds.
+    pub held: i32,
     pub barrier: i32,
     pub key: i32,
-    /// The backend pid of the session holding the ownership lock.
-    pub pid: i32,
 }
 
 impl PostgresStore {

@@ -518,21 +518,13 @@ impl<'a> Rows<'a> {
         q.push(format_args!("fence_{n} AS ("));
         match self.fence {
             // The shared barrier lock first, then whether the owner's session still
-            // holds the partition (`pg_locks` is read live, not from the snapshot).
+            // holds its lock: trying it is refused while it does.
             Some(fence) => {
-                q.push(
-                    "SELECT EXISTS (SELECT 1 FROM pg_locks \
-                       WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::bigint = ",
-                );
-                q.push_bind(i64::from(fence.namespace));
-                q.push(" AND objid::bigint = ");
-                q.push_bind(i64::from(fence.key));
-                q.push(" AND pid = ");
-                q.push_bind(fence.pid);
-                q.push(
-                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) \
-                     AS held FROM (SELECT pg_advisory_xact_lock_shared(",
-                );
+                q.push("SELECT NOT pg_try_advisory_xact_lock_shared(");
+                q.push_bind(fence.namespace);
+                q.push(", ");
+                q.push_bind(fence.held);
+                q.push(") AS held FROM (SELECT pg_advisory_xact_lock_shared(");
                 q.push_bind(fence.barrier);
                 q.push(", ");
                 q.push_bind(fence.key);
