@@ -420,9 +420,9 @@ async fn dead_letter(
 pub const SOURCES_PER_CONNECTION: u32 = 128;
 
 /// The connection (or connections) to the broker that sources share, each consuming
-/// on channels of its own: a `[cluster]` process's partitions share one, where each
-/// used to open its own, which costs the broker CPU for every message (BENCHMARKS.md,
-/// "Intake, sixteenth day").
+/// on channels of its own: a `[cluster]` process's partitions share one, so the
+/// broker holds one connection per process rather than one per partition
+/// (BENCHMARKS.md, "Intake, seventeenth day").
 ///
 /// A source whose session ended asks for the connection again: the first to find it
 /// closed opens the next one, and the others take that. So a connection cut by the
