@@ -1431,8 +1431,9 @@ async fn postgres_schemas_are_dropped() {
     assert_eq!(left, 0, "schema {name} was not dropped");
 }
 
-/// A fenced store commits while the owning session holds its lock, and refuses (with
-/// nothing written) once that session is gone.
+/// A fenced store commits while the owning session holds its lock, waits while a next
+/// owner holds the barrier, and refuses (with nothing written) once the owning session
+/// is gone.
 #[tokio::test]
 async fn postgres_fenced_commits_stop_when_the_lock_is_lost() {
     use steward_engine::store::StoreError;
@@ -1476,6 +1477,27 @@ async fn postgres_fenced_commits_stop_when_the_lock_is_lost() {
         .commit(&rules, &seen("e1"), &Meta::default())
         .await
         .unwrap();
+    // A next owner holding the barrier: the commit waits for it (it may not write
+    // while a new owner loads), then goes through, the owner's lock still held.
+    let mut next = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1, $2)")
+        .bind(namespace ^ 0x0400_0000)
+        .bind(7)
+        .execute(&mut next)
+        .await
+        .unwrap();
+    let (waiting, meta) = (seen("e1b"), Meta::default());
+    let commit = store.commit(&rules, &waiting, &meta);
+    tokio::pin!(commit);
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut commit).await;
+    assert!(early.is_err(), "committed past the barrier: {early:?}");
+    sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+        .bind(namespace ^ 0x0400_0000)
+        .bind(7)
+        .execute(&mut next)
+        .await
+        .unwrap();
+    commit.await.unwrap();
     // The owning session ends: its lock goes with it, and so does the right to commit.
     // (Closing only asks the server to end the session; its backend releases the lock
     // as it exits, a moment later.)
@@ -1500,6 +1522,7 @@ async fn postgres_fenced_commits_stop_when_the_lock_is_lost() {
     let refused = store.commit(&rules, &seen("e2"), &Meta::default()).await;
     assert!(matches!(refused, Err(StoreError::Fenced)), "{refused:?}");
     let world = store.load(&rules).await.unwrap();
-    let ids: Vec<String> = world.seen.iter().map(|e| e.id.to_string()).collect();
-    assert_eq!(ids, vec!["e1".to_string()]);
+    let mut ids: Vec<String> = world.seen.iter().map(|e| e.id.to_string()).collect();
+    ids.sort();
+    assert_eq!(ids, ["e1", "e1b"]);
 }
