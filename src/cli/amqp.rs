@@ -1,10 +1,11 @@
 //! The RabbitMQ (AMQP 0-9-1) event source of `steward run`, configured by `[amqp]`.
 //!
 //! A background task consumes on channels of a connection it may share with other
-//! sources ([`Broker`]: a `[cluster]` process's partitions share one). It declares the
-//! topology from the configuration (exchange, queue, bindings, dead-letter exchange
-//! and queue), consumes with manual acknowledgements and a bounded prefetch, decodes each delivery as a
-//! CloudEvent (AMQP binding, structured or binary mode) and hands the engine loop
+//! sources ([`Broker`]: a `[cluster]` process's partitions share one). It declares
+//! the topology from the configuration (exchange, queue, bindings, dead-letter
+//! exchange and queue), consumes with manual acknowledgements and a bounded prefetch,
+//! decodes each delivery as a CloudEvent (AMQP binding, structured or binary mode)
+//! and hands the engine loop
 //! batches of messages. The engine loop applies a batch, commits it to the store, and
 //! only then settles it ([`Source::settle`]): acknowledges the messages that took
 //! effect and dead-letters the others. When the connection drops, the task reconnects
@@ -441,7 +442,15 @@ struct Connections {
     url: String,
     /// The connection's name, as the broker's tools show it.
     name: String,
-    open: tokio::sync::Mutex<HashMap<u32, Arc<Connection>>>,
+    slots: tokio::sync::Mutex<HashMap<u32, Slot>>,
+}
+
+/// One connection's state.
+#[derive(Default)]
+struct Slot {
+    open: Option<Arc<Connection>>,
+    /// When the last attempt to open it failed, and why.
+    failed: Option<(tokio::time::Instant, String)>,
 }
 
 impl Broker {
@@ -451,7 +460,7 @@ impl Broker {
             connections: Arc::new(Connections {
                 url: url.to_string(),
                 name: name.into(),
-                open: tokio::sync::Mutex::new(HashMap::new()),
+                slots: tokio::sync::Mutex::new(HashMap::new()),
             }),
             slot: 0,
         }
@@ -467,14 +476,22 @@ impl Broker {
     }
 
     /// The open connection of this handle's slot, opened if there is none or it was
-    /// lost.
+    /// lost. Sources that asked while an attempt was under way share its outcome, so
+    /// a broker that does not answer costs them one timeout, not one each in turn.
     async fn connection(&self) -> Result<Arc<Connection>> {
+        let asked = tokio::time::Instant::now();
         let shared = &self.connections;
-        let mut open = shared.open.lock().await;
-        if let Some(connection) = open.get(&self.slot)
+        let mut slots = shared.slots.lock().await;
+        let slot = slots.entry(self.slot).or_default();
+        if let Some(connection) = &slot.open
             && connection.status().connected()
         {
             return Ok(connection.clone());
+        }
+        if let Some((at, why)) = &slot.failed
+            && *at >= asked
+        {
+            bail!("{why}");
         }
         let name = match self.slot {
             0 => shared.name.clone(),
@@ -483,23 +500,34 @@ impl Broker {
         let properties =
             ConnectionProperties::default().with_connection_name(LongString::from(name));
         // Bounded, so a stop is noticed even while a broker does not answer.
-        let connection = tokio::time::timeout(
+        let connected = tokio::time::timeout(
             CONNECT_TIMEOUT,
             Connection::connect(&shared.url, properties),
         )
         .await
         .map_err(|_| anyhow!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))
         .and_then(|c| c.map_err(anyhow::Error::from))
-        .context("connecting")?;
-        let connection = Arc::new(connection);
-        open.insert(self.slot, connection.clone());
-        Ok(connection)
+        .context("connecting");
+        match connected {
+            Ok(connection) => {
+                let connection = Arc::new(connection);
+                *slot = Slot {
+                    open: Some(connection.clone()),
+                    failed: None,
+                };
+                Ok(connection)
+            }
+            Err(e) => {
+                slot.failed = Some((tokio::time::Instant::now(), format!("{e:#}")));
+                Err(e)
+            }
+        }
     }
 
     /// Closes every connection (once its sources have stopped).
     pub async fn close(&self) {
-        let open = std::mem::take(&mut *self.connections.open.lock().await);
-        for connection in open.into_values() {
+        let slots = std::mem::take(&mut *self.connections.slots.lock().await);
+        for connection in slots.into_values().filter_map(|slot| slot.open) {
             if !connection.status().connected() {
                 continue;
             }
