@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::amqp::{close_connection, connections_of};
 use common::cluster::*;
@@ -35,56 +35,48 @@ fn three_processes_one_killed_apply_every_event_once_in_order_per_key() {
     let a = spawn(dir.path(), &rules, &config, "a");
     let mut b = spawn(dir.path(), &rules, &config, "b");
     let c = spawn(dir.path(), &rules, &config, "c");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while broker.backlog().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "queues never declared\n{}",
-            logs(dir.path())
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        dir.path(),
+        60,
+        Duration::from_millis(100),
+        || "queues never declared".to_string(),
+        || broker.backlog().is_some(),
+    );
     // The first half, then SIGKILL one member mid-stream (the second half is published
     // only after the kill, so the stream cannot end first), then start it again.
     let half = events.len() / 2;
     broker.publish(&events[..half]);
     let total = events.len() as i64;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while schemas.applied() < total / 4 {
-        assert!(
-            Instant::now() < deadline,
-            "no progress\n{}",
-            logs(dir.path())
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        dir.path(),
+        120,
+        Duration::from_millis(50),
+        || "no progress".to_string(),
+        || schemas.applied() >= total / 4,
+    );
     b.kill();
     let b2 = spawn(dir.path(), &rules, &config, "b2");
     // The second half once the restarted member has its share again.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !std::fs::read_to_string(dir.path().join("b2.err"))
-        .unwrap_or_default()
-        .contains("taking partition")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the restarted member never took a partition\n{}",
-            logs(dir.path())
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        dir.path(),
+        120,
+        Duration::from_millis(50),
+        || "the restarted member never took a partition".to_string(),
+        || {
+            std::fs::read_to_string(dir.path().join("b2.err"))
+                .unwrap_or_default()
+                .contains("taking partition")
+        },
+    );
     broker.publish(&events[half..]);
 
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while schemas.applied() < total || broker.backlog() != Some(0) {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {total} applied\n{}",
-            schemas.applied(),
-            logs(dir.path())
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        dir.path(),
+        300,
+        Duration::from_millis(200),
+        || format!("{} of {total} applied", schemas.applied()),
+        || schemas.applied() >= total && broker.backlog() == Some(0),
+    );
     terminate(vec![a, c, b2], || logs(dir.path()));
     let log = logs(dir.path());
     let b_log = log.split("--- b\n").nth(1).unwrap_or_default();
@@ -118,19 +110,18 @@ fn partitions_share_one_connection_and_all_survive_its_cut() {
     let config = config(dir.path(), &broker, &name);
     let a = spawn(dir.path(), &rules, &config, "a");
     let needle = format!("cluster {name}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while logs(dir.path())
-        .matches("amqp: consuming from queue")
-        .count()
-        < PARTITIONS as usize
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the partitions never consumed\n{}",
+    wait_until(
+        dir.path(),
+        60,
+        Duration::from_millis(100),
+        || "the partitions never consumed".to_string(),
+        || {
             logs(dir.path())
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+                .matches("amqp: consuming from queue")
+                .count()
+                >= PARTITIONS as usize
+        },
+    );
     let Some(connections) = connections_of(&needle) else {
         assert!(!required(), "rabbitmqctl is not usable here");
         eprintln!("SKIPPED partitions_share_one_connection…: rabbitmqctl is not usable here");
@@ -146,40 +137,34 @@ fn partitions_share_one_connection_and_all_survive_its_cut() {
     let half = events.len() / 2;
     broker.publish(&events[..half]);
     let total = events.len() as i64;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while schemas.applied() < total / 5 {
-        assert!(
-            Instant::now() < deadline,
-            "no progress\n{}",
-            logs(dir.path())
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        dir.path(),
+        120,
+        Duration::from_millis(20),
+        || "no progress".to_string(),
+        || schemas.applied() >= total / 5,
+    );
     close_connection(&connections[0]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while logs(dir.path())
-        .matches("amqp: consuming from queue")
-        .count()
-        < 2 * PARTITIONS as usize
-    {
-        assert!(
-            Instant::now() < deadline,
-            "not every partition reconnected\n{}",
+    wait_until(
+        dir.path(),
+        60,
+        Duration::from_millis(50),
+        || "not every partition reconnected".to_string(),
+        || {
             logs(dir.path())
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+                .matches("amqp: consuming from queue")
+                .count()
+                >= 2 * PARTITIONS as usize
+        },
+    );
     broker.publish(&events[half..]);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while schemas.applied() < total || broker.backlog() != Some(0) {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {total} applied\n{}",
-            schemas.applied(),
-            logs(dir.path())
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        dir.path(),
+        300,
+        Duration::from_millis(200),
+        || format!("{} of {total} applied", schemas.applied()),
+        || schemas.applied() >= total && broker.backlog() == Some(0),
+    );
     let again = connections_of(&needle).unwrap_or_default();
     assert_eq!(again.len(), 1, "{again:?}");
     assert_ne!(again, connections, "the cut connection is still open");

@@ -70,29 +70,25 @@ fn a_postgres_restart_mid_stream_loses_and_duplicates_nothing() {
     toml.push_str("group_commit = 2\n");
     std::fs::write(&config, toml).unwrap();
     let a = spawn(dir.path(), &rules, &config, "a");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while broker.backlog().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "queues never declared\n{}",
-            logs(dir.path())
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        dir.path(),
+        60,
+        Duration::from_millis(100),
+        || "queues never declared".to_string(),
+        || broker.backlog().is_some(),
+    );
     // The second half is published only after the restart, so the stream cannot end
     // before it.
     let half = events.len() / 2;
     broker.publish(&events[..half]);
     let total = events.len() as i64;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while schemas.applied() < total / 5 {
-        assert!(
-            Instant::now() < deadline,
-            "no progress\n{}",
-            logs(dir.path())
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        dir.path(),
+        120,
+        Duration::from_millis(20),
+        || "no progress".to_string(),
+        || schemas.applied() >= total / 5,
+    );
     restart_postgres(&version);
     broker.publish(&events[half..]);
     let deadline = Instant::now() + Duration::from_secs(300);

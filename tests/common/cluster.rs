@@ -286,6 +286,27 @@ pub fn logs(dir: &Path) -> String {
     all
 }
 
+/// Waits until `done` holds, looking every `every`; after `secs` seconds, fails with
+/// `what` and the members' logs.
+pub fn wait_until(
+    dir: &Path,
+    secs: u64,
+    every: Duration,
+    what: impl Fn() -> String,
+    mut done: impl FnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}\n{}",
+            what(),
+            logs(dir)
+        );
+        std::thread::sleep(every);
+    }
+}
+
 /// Evidence records without their time, sorted: the same decisions, in any order.
 pub fn records(evidence: &[steward_engine::decision::EvidenceRecord]) -> Vec<String> {
     let mut r: Vec<String> = evidence
