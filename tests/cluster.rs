@@ -17,68 +17,36 @@ use common::cluster::*;
 
 #[test]
 fn three_processes_one_killed_apply_every_event_once_in_order_per_key() {
-    const PARTITIONS: u32 = 8;
-    let Some(broker) = Broker::connect("cluster", PARTITIONS) else {
+    let Some(d) = Deployment::new("cluster", 8, 2000, 50) else {
         return;
     };
-    let name = format!("steward_{}", broker.base);
-    let Some(schemas) = Schemas::new("cluster", &name, PARTITIONS) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let rules = rules(dir.path());
-    let events = events(2000, 50);
-    assert_eq!(events.len(), 2000 * 51 + 1800);
-    let reference = reference(dir.path(), &rules, &events);
-
-    let config = config(dir.path(), &broker, &name);
-    let a = spawn(dir.path(), &rules, &config, "a");
-    let mut b = spawn(dir.path(), &rules, &config, "b");
-    let c = spawn(dir.path(), &rules, &config, "c");
-    wait_until(
-        dir.path(),
-        60,
-        Duration::from_millis(100),
-        || "queues never declared".to_string(),
-        || broker.backlog().is_some(),
-    );
+    assert_eq!(d.events.len(), 2000 * 51 + 1800);
+    let a = d.spawn("a");
+    let mut b = d.spawn("b");
+    let c = d.spawn("c");
+    let every = Duration::from_millis(50);
+    d.wait_until_declared();
     // The first half, then SIGKILL one member mid-stream (the second half is published
     // only after the kill, so the stream cannot end first), then start it again.
-    let half = events.len() / 2;
-    broker.publish(&events[..half]);
-    let total = events.len() as i64;
-    wait_until(
-        dir.path(),
-        120,
-        Duration::from_millis(50),
-        || "no progress".to_string(),
-        || schemas.applied() >= total / 4,
-    );
+    d.publish_first_half(4);
     b.kill();
-    let b2 = spawn(dir.path(), &rules, &config, "b2");
+    let b2 = d.spawn("b2");
     // The second half once the restarted member has its share again.
     wait_until(
-        dir.path(),
+        d.path(),
         120,
-        Duration::from_millis(50),
+        every,
         || "the restarted member never took a partition".to_string(),
         || {
-            std::fs::read_to_string(dir.path().join("b2.err"))
+            std::fs::read_to_string(d.path().join("b2.err"))
                 .unwrap_or_default()
                 .contains("taking partition")
         },
     );
-    broker.publish(&events[half..]);
-
-    wait_until(
-        dir.path(),
-        300,
-        Duration::from_millis(200),
-        || format!("{} of {total} applied", schemas.applied()),
-        || schemas.applied() >= total && broker.backlog() == Some(0),
-    );
-    terminate(vec![a, c, b2], || logs(dir.path()));
-    let log = logs(dir.path());
+    d.publish_second_half();
+    d.wait_until_applied();
+    terminate(vec![a, c, b2], || d.logs());
+    let log = d.logs();
     let b_log = log.split("--- b\n").nth(1).unwrap_or_default();
     assert!(b_log.contains("taking partition"), "{log}");
     let b2_log = log.split("--- b2\n").nth(1).unwrap_or_default();
@@ -86,7 +54,7 @@ fn three_processes_one_killed_apply_every_event_once_in_order_per_key() {
         b2_log.contains("taking partition"),
         "the restarted member never took a partition\n{log}"
     );
-    assert_matches(&schemas, &rules, &reference, &log);
+    d.assert_matches(&log);
 }
 
 /// A process's partitions consume on one connection to the broker. Closed from the
@@ -94,85 +62,47 @@ fn three_processes_one_killed_apply_every_event_once_in_order_per_key() {
 /// new shared connection) and every event still takes effect exactly once.
 #[test]
 fn partitions_share_one_connection_and_all_survive_its_cut() {
-    const PARTITIONS: u32 = 4;
-    let Some(broker) = Broker::connect("cluster_cut", PARTITIONS) else {
+    const PARTITIONS: usize = 4;
+    let Some(d) = Deployment::new("cluster_cut", PARTITIONS as u32, 400, 30) else {
         return;
     };
-    let name = format!("steward_{}", broker.base);
-    let Some(schemas) = Schemas::new("cluster_cut", &name, PARTITIONS) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let rules = rules(dir.path());
-    let events = events(400, 30);
-    let reference = reference(dir.path(), &rules, &events);
-
-    let config = config(dir.path(), &broker, &name);
-    let a = spawn(dir.path(), &rules, &config, "a");
-    let needle = format!("cluster {name}");
+    let a = d.spawn("a");
+    let needle = format!("cluster {}", d.name);
+    let every = Duration::from_millis(50);
+    let consuming = || d.logs().matches("amqp: consuming from queue").count();
     wait_until(
-        dir.path(),
+        d.path(),
         60,
-        Duration::from_millis(100),
+        every,
         || "the partitions never consumed".to_string(),
-        || {
-            logs(dir.path())
-                .matches("amqp: consuming from queue")
-                .count()
-                >= PARTITIONS as usize
-        },
+        || consuming() >= PARTITIONS,
     );
     let Some(connections) = connections_of(&needle) else {
         assert!(!required(), "rabbitmqctl is not usable here");
         eprintln!("SKIPPED partitions_share_one_connection…: rabbitmqctl is not usable here");
         return;
     };
-    assert_eq!(
-        connections.len(),
-        1,
-        "{connections:?}\n{}",
-        logs(dir.path())
-    );
+    assert_eq!(connections.len(), 1, "{connections:?}\n{}", d.logs());
     // The second half is published only after the cut, so the stream cannot end first.
-    let half = events.len() / 2;
-    broker.publish(&events[..half]);
-    let total = events.len() as i64;
-    wait_until(
-        dir.path(),
-        120,
-        Duration::from_millis(20),
-        || "no progress".to_string(),
-        || schemas.applied() >= total / 5,
-    );
+    d.publish_first_half(5);
     close_connection(&connections[0]);
     wait_until(
-        dir.path(),
+        d.path(),
         60,
-        Duration::from_millis(50),
+        every,
         || "not every partition reconnected".to_string(),
-        || {
-            logs(dir.path())
-                .matches("amqp: consuming from queue")
-                .count()
-                >= 2 * PARTITIONS as usize
-        },
+        || consuming() >= 2 * PARTITIONS,
     );
-    broker.publish(&events[half..]);
-    wait_until(
-        dir.path(),
-        300,
-        Duration::from_millis(200),
-        || format!("{} of {total} applied", schemas.applied()),
-        || schemas.applied() >= total && broker.backlog() == Some(0),
-    );
+    d.publish_second_half();
+    d.wait_until_applied();
     let again = connections_of(&needle).unwrap_or_default();
     assert_eq!(again.len(), 1, "{again:?}");
     assert_ne!(again, connections, "the cut connection is still open");
-    terminate(vec![a], || logs(dir.path()));
-    let log = logs(dir.path());
+    terminate(vec![a], || d.logs());
+    let log = d.logs();
     assert!(
-        log.matches("reconnecting in").count() >= PARTITIONS as usize,
+        log.matches("reconnecting in").count() >= PARTITIONS,
         "{log}"
     );
-    assert_matches(&schemas, &rules, &reference, &log);
+    d.assert_matches(&log);
 }

@@ -10,7 +10,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::cluster::*;
 
@@ -42,7 +41,7 @@ fn restart_postgres(version: &str) {
 
 #[test]
 fn a_postgres_restart_mid_stream_loses_and_duplicates_nothing() {
-    const PARTITIONS: u32 = 4;
+    const PARTITIONS: usize = 4;
     let Some(version) = local_cluster() else {
         assert!(
             !required(),
@@ -51,69 +50,32 @@ fn a_postgres_restart_mid_stream_loses_and_duplicates_nothing() {
         eprintln!("SKIPPED a_postgres_restart…: no local PostgreSQL cluster to restart");
         return;
     };
-    let Some(broker) = Broker::connect("pgrestart", PARTITIONS) else {
+    let Some(d) = Deployment::new("pgrestart", PARTITIONS as u32, 400, 30) else {
         return;
     };
-    let name = format!("steward_{}", broker.base);
-    let Some(schemas) = Schemas::new("pgrestart", &name, PARTITIONS) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let rules = rules(dir.path());
-    let events = events(400, 30);
-    let reference = reference(dir.path(), &rules, &events);
-
-    let config = config(dir.path(), &broker, &name);
     // The partitions commit through a group committer ([cluster] is the file's last
     // table), so the restart also breaks statements carrying several partitions.
-    let mut toml = std::fs::read_to_string(&config).unwrap();
+    let mut toml = std::fs::read_to_string(&d.config).unwrap();
     toml.push_str("group_commit = 2\n");
-    std::fs::write(&config, toml).unwrap();
-    let a = spawn(dir.path(), &rules, &config, "a");
-    wait_until(
-        dir.path(),
-        60,
-        Duration::from_millis(100),
-        || "queues never declared".to_string(),
-        || broker.backlog().is_some(),
-    );
+    std::fs::write(&d.config, toml).unwrap();
+    let a = d.spawn("a");
+    d.wait_until_declared();
     // The second half is published only after the restart, so the stream cannot end
     // before it.
-    let half = events.len() / 2;
-    broker.publish(&events[..half]);
-    let total = events.len() as i64;
-    wait_until(
-        dir.path(),
-        120,
-        Duration::from_millis(20),
-        || "no progress".to_string(),
-        || schemas.applied() >= total / 5,
-    );
+    d.publish_first_half(5);
     restart_postgres(&version);
-    broker.publish(&events[half..]);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        // The server refuses connections for a moment after the restart.
-        let applied = schemas.applied();
-        if applied >= total && broker.backlog() == Some(0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{applied} of {total} applied\n{}",
-            logs(dir.path())
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    terminate(vec![a], || logs(dir.path()));
-    let log = logs(dir.path());
+    d.publish_second_half();
+    // The server refuses connections for a moment after the restart.
+    d.wait_until_applied();
+    terminate(vec![a], || d.logs());
+    let log = d.logs();
     assert!(
         log.contains("lost the control connection") || log.contains("ended:"),
         "the restart went unnoticed\n{log}"
     );
     assert!(
-        log.matches("taking partition").count() > PARTITIONS as usize,
+        log.matches("taking partition").count() > PARTITIONS,
         "{log}"
     );
-    assert_matches(&schemas, &rules, &reference, &log);
+    d.assert_matches(&log);
 }

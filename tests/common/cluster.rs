@@ -286,6 +286,108 @@ pub fn logs(dir: &Path) -> String {
     all
 }
 
+/// A deployment under test: its broker side and schemas (deleted when dropped), a
+/// directory for its configuration and its members' output, the rules, the events,
+/// and what one process reading the same events from a file ends with.
+pub struct Deployment {
+    pub broker: Broker,
+    pub name: String,
+    pub schemas: Schemas,
+    pub dir: tempfile::TempDir,
+    pub rules: PathBuf,
+    pub events: Vec<(String, String)>,
+    pub reference: Snapshot,
+    pub config: PathBuf,
+}
+
+impl Deployment {
+    /// `keys` tickets of `updates` updates each on `partitions` partitions; `None`
+    /// (the test skipped) when the broker or the database is unreachable.
+    pub fn new(test: &str, partitions: u32, keys: usize, updates: usize) -> Option<Deployment> {
+        let broker = Broker::connect(test, partitions)?;
+        let name = format!("steward_{}", broker.base);
+        let schemas = Schemas::new(test, &name, partitions)?;
+        let dir = tempfile::tempdir().unwrap();
+        let rules = rules(dir.path());
+        let events = events(keys, updates);
+        let reference = reference(dir.path(), &rules, &events);
+        let config = config(dir.path(), &broker, &name);
+        Some(Deployment {
+            broker,
+            name,
+            schemas,
+            dir,
+            rules,
+            events,
+            reference,
+            config,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts a member, its output in files named after `tag`.
+    pub fn spawn(&self, tag: &str) -> Member {
+        spawn(self.path(), &self.rules, &self.config, tag)
+    }
+
+    pub fn logs(&self) -> String {
+        logs(self.path())
+    }
+
+    /// Waits until a member has declared the partition queues.
+    pub fn wait_until_declared(&self) {
+        wait_until(
+            self.path(),
+            60,
+            Duration::from_millis(50),
+            || "queues never declared".to_string(),
+            || self.broker.backlog().is_some(),
+        );
+    }
+
+    /// Publishes the first half of the events, then waits until a `part`th of all
+    /// of them is applied: the stream is then mid-way. The test publishes the second
+    /// half ([`Deployment::publish_second_half`]) after what it does mid-stream, so
+    /// the stream cannot end before.
+    pub fn publish_first_half(&self, part: i64) {
+        let half = self.events.len() / 2;
+        self.broker.publish(&self.events[..half]);
+        let total = self.events.len() as i64;
+        wait_until(
+            self.path(),
+            120,
+            Duration::from_millis(20),
+            || "no progress".to_string(),
+            || self.schemas.applied() >= total / part,
+        );
+    }
+
+    pub fn publish_second_half(&self) {
+        let half = self.events.len() / 2;
+        self.broker.publish(&self.events[half..]);
+    }
+
+    /// Every event applied and every queue empty, within five minutes.
+    pub fn wait_until_applied(&self) {
+        let total = self.events.len() as i64;
+        wait_until(
+            self.path(),
+            300,
+            Duration::from_millis(200),
+            || format!("{} of {total} applied", self.schemas.applied()),
+            || self.schemas.applied() >= total && self.broker.backlog() == Some(0),
+        );
+    }
+
+    /// The members' schemas hold what the file run ended with.
+    pub fn assert_matches(&self, log: &str) {
+        assert_matches(&self.schemas, &self.rules, &self.reference, log);
+    }
+}
+
 /// Waits until `done` holds, looking every `every`; after `secs` seconds, fails with
 /// `what` and the members' logs.
 pub fn wait_until(
