@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use common::amqp::{close_connection, connections_of};
 use common::cluster::*;
+use common::http::{free_port, get, sample};
+use serde_json::Value;
 
 #[test]
 fn three_processes_one_killed_apply_every_event_once_in_order_per_key() {
@@ -105,4 +107,79 @@ fn partitions_share_one_connection_and_all_survive_its_cut() {
         "{log}"
     );
     d.assert_matches(&log);
+}
+
+/// `/readyz` and `/metrics` of `[cluster]` members: a member is ready once its
+/// partitions run (their stores answer, their consumers consume) and stays ready while
+/// it hands partitions over to a member that joins; each counts the partitions it
+/// owns, and together they own every partition.
+#[test]
+fn members_are_ready_and_count_the_partitions_they_own() {
+    const PARTITIONS: u32 = 4;
+    let Some(d) = Deployment::new("cluster_ops", PARTITIONS, 200, 10) else {
+        return;
+    };
+    let (port_a, port_b) = (free_port(), free_port());
+    let listen = |port: u16| format!("127.0.0.1:{port}");
+    let (listen_a, listen_b) = (listen(port_a), listen(port_b));
+    let a = d.spawn_with("a", &[("STEWARD_OPS__LISTEN", &listen_a)]);
+    let every = Duration::from_millis(50);
+    let metric = |port: u16, series: &str| {
+        get(port, "/metrics").and_then(|(status, text)| {
+            assert_eq!(status, 200, "{text}");
+            sample(&text, series)
+        })
+    };
+    let owned = |port| metric(port, "steward_cluster_partitions_owned");
+    let readyz = |port| get(port, "/readyz");
+    let ready = |port| readyz(port).is_some_and(|(status, _)| status == 200);
+    wait_until(
+        d.path(),
+        60,
+        every,
+        || format!("a alone: owns {:?}; {:?}", owned(port_a), readyz(port_a)),
+        || owned(port_a) == Some(f64::from(PARTITIONS)) && ready(port_a),
+    );
+    let (_, body) = readyz(port_a).unwrap();
+    let checks: Value = serde_json::from_str(&body).unwrap();
+    for check in ["engine", "store", "amqp"] {
+        assert_eq!(checks["checks"][check], "ok", "{body}");
+    }
+    // A second member joins: a hands half its partitions over, and is ready all along.
+    let b = d.spawn_with("b", &[("STEWARD_OPS__LISTEN", &listen_b)]);
+    let mut answers = Vec::new();
+    wait_until(
+        d.path(),
+        60,
+        every,
+        || format!("a owns {:?}, b owns {:?}", owned(port_a), owned(port_b)),
+        || {
+            answers.extend(readyz(port_a));
+            owned(port_a) == Some(2.0) && owned(port_b) == Some(2.0) && ready(port_b)
+        },
+    );
+    let unready: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status != 200)
+        .collect();
+    assert!(
+        unready.is_empty(),
+        "a was not ready while handing over: {unready:?}"
+    );
+    assert!(ready(port_a), "{:?}", readyz(port_a));
+    for port in [port_a, port_b] {
+        assert_eq!(metric(port, "steward_cluster_members"), Some(2.0));
+    }
+    let change = |port, change: &str| {
+        let series = format!("steward_cluster_partition_changes_total{{change=\"{change}\"}}");
+        metric(port, &series).unwrap_or(0.0)
+    };
+    assert_eq!(change(port_a, "taken"), 4.0);
+    assert_eq!(change(port_a, "handed_over"), 2.0);
+    assert_eq!(change(port_b, "taken"), 2.0);
+    // The events flow through both, and every one takes effect once.
+    d.publish_all();
+    d.wait_until_applied();
+    terminate(vec![a, b], || d.logs());
+    d.assert_matches(&d.logs());
 }

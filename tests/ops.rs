@@ -9,67 +9,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::amqp::{Session, URL, unique};
+use common::http::{free_port, get, request, sample, total};
 use common::*;
 use serde_json::Value;
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// One HTTP/1.1 request; `None` while nothing listens. Returns (status, body).
-fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    if path == "/metrics" && status == 200 {
-        assert!(
-            head.to_ascii_lowercase()
-                .contains("content-type: text/plain; version=0.0.4"),
-            "{head}"
-        );
-    }
-    Some((status, body.to_string()))
-}
-
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    http(port, "GET", path, "")
-}
-
-/// A sample of the Prometheus text: `series` is the name with its labels as rendered,
-/// e.g. `steward_events_received_total{source="stdin"}`.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| {
-        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
-        rest.trim().parse().ok()
-    })
-}
-
-/// The sum of every sample of a metric, whatever its labels.
-fn total(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 /// Polls `GET path` until `done` holds for (status, body), or fails after a minute.
 fn wait_for(
@@ -622,6 +569,43 @@ fn not_ready_while_the_broker_is_unreachable() {
     assert!(stderr(&o).contains("reconnecting in"), "{}", stderr(&o));
 }
 
+/// SIGTERM while the broker takes the connection but never answers (the attempt
+/// would wait 10 s for its timeout): the run stops at once, cleanly.
+#[test]
+fn a_stop_does_not_wait_for_a_broker_that_does_not_answer() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("amqp://guest:guest@{}/%2f", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        // Accepted and held open, never a byte back.
+        let mut held = Vec::new();
+        for stream in silent.incoming().take(4) {
+            held.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = amqp_run(dir.path(), &url, &unique("ops-silent"), port, &[]);
+    wait_for(
+        port,
+        "/readyz",
+        &mut child,
+        "the connection attempt",
+        |s, b| s == 503 && b.contains("connecting"),
+    );
+    // The attempt is under way (the broker accepted it) when the signal comes.
+    std::thread::sleep(Duration::from_millis(300));
+    let began = Instant::now();
+    let o = stop(child);
+    let took = began.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "stopping took {took:?}, as long as the connection timeout\n{}",
+        stderr(&o)
+    );
+    drop(held);
+}
+
 #[test]
 fn ops_and_webhooks_share_one_address() {
     let dir = tempfile::tempdir().unwrap();
@@ -640,7 +624,7 @@ fn ops_and_webhooks_share_one_address() {
     wait_for(port, "/readyz", &mut child, "readiness", |s, _| s == 200);
     assert_eq!(get(port, "/healthz").unwrap().0, 200);
     // A webhook through the same server: refused (not a Jira payload), counted.
-    let (status, body) = http(port, "POST", "/webhooks/jira", "{}").unwrap();
+    let (status, body) = request(port, "POST", "/webhooks/jira", &[], b"{}").unwrap();
     assert_eq!(status, 400, "{body}");
     let (_, metrics) = get(port, "/metrics").unwrap();
     assert_eq!(

@@ -436,6 +436,9 @@ pub struct Broker {
     connections: Arc<Connections>,
     /// Which connection this handle's source uses.
     slot: u32,
+    /// The `[cluster]` partition this handle's source consumes for: its readiness is
+    /// that partition's `amqp` check, forgotten when the source stops.
+    part: Option<u32>,
 }
 
 struct Connections {
@@ -463,16 +466,23 @@ impl Broker {
                 slots: tokio::sync::Mutex::new(HashMap::new()),
             }),
             slot: 0,
+            part: None,
         }
     }
 
-    /// The handle for the `i`th source: sources `0..SOURCES_PER_CONNECTION` share the
-    /// first connection, and so on.
+    /// The handle for partition `i`'s source: sources `0..SOURCES_PER_CONNECTION`
+    /// share the first connection, and so on.
     pub fn source(&self, i: u32) -> Broker {
         Broker {
             connections: self.connections.clone(),
             slot: i / SOURCES_PER_CONNECTION,
+            part: Some(i),
         }
+    }
+
+    /// Reports the state of this handle's source for `/readyz`.
+    fn check(&self, state: Result<(), String>) {
+        super::ops::set_check_of("amqp", self.part, state);
     }
 
     /// The open connection of this handle's slot, opened if there is none or it was
@@ -616,7 +626,7 @@ impl Source {
         // for room.
         let (tx, rx) = mpsc::channel(usize::from(config.prefetch).max(1));
         let (phase, watcher) = watch::channel(Phase::Run);
-        super::ops::set_check("amqp", Err("connecting".to_string()));
+        broker.check(Err("connecting".to_string()));
         let runs = Runs { batch, linger };
         let task = tokio::spawn(consume(config, broker, runs, tx, watcher));
         Ok(Source {
@@ -760,7 +770,7 @@ async fn consume(
         {
             Ok(End::Stopped) => break,
             Err(e) => {
-                super::ops::set_check("amqp", Err(format!("{}: {e:#}", config.display_url())));
+                broker.check(Err(format!("{}: {e:#}", config.display_url())));
                 tracing::warn!(
                     url = %config.display_url(),
                     error = %format_args!("{e:#}"),
@@ -776,8 +786,12 @@ async fn consume(
             }
         }
     }
-    // Nothing more is handed over.
-    super::ops::set_check("amqp", Err("stopped".to_string()));
+    // Nothing more is handed over. A partition's source stops because the process
+    // no longer owns it: it has nothing to be ready for.
+    match broker.part {
+        Some(i) => super::ops::clear_check_of("amqp", i),
+        None => broker.check(Err("stopped".to_string())),
+    }
     tx.take();
 }
 
@@ -792,7 +806,16 @@ async fn session(
     backoff: &mut Duration,
     min: Duration,
 ) -> Result<End> {
-    let connection = broker.connection().await?;
+    // A stop while the broker does not answer (up to `CONNECT_TIMEOUT`) ends the
+    // session at once: nothing was received on it.
+    let connection = tokio::select! {
+        biased;
+        _ = phase.wait_for(|p| *p != Phase::Run) => {
+            tx.take();
+            return Ok(End::Stopped);
+        }
+        connection = broker.connection() => connection?,
+    };
     let channel = connection
         .create_channel()
         .await
@@ -833,7 +856,7 @@ async fn session(
         config.display_url(),
         config.prefetch
     );
-    super::ops::set_check("amqp", Ok(()));
+    broker.check(Ok(()));
     let _depth = super::ops::sample_queue(&connection, &config.queue).await;
     *backoff = min;
     // Whether the last run ended because nothing more had arrived.

@@ -59,6 +59,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::amqp::{AmqpConfig, Broker};
+use super::ops::Ops;
 use super::run::{Config, Runner};
 
 /// `[cluster]`.
@@ -106,6 +107,8 @@ struct Shared {
     group: Option<GroupCommit>,
     /// The partitions' connection to the broker: each consumes on channels of its own.
     broker: Broker,
+    /// `/readyz` and `/metrics`: the owned partitions' stores are probed.
+    ops: Ops,
 }
 
 /// A partition this process owns: how to stop its runner, and the runner's task.
@@ -210,6 +213,8 @@ pub fn run(
         let amqp_url = config.amqp.as_ref().map_or("", |a| a.url.as_str());
         let name = format!("steward run: cluster {}", config.cluster.name);
         let broker = Broker::new(amqp_url, name);
+        let ops = super::ops::start(&config.ops, None).await?;
+        ops.partitions_follow();
         let shared = Rc::new(Shared {
             config,
             url,
@@ -217,6 +222,7 @@ pub fn run(
             host,
             group,
             broker: broker.clone(),
+            ops,
         });
         let coordinated = coordinate(shared).await;
         broker.close().await;
@@ -272,7 +278,6 @@ async fn count_members(conn: &mut PgConnection, members: i32) -> Result<u32> {
 async fn coordinate(shared: Rc<Shared>) -> Result<()> {
     let cluster = shared.config.cluster.clone();
     let (members_ns, partitions_ns, barriers_ns) = namespaces(&cluster.name);
-    let _ops = super::ops::start(&shared.config.ops, None).await?;
     let mut control = connect_control(&shared, members_ns).await?;
     super::ops::set_check("engine", Ok(()));
     tracing::info!(
@@ -325,8 +330,11 @@ async fn coordinate(shared: Rc<Shared>) -> Result<()> {
                 "engine",
                 Err("lost the cluster's control connection; reconnecting".to_string()),
             );
-            for (_, o) in std::mem::take(&mut owned) {
+            super::ops::cluster_change("dropped", owned.len());
+            super::ops::cluster_owned(0);
+            for (i, o) in std::mem::take(&mut owned) {
                 o.task.abort();
+                forget_checks(i);
             }
             let mut wait = Duration::from_millis(200);
             control = loop {
@@ -353,6 +361,7 @@ async fn coordinate(shared: Rc<Shared>) -> Result<()> {
         "cluster: stopping {} partition(s): committing and acknowledging what was received",
         owned.len()
     );
+    super::ops::set_check("engine", Err("stopping".to_string()));
     let all: Vec<u32> = owned.keys().copied().collect();
     for i in all {
         release(&mut control.conn, &mut owned, i, partitions_ns).await;
@@ -392,10 +401,13 @@ async fn rebalance(
                 wait.as_millis()
             );
             failures.insert(i, (tries, Instant::now() + wait));
+            super::ops::cluster_change("ended", 1);
+            forget_checks(i);
             unlock(conn, partitions_ns, i).await?;
         }
     }
     let members = count_members(conn, members_ns).await?;
+    super::ops::cluster_members(members);
     let share = partitions.div_ceil(members) as usize;
     while owned.len() > share {
         let Some(&i) = owned.keys().next_back() else {
@@ -434,10 +446,14 @@ async fn rebalance(
                 key: i as i32,
                 ..fence
             };
+            // Not ready until the partition is loaded and consumes.
+            super::ops::set_check_of("engine", Some(i), Err("loading the store".to_string()));
             let task = tokio::task::spawn_local(partition(shared.clone(), i, fence, stopped));
             owned.insert(i, Owned { stop, task });
+            super::ops::cluster_change("taken", 1);
         }
     }
+    super::ops::cluster_owned(owned.len());
     // A partition that ran a while is no longer counted as failing.
     failures.retain(|i, (_, at)| !owned.contains_key(i) || *at > now);
     Ok(())
@@ -447,15 +463,25 @@ async fn rebalance(
 /// acknowledged), then gives its lock back.
 async fn release(conn: &mut PgConnection, owned: &mut BTreeMap<u32, Owned>, i: u32, ns: i32) {
     let Some(o) = owned.remove(&i) else { return };
+    super::ops::cluster_change("handed_over", 1);
+    super::ops::cluster_owned(owned.len());
     let _ = o.stop.send(true);
     match o.task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("cluster: partition {i} stopped with an error: {e:#}"),
         Err(e) => tracing::warn!("cluster: partition {i} failed: {e}"),
     }
+    forget_checks(i);
     if let Err(e) = unlock(conn, ns, i).await {
         tracing::warn!("cluster: releasing partition {i}: {e:#}");
     }
+}
+
+/// Partition `i` no longer runs here: its readiness checks are forgotten (set from
+/// its taking: `engine` until it consumes, then its consumer's `amqp`).
+fn forget_checks(i: u32) {
+    super::ops::clear_check_of("engine", i);
+    super::ops::clear_check_of("amqp", i);
 }
 
 async fn unlock(conn: &mut PgConnection, ns: i32, i: u32) -> Result<()> {
@@ -486,6 +512,7 @@ async fn partition(
         store = store.grouped(group.clone());
     }
     let store = AnyStore::Postgres(store);
+    let _owning = Owning::new(&shared.ops, i, &store);
     let world = super::run::load_world(&store, &shared.rules, &format!("schema {schema}")).await?;
     let mut engine = Engine::with_world(shared.rules.clone(), world);
     if i == 0 {
@@ -500,10 +527,35 @@ async fn partition(
     let stop = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
+    // Ready: from here on, the partition's readiness is its consumer's (`amqp`).
+    super::ops::set_check_of("engine", Some(i), Ok(()));
     runner.consume(amqp, shared.broker.source(i), stop).await?;
     runner.stop_dispatch().await?;
     runner.tick().await?;
     runner.commit().await
+}
+
+/// While a partition runs here, `/readyz` probes its store; once it stops (handed
+/// over, failed or aborted) the store is forgotten.
+struct Owning {
+    ops: Ops,
+    i: u32,
+}
+
+impl Owning {
+    fn new(ops: &Ops, i: u32, store: &AnyStore) -> Owning {
+        ops.partition_opened(i, store);
+        Owning {
+            ops: ops.clone(),
+            i,
+        }
+    }
+}
+
+impl Drop for Owning {
+    fn drop(&mut self) {
+        self.ops.partition_closed(self.i);
+    }
 }
 
 #[cfg(test)]

@@ -155,17 +155,55 @@ impl Visit for Fields {
 
 // ------------------------------------------------------------------- readiness
 
-/// What the run reported about its parts: `Ok` when ready, else why not.
-fn checks() -> &'static Mutex<BTreeMap<&'static str, Result<(), String>>> {
-    static CHECKS: OnceLock<Mutex<BTreeMap<&'static str, Result<(), String>>>> = OnceLock::new();
+/// What the run reported about its parts, by name and partition (`None` outside
+/// `[cluster]`): `Ok` when ready, else why not.
+type Checks = BTreeMap<(&'static str, Option<u32>), Result<(), String>>;
+
+fn checks() -> &'static Mutex<Checks> {
+    static CHECKS: OnceLock<Mutex<Checks>> = OnceLock::new();
     CHECKS.get_or_init(|| Mutex::new(BTreeMap::new()))
 }
 
 /// Reports the state of one part of the run (`engine`, `amqp`, …) for `/readyz`.
 pub fn set_check(name: &'static str, state: Result<(), String>) {
+    set_check_of(name, None, state);
+}
+
+/// Reports the state of one part of the run for one `[cluster]` partition (`part`),
+/// or for the whole process (`None`). `/readyz` shows one check per name, ready when
+/// every partition's is.
+pub fn set_check_of(name: &'static str, part: Option<u32>, state: Result<(), String>) {
     if let Ok(mut checks) = checks().lock() {
-        checks.insert(name, state);
+        checks.insert((name, part), state);
     }
+}
+
+/// Forgets a partition's check: the process no longer owns the partition.
+pub fn clear_check_of(name: &'static str, part: u32) {
+    if let Ok(mut checks) = checks().lock() {
+        checks.remove(&(name, Some(part)));
+    }
+}
+
+/// The checks by name: each ready when all its parts are, else the reasons of those
+/// that are not (a partition's prefixed with its number).
+fn checks_by_name() -> BTreeMap<&'static str, Result<(), String>> {
+    let checks = checks().lock().map(|c| c.clone()).unwrap_or_default();
+    let mut by_name: BTreeMap<&'static str, Result<(), String>> = BTreeMap::new();
+    for ((name, part), state) in checks {
+        let entry = by_name.entry(name).or_insert(Ok(()));
+        if let Err(reason) = state {
+            let reason = match part {
+                Some(i) => format!("partition {i}: {reason}"),
+                None => reason,
+            };
+            *entry = match std::mem::replace(entry, Ok(())) {
+                Ok(()) => Err(reason),
+                Err(earlier) => Err(format!("{earlier}; {reason}")),
+            };
+        }
+    }
+    by_name
 }
 
 // ------------------------------------------------------------------- metrics
@@ -185,6 +223,9 @@ mod name {
     pub const OUTBOX_OPEN: &str = "steward_outbox_open";
     pub const LAG: &str = "steward_consumer_lag_messages";
     pub const BUILD: &str = "steward_build_info";
+    pub const CLUSTER_MEMBERS: &str = "steward_cluster_members";
+    pub const CLUSTER_OWNED: &str = "steward_cluster_partitions_owned";
+    pub const CLUSTER_CHANGES: &str = "steward_cluster_partition_changes_total";
 }
 
 /// Where events come from, as the `source` label says it.
@@ -272,6 +313,9 @@ pub struct EngineMetrics {
     commit: Histogram,
     amqp_ack_delay: Histogram,
     timers_pending: Gauge,
+    /// The timers pending this loop last added to the gauge: the gauge is the
+    /// process's total, over every `[cluster]` partition's loop.
+    pending: usize,
     /// The engine's statistics at the last commit.
     last: Stats,
 }
@@ -291,6 +335,7 @@ impl EngineMetrics {
             commit: metrics::histogram!(name::COMMIT),
             amqp_ack_delay: metrics::histogram!(name::AMQP_ACK_DELAY),
             timers_pending: metrics::gauge!(name::TIMERS_PENDING),
+            pending: 0,
             last: stats,
         }
     }
@@ -328,7 +373,9 @@ impl EngineMetrics {
             .increment(stats.unrouted.saturating_sub(last.unrouted));
         self.timers_fired
             .increment(stats.timers_fired.saturating_sub(last.timers_fired));
-        self.timers_pending.set(timers_pending as f64);
+        let before = std::mem::replace(&mut self.pending, timers_pending);
+        self.timers_pending
+            .increment(timers_pending as f64 - before as f64);
     }
 
     /// Decisions about to be printed, counted by kind.
@@ -347,6 +394,30 @@ impl EngineMetrics {
     }
 }
 
+impl Drop for EngineMetrics {
+    /// A loop that ends (its partition handed over) takes its timers out of the total.
+    fn drop(&mut self) {
+        self.timers_pending.decrement(self.pending as f64);
+    }
+}
+
+/// `[cluster]`: how many processes hold a member lock, read at each rebalancing round.
+pub fn cluster_members(members: u32) {
+    metrics::gauge!(name::CLUSTER_MEMBERS).set(f64::from(members));
+}
+
+/// `[cluster]`: how many partitions this process owns.
+pub fn cluster_owned(owned: usize) {
+    metrics::gauge!(name::CLUSTER_OWNED).set(owned as f64);
+}
+
+/// `[cluster]`: a change of a partition's owner, as this process made it: `taken`,
+/// `handed_over` (balance or stop), `ended` (its loop failed and it was given back)
+/// or `dropped` (the control connection was lost).
+pub fn cluster_change(change: &'static str, n: usize) {
+    metrics::counter!(name::CLUSTER_CHANGES, "change" => change).increment(n as u64);
+}
+
 /// Buckets (seconds) of the commit duration: from a sub-millisecond SQLite commit to
 /// a slow PostgreSQL one.
 const COMMIT_BUCKETS: [f64; 14] = [
@@ -360,6 +431,18 @@ const ACTION_BUCKETS: [f64; 14] = [
 
 fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        name::CLUSTER_MEMBERS,
+        "[cluster]: processes holding a member lock, at the last rebalancing round"
+    );
+    describe_gauge!(
+        name::CLUSTER_OWNED,
+        "[cluster]: partitions this process owns"
+    );
+    describe_counter!(
+        name::CLUSTER_CHANGES,
+        "[cluster]: partitions this process took, handed over, gave back after a failure (ended) or dropped with the control connection"
+    );
     describe_counter!(
         name::RECEIVED,
         "Events taken in (lines, deliveries, webhook calls), usable or not, by source"
@@ -422,7 +505,32 @@ static RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 
 struct Inner {
     prometheus: PrometheusHandle,
-    store: OnceLock<AnyStore>,
+    stores: Mutex<Stores>,
+}
+
+/// The stores `/readyz` probes and `/metrics` reads the outbox from.
+enum Stores {
+    /// Not open yet (a run loading its store).
+    Unopened,
+    /// The run's store.
+    One(AnyStore),
+    /// `[cluster]`: the store of each partition this process owns (none, on a process
+    /// with no partition to own, is ready).
+    Partitions(BTreeMap<u32, AnyStore>),
+}
+
+impl Stores {
+    /// Each store, with the partition it belongs to (`None`: the run's).
+    fn each(&self) -> Vec<(Option<u32>, AnyStore)> {
+        match self {
+            Stores::Unopened => Vec::new(),
+            Stores::One(store) => vec![(None, store.clone())],
+            Stores::Partitions(stores) => stores
+                .iter()
+                .map(|(i, store)| (Some(*i), store.clone()))
+                .collect(),
+        }
+    }
 }
 
 /// Routes to be served by the webhook server, when `[ops] listen` is its address.
@@ -432,6 +540,7 @@ fn shared() -> &'static Mutex<Option<(String, Router)>> {
 }
 
 /// The running operations side.
+#[derive(Clone)]
 pub struct Ops {
     inner: Option<Arc<Inner>>,
 }
@@ -467,7 +576,7 @@ pub async fn start(config: &OpsConfig, webhook: Option<&str>) -> Result<Ops> {
     metrics::gauge!(name::BUILD, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     let inner = Arc::new(Inner {
         prometheus: prometheus.clone(),
-        store: OnceLock::new(),
+        stores: Mutex::new(Stores::Unopened),
     });
     // Histograms are drained at each scrape; this bounds them when nobody scrapes.
     tokio::spawn(async move {
@@ -516,9 +625,73 @@ pub fn routes_for(addr: &str) -> Option<Router> {
 impl Ops {
     /// The store is open: `/readyz` probes it, `/metrics` reads the outbox from it.
     pub fn store_opened(&self, store: &AnyStore) {
-        if let Some(inner) = &self.inner {
-            let _ = inner.store.set(store.clone());
+        self.set_stores(|stores| *stores = Stores::One(store.clone()));
+    }
+
+    /// `[cluster]`: from now on the stores are those of the partitions this process
+    /// owns ([`Ops::partition_opened`], [`Ops::partition_closed`]).
+    pub fn partitions_follow(&self) {
+        self.set_stores(|stores| *stores = Stores::Partitions(BTreeMap::new()));
+    }
+
+    /// `[cluster]`: partition `i`'s store is open.
+    pub fn partition_opened(&self, i: u32, store: &AnyStore) {
+        self.set_stores(|stores| {
+            if let Stores::Partitions(map) = stores {
+                map.insert(i, store.clone());
+            }
+        });
+    }
+
+    /// `[cluster]`: this process no longer owns partition `i`.
+    pub fn partition_closed(&self, i: u32) {
+        self.set_stores(|stores| {
+            if let Stores::Partitions(map) = stores {
+                map.remove(&i);
+            }
+        });
+    }
+
+    fn set_stores(&self, change: impl FnOnce(&mut Stores)) {
+        if let Some(inner) = &self.inner
+            && let Ok(mut stores) = inner.stores.lock()
+        {
+            change(&mut stores);
         }
+    }
+}
+
+impl Inner {
+    /// Asks every store for its outbox backlog, all at once, each within
+    /// [`STORE_PROBE`]: the open actions of those that answered, and what failed (a
+    /// partition's prefixed with its number). `None`: no store is open yet.
+    async fn probe(&self) -> Option<(u64, Vec<String>)> {
+        let stores = match self.stores.lock() {
+            Ok(stores) if matches!(*stores, Stores::Unopened) => return None,
+            Ok(stores) => stores.each(),
+            Err(_) => return None,
+        };
+        let mut probes = tokio::task::JoinSet::new();
+        for (part, store) in stores {
+            probes.spawn(async move {
+                let answer = match tokio::time::timeout(STORE_PROBE, store.outbox_backlog()).await {
+                    Ok(Ok(backlog)) => Ok(backlog.open),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no answer within {} s", STORE_PROBE.as_secs_f32())),
+                };
+                (part, answer)
+            });
+        }
+        let (mut open, mut failed) = (0u64, Vec::new());
+        for (part, answer) in probes.join_all().await {
+            match (answer, part) {
+                (Ok(n), _) => open += n,
+                (Err(e), Some(i)) => failed.push(format!("partition {i}: {e}")),
+                (Err(e), None) => failed.push(e),
+            }
+        }
+        failed.sort();
+        Some((open, failed))
     }
 }
 
@@ -542,15 +715,11 @@ async fn healthz() -> Reply {
 /// 200 when the engine runs, the store answers and every source is connected; 503
 /// with what is not ready otherwise.
 async fn readyz(axum::extract::State(inner): axum::extract::State<Arc<Inner>>) -> Reply {
-    let mut states: BTreeMap<&'static str, Result<(), String>> =
-        checks().lock().map(|c| c.clone()).unwrap_or_default();
-    let store = match inner.store.get() {
+    let mut states = checks_by_name();
+    let store = match inner.probe().await {
         None => Err("not open yet".to_string()),
-        Some(store) => match tokio::time::timeout(STORE_PROBE, store.outbox_backlog()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {} s", STORE_PROBE.as_secs_f32())),
-        },
+        Some((_, failed)) if failed.is_empty() => Ok(()),
+        Some((_, failed)) => Err(failed.join("; ")),
     };
     states.insert("store", store);
     let ready = states.values().all(Result::is_ok);
@@ -584,10 +753,10 @@ async fn readyz(axum::extract::State(inner): axum::extract::State<Arc<Inner>>) -
 
 /// The Prometheus text format (0.0.4); the outbox gauge is read from the store first.
 async fn render(axum::extract::State(inner): axum::extract::State<Arc<Inner>>) -> Reply {
-    if let Some(store) = inner.store.get()
-        && let Ok(Ok(backlog)) = tokio::time::timeout(STORE_PROBE, store.outbox_backlog()).await
+    if let Some((open, failed)) = inner.probe().await
+        && failed.is_empty()
     {
-        metrics::gauge!(name::OUTBOX_OPEN).set(backlog.open as f64);
+        metrics::gauge!(name::OUTBOX_OPEN).set(open as f64);
     }
     (
         StatusCode::OK,

@@ -260,14 +260,16 @@ rebalance_ms = 250
     path
 }
 
-/// A `steward run` member, its output in files of `dir` named after `tag`.
-pub fn spawn(dir: &Path, rules: &Path, config: &Path, tag: &str) -> Member {
+/// A `steward run` member, its output in files of `dir` named after `tag`, with
+/// `env` (configuration overrides) set.
+pub fn spawn(dir: &Path, rules: &Path, config: &Path, tag: &str, env: &[(&str, &str)]) -> Member {
     Member(Some(
         steward()
             .args(["run"])
             .arg(rules)
             .arg("--config")
             .arg(config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(File::create(dir.join(format!("{tag}.out"))).unwrap())
             .stderr(File::create(dir.join(format!("{tag}.err"))).unwrap())
@@ -330,7 +332,17 @@ impl Deployment {
 
     /// Starts a member, its output in files named after `tag`.
     pub fn spawn(&self, tag: &str) -> Member {
-        spawn(self.path(), &self.rules, &self.config, tag)
+        self.spawn_with(tag, &[])
+    }
+
+    /// Starts a member with `env` (configuration overrides) set.
+    pub fn spawn_with(&self, tag: &str, env: &[(&str, &str)]) -> Member {
+        spawn(self.path(), &self.rules, &self.config, tag, env)
+    }
+
+    /// Publishes every event.
+    pub fn publish_all(&self) {
+        self.broker.publish(&self.events);
     }
 
     pub fn logs(&self) -> String {

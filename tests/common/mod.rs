@@ -1,10 +1,12 @@
 //! Helpers shared by the CLI integration tests: the real `steward` binary, the
 //! repository's paths, and a reader for the SQLite store; the test broker in
-//! [`amqp`], the `[cluster]` deployments in [`cluster`].
+//! [`amqp`], the `[cluster]` deployments in [`cluster`], a loopback HTTP client in
+//! [`http`].
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod amqp;
 pub mod cluster;
+pub mod http;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
