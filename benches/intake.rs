@@ -43,7 +43,7 @@
 //! rate, `peersqlite1`, `latsqlite1` at a quarter, …, `latpostgres0`, `latcluster10`,
 //! `latcluster30`), to see when the slow ones came. `BENCH_RATES=R1,R2,…` runs the
 //! latency rows at those rates (events/s) only, to compare binaries or settings at the
-//! same rates.
+//! same rates. `BENCH_PARTITIONS=N` gives the `[cluster]` rows N partitions instead of 6.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::cell::RefCell;
@@ -69,8 +69,13 @@ use lapin::{
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-/// The partitions of every `[cluster]` row.
-const PARTITIONS: u32 = 6;
+/// The partitions of every `[cluster]` row: `BENCH_PARTITIONS`, default 6.
+fn partitions() -> u32 {
+    std::env::var("BENCH_PARTITIONS")
+        .ok()
+        .map(|v| v.parse().expect("BENCH_PARTITIONS: a number of partitions"))
+        .unwrap_or(6)
+}
 
 /// The prefetch of every consumer: `BENCH_PREFETCH`, default steward's (2048).
 fn prefetch() -> String {
@@ -579,7 +584,7 @@ fn single(b: &Bench, tag: &str, store: &str, events: &[(String, String, Vec<u8>)
 
 fn cluster(b: &Bench, tag: &str, processes: usize, events: &[(String, String, Vec<u8>)]) -> f64 {
     let (exchange, queue, name) = cluster_names(b, tag);
-    let config = b.config(tag, PG, &queue, &exchange, Some((PARTITIONS, &name)));
+    let config = b.config(tag, PG, &queue, &exchange, Some((partitions(), &name)));
     // A first start declares the topology; then the queues are filled while no one
     // consumes.
     let mut first = vec![b.spawn(&config)];
@@ -607,9 +612,9 @@ fn cluster_names(b: &Bench, tag: &str) -> (String, String, String) {
 /// Deletes what a `[cluster]` row's processes declared: the exchange, the partition
 /// queues, and the partitions' schemas.
 fn drop_cluster(b: &Bench, exchange: String, queue: &str, name: &str) {
-    let queues: Vec<String> = (0..PARTITIONS).map(|i| format!("{queue}.p{i}")).collect();
+    let queues: Vec<String> = (0..partitions()).map(|i| format!("{queue}.p{i}")).collect();
     b.delete(&[exchange], &queues);
-    let schemas: Vec<String> = (0..PARTITIONS).map(|i| format!("{name}_p{i}")).collect();
+    let schemas: Vec<String> = (0..partitions()).map(|i| format!("{name}_p{i}")).collect();
     drop_schemas(&b.rt, &schemas);
 }
 
@@ -675,7 +680,7 @@ fn live(
         }
         Setup::Cluster(_) => {
             let (exchange, queue, _) = cluster_names(b, tag);
-            let config = b.config(tag, PG, &queue, &exchange, Some((PARTITIONS, &database)));
+            let config = b.config(tag, PG, &queue, &exchange, Some((partitions(), &database)));
             (exchange, queue, config)
         }
     };
@@ -686,7 +691,7 @@ fn live(
     let mut children: Vec<Child> = (0..processes).map(|_| b.spawn(&config)).collect();
     let watched = watch(&mut children, events.len());
     if matches!(setup, Setup::Cluster(_)) {
-        settled(&watched, PARTITIONS as usize);
+        settled(&watched, partitions() as usize);
     } else {
         std::thread::sleep(Duration::from_secs(1));
     }
