@@ -789,7 +789,10 @@ async fn consume(
     // Nothing more is handed over. A partition's source stops because the process
     // no longer owns it: it has nothing to be ready for.
     match broker.part {
-        Some(i) => super::ops::clear_check_of("amqp", i),
+        Some(i) => {
+            super::ops::clear_check_of("amqp", i);
+            super::ops::queue_left(&config.queue);
+        }
         None => broker.check(Err("stopped".to_string())),
     }
     tx.take();

@@ -809,6 +809,14 @@ pub async fn sample_queue(connection: &lapin::Connection, queue: &str) -> Option
     Some(AbortOnDrop(task))
 }
 
+/// This process no longer consumes `queue` (a `[cluster]` partition moved away): its
+/// lag is the new owner's to report, and reads 0 here.
+pub fn queue_left(queue: &str) {
+    if RECORDING.load(std::sync::atomic::Ordering::Relaxed) {
+        metrics::gauge!(name::LAG, "queue" => queue.to_string()).set(0.0);
+    }
+}
+
 /// Stops a background task when dropped.
 pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
