@@ -610,12 +610,11 @@ fn cluster_names(b: &Bench, tag: &str) -> (String, String, String) {
 }
 
 /// Deletes what a `[cluster]` row's processes declared: the exchange, the partition
-/// queues, and the partitions' schemas.
+/// queues, and the deployment's schema.
 fn drop_cluster(b: &Bench, exchange: String, queue: &str, name: &str) {
     let queues: Vec<String> = (0..partitions()).map(|i| format!("{queue}.p{i}")).collect();
     b.delete(&[exchange], &queues);
-    let schemas: Vec<String> = (0..partitions()).map(|i| format!("{name}_p{i}")).collect();
-    drop_schemas(&b.rt, &schemas);
+    drop_schemas(&b.rt, &[name.to_string()]);
 }
 
 /// One steward run (of any [`Setup`]) on events published while it consumes.

@@ -184,6 +184,88 @@ impl Place for Grouped {
     }
 }
 
+/// How many of the example's events leave open instances, approvals and timers: up
+/// to CHG-201 half re-approved (a delegation used, one approval of two).
+fn open_upto() -> usize {
+    let events = example_events();
+    events
+        .iter()
+        .position(|e| e.id == "evt-0110")
+        .map_or(events.len() / 2, |i| i + 1)
+}
+
+/// Partition `part` of a schema whose partitions 0 and `part + 1` hold the world of
+/// the example's first 10 events (open instances, timers, evidence, outbox rows) and a dead letter each, written at the
+/// first open: every read and write of the partition keeps to its own rows.
+struct Partition {
+    schema: Schema,
+    part: u32,
+    /// Whether the store commits through a group committer (as `[cluster]` does with
+    /// `group_commit`), shared with the neighbours' commits.
+    grouped: bool,
+    filled: std::sync::atomic::AtomicBool,
+}
+
+impl Partition {
+    fn new(url: &str, name: &str, part: u32) -> Partition {
+        Partition {
+            schema: Schema::new(url, name),
+            part,
+            grouped: false,
+            filled: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn grouped(self) -> Partition {
+        Partition {
+            grouped: true,
+            ..self
+        }
+    }
+}
+
+impl Place for Partition {
+    type S = PostgresStore;
+    async fn open(&self) -> PostgresStore {
+        let group = self
+            .grouped
+            .then(|| GroupCommit::new(&self.schema.url, 2).unwrap());
+        let open = |part: u32| {
+            let group = group.clone();
+            async move {
+                let store = self.schema.open().await.partition(part);
+                match group {
+                    Some(group) => store.grouped(group),
+                    None => store,
+                }
+            }
+        };
+        if !self.filled.swap(true, Ordering::Relaxed) {
+            let rules = example_rules();
+            for part in [0, self.part + 1] {
+                let neighbour = open(part).await;
+                let mut driver = Driver::new(Engine::new(rules.clone()));
+                let mut out = Vec::new();
+                for e in example_events().iter().take(10) {
+                    driver.feed(e, &mut out);
+                }
+                assert!(!driver.engine.world().instances.is_empty());
+                commit(&neighbour, &mut driver).await;
+                neighbour
+                    .dead_letter(&DeadLetter {
+                        received_at: time("2026-03-01T10:00:00Z"),
+                        origin: format!("partition {part}"),
+                        reason: "a neighbour's".to_string(),
+                        body: "{}".to_string(),
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+        open(self.part).await
+    }
+}
+
 impl Drop for Schema {
     fn drop(&mut self) {
         // Drop runs outside any runtime's reach (maybe while unwinding from a failed
@@ -1254,21 +1336,19 @@ async fn postgres_grouped_outbox_lifecycle() {
 }
 
 /// Commits of stores sharing a committer go as one statement, each answered by its
-/// own fence; a commit that fails for a reason of its own fails alone.
-#[tokio::test]
-async fn postgres_group_commit_answers_each_store_alone() {
+/// own fence; a commit that fails for a reason of its own fails alone. `open(n)`
+/// opens the `n`th of three stores, without a committer.
+async fn group_commit_answers_each_store_alone<F, Fut>(url: &str, open: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = PostgresStore>,
+{
     use steward_engine::store::StoreError;
     use steward_engine::store::postgres::Fence;
-    let Some(url) = postgres().await else { return };
     let rules = example_rules();
-    let group = GroupCommit::new(&url, 1).unwrap();
-    let places = [
-        Schema::new(&url, "group_a"),
-        Schema::new(&url, "group_b"),
-        Schema::new(&url, "group_c"),
-    ];
-    let a = places[0].open().await.grouped(group.clone());
-    let b = places[1].open().await.grouped(group.clone());
+    let group = GroupCommit::new(url, 1).unwrap();
+    let a = open(0).await.grouped(group.clone());
+    let b = open(1).await.grouped(group.clone());
     // Fenced by a lock nobody holds: always refused.
     let namespace = (std::process::id() as i32 & 0x0fff_ffff) | 0x2000_0000;
     let fence = Fence {
@@ -1277,7 +1357,7 @@ async fn postgres_group_commit_answers_each_store_alone() {
         barrier: namespace ^ 0x0400_0000,
         key: 3,
     };
-    let c = places[2].open().await.grouped(group.clone()).fenced(fence);
+    let c = open(2).await.grouped(group.clone()).fenced(fence);
     let batch = |id: &str, seq: u64| {
         let mut changes = Changes::default();
         changes.seen.push(EventIdentity {
@@ -1327,6 +1407,79 @@ async fn postgres_group_commit_answers_each_store_alone() {
         a.evidence(0).await.unwrap(),
         vec![evidence_record(1), evidence_record(2)]
     );
+    assert_eq!(b.evidence(0).await.unwrap(), vec![evidence_record(1)]);
+}
+
+#[tokio::test]
+async fn postgres_group_commit_answers_each_store_alone() {
+    let Some(url) = postgres().await else { return };
+    let places = [
+        Schema::new(&url, "group_a"),
+        Schema::new(&url, "group_b"),
+        Schema::new(&url, "group_c"),
+    ];
+    group_commit_answers_each_store_alone(&url, |n| places[n].open()).await;
+}
+
+/// The same with the three stores partitions of one schema, as in `[cluster]`: their
+/// commits share each table's part of the statement.
+#[tokio::test]
+async fn postgres_group_commit_answers_each_partition_alone() {
+    let Some(url) = postgres().await else { return };
+    let schema = Schema::new(&url, "group_parts");
+    group_commit_answers_each_store_alone(&url, |n| {
+        let open = schema.open();
+        async move { open.await.partition(n as u32 + 1) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_partition_resume_anywhere_matches_uninterrupted_run() {
+    let Some(url) = postgres().await else { return };
+    resume_anywhere_matches_uninterrupted_run(|name| Partition::new(&url, name, 2).grouped()).await;
+}
+
+#[tokio::test]
+async fn postgres_partition_load_reproduces_the_world() {
+    let Some(url) = postgres().await else { return };
+    load_reproduces_the_world(Partition::new(&url, "p_world", 3)).await;
+}
+
+#[tokio::test]
+async fn postgres_partition_commit_is_atomic() {
+    let Some(url) = postgres().await else { return };
+    commit_is_atomic(Partition::new(&url, "p_atomic", 1).grouped()).await;
+}
+
+#[tokio::test]
+async fn postgres_partition_timers_set_and_cancelled_in_one_commit() {
+    let Some(url) = postgres().await else { return };
+    timers_set_and_cancelled_in_one_commit(Partition::new(&url, "p_timers", 4)).await;
+}
+
+#[tokio::test]
+async fn postgres_partition_keeps_dead_letters_and_outbox() {
+    let Some(url) = postgres().await else { return };
+    keeps_dead_letters_and_outbox(Partition::new(&url, "p_outbox", 2)).await;
+}
+
+#[tokio::test]
+async fn postgres_partition_outbox_lifecycle() {
+    let Some(url) = postgres().await else { return };
+    outbox_lifecycle(Partition::new(&url, "p_lifecycle", 5).grouped()).await;
+}
+
+#[tokio::test]
+async fn postgres_partition_outbox_orders_each_instance() {
+    let Some(url) = postgres().await else { return };
+    outbox_orders_each_instance(Partition::new(&url, "p_order", 1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_partition_concurrent_claims_are_disjoint() {
+    let Some(url) = postgres().await else { return };
+    concurrent_claims_are_disjoint(Partition::new(&url, "p_claims", 6)).await;
 }
 
 #[tokio::test]
@@ -1400,6 +1553,104 @@ async fn postgres_identities_survive_migration_4() {
         .unwrap();
     assert_eq!(rows as usize, identities().len(), "each identity once");
     conn.close().await.unwrap();
+}
+
+/// A `[cluster]` partition kept, before partitions shared their tables, in a schema
+/// of its own (`NAME_pN`): adopting it moves every row into the partition, in one
+/// transaction, and drops it; the partition then loads the world it held.
+#[tokio::test]
+async fn postgres_a_partition_adopts_its_schema_of_before() {
+    let Some(url) = postgres().await else { return };
+    let rules = example_rules();
+    let shared = Schema::new(&url, "adopting");
+    // An old schema as migration 4 left it, with rows written then.
+    let old4 = Schema::new(&url, "adopted_4");
+    let options = sqlx::postgres::PgConnectOptions::from_str(&url).unwrap();
+    let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA \"{}\"", old4.name))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let quoted = format!("\"{}\"", old4.name);
+    let mut conn =
+        sqlx::PgConnection::connect_with(&options.options([("search_path", quoted.as_str())]))
+            .await
+            .unwrap();
+    migrations_before("postgres", 5)
+        .await
+        .run(&mut conn)
+        .await
+        .unwrap();
+    for (source, id) in seen_before() {
+        sqlx::query("INSERT INTO seen_events (source, id) VALUES ($1, $2)")
+            .bind(source)
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    sqlx::query("INSERT INTO meta (name, value) VALUES ('next_timer', '7')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let p1 = shared.open().await.partition(1);
+    assert!(p1.adopt_schema(&url, &old4.name).await.unwrap());
+    let world = p1.load(&rules).await.unwrap();
+    assert_eq!(world.seen.len(), SEEN_BEFORE);
+    assert_eq!(world.next_timer, 7);
+
+    // An old schema holding a whole world: its instances, timers, chain, outbox and
+    // dead letters.
+    let old = Schema::new(&url, "adopted");
+    let before = old.open().await;
+    let mut driver = Driver::new(Engine::new(rules.clone()));
+    let mut out = Vec::new();
+    let events = example_events();
+    let upto = open_upto();
+    for e in events.iter().take(upto) {
+        driver.feed(e, &mut out);
+    }
+    commit(&before, &mut driver).await;
+    before
+        .dead_letter(&DeadLetter {
+            received_at: time("2026-03-01T10:00:00.123456789Z"),
+            origin: "queue events.p2".to_string(),
+            reason: "not JSON".to_string(),
+            body: "{".to_string(),
+        })
+        .await
+        .unwrap();
+    let (world, evidence, outbox, letters) = (
+        before.load(&rules).await.unwrap(),
+        before.evidence(0).await.unwrap(),
+        before.outbox().await.unwrap(),
+        before.dead_letters().await.unwrap(),
+    );
+    assert!(!world.instances.is_empty() && !world.timers.is_empty());
+    assert!(!evidence.is_empty() && !outbox.is_empty());
+    drop(before);
+    let p2 = shared.open().await.partition(2);
+    assert!(p2.adopt_schema(&url, &old.name).await.unwrap());
+    assert_same_world(&p2.load(&rules).await.unwrap(), &world);
+    assert_eq!(p2.evidence(0).await.unwrap(), evidence);
+    verify_chain(&p2.evidence(0).await.unwrap()).unwrap();
+    assert_eq!(p2.outbox().await.unwrap(), outbox);
+    assert_eq!(p2.dead_letters().await.unwrap(), letters);
+    // Partition 1 kept its own rows; the old schemas are gone, so adopting again
+    // finds nothing.
+    assert_eq!(p1.load(&rules).await.unwrap().seen.len(), SEEN_BEFORE);
+    assert!(p1.dead_letters().await.unwrap().is_empty());
+    assert!(!p2.adopt_schema(&url, &old.name).await.unwrap());
+    assert!(!p1.adopt_schema(&url, &old4.name).await.unwrap());
+    // The partition goes on from what it adopted.
+    for e in events.iter().skip(upto) {
+        driver.feed(e, &mut out);
+    }
+    commit(&p2, &mut driver).await;
+    assert_same_world(&p2.load(&rules).await.unwrap(), driver.engine.world());
+    verify_chain(&p2.evidence(0).await.unwrap()).unwrap();
 }
 
 #[tokio::test]

@@ -5,12 +5,14 @@
 //! workflow key (say the Jira issue key) as routing key; the exchange spreads keys over
 //! `partitions` durable queues (`QUEUE.p0`, `QUEUE.p1`, …), so all events of one key land
 //! in one queue, in publish order. Each partition is a world of its own: its instances,
-//! timers, seen ids, outbox and evidence chain live in the PostgreSQL schema
-//! `NAME_pN`, loaded when a process takes the partition over.
+//! timers, seen ids, outbox and evidence chain are the rows of partition N (`part`) in
+//! the tables of the PostgreSQL schema `NAME`, loaded when a process takes the
+//! partition over. (Before partitions shared tables, each had a schema `NAME_pN`; a
+//! process taking a partition moves such a schema's rows in, once.)
 //!
 //! **Ownership.** A process owns a partition while it holds the session-level
 //! advisory lock `(partition namespace, N)` on its control connection; only the owner
-//! consumes the partition's queue, writes its schema, fires its timers and dispatches
+//! consumes the partition's queue, writes its rows, fires its timers and dispatches
 //! its outbox. The queues are also declared single-active-consumer, so even a process
 //! that lost its lock without noticing cannot receive alongside the new owner. A
 //! process that dies loses its connections and, with them, its locks and its
@@ -34,7 +36,7 @@
 //! through the process's committer (`GroupCommit`): up to N statements in flight,
 //! each carrying every partition commit queued meanwhile, each commit with its own
 //! fence, so partitions committing a few events each share the server's fixed cost
-//! per transaction.
+//! per transaction, and, their tables being one set, one part per table written.
 //!
 //! **Cadences** belong to partition 0, so each period fires once in the cluster.
 
@@ -67,10 +69,10 @@ use super::run::{Config, Runner};
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Partitions of the event stream; 0 (the default) runs unclustered. Fixed for
-    /// the life of a deployment: it decides which queue and schema each key lives in.
+    /// the life of a deployment: it decides which queue and partition each key lives in.
     pub partitions: u32,
-    /// Names the deployment: the schemas `NAME_p0`, `NAME_p1`, … and the namespace of
-    /// its advisory locks. Two deployments on one database need different names.
+    /// Names the deployment: its schema and the namespace of its advisory locks. Two
+    /// deployments on one database need different names.
     pub name: String,
     /// How often membership is read and partitions rebalanced, in milliseconds.
     pub rebalance_ms: u64,
@@ -136,8 +138,8 @@ fn namespaces(name: &str) -> (i32, i32, i32) {
     )
 }
 
-/// The schema of partition `i`.
-pub fn schema(name: &str, i: u32) -> String {
+/// The schema of partition `i` before partitions shared the deployment's schema.
+pub fn old_schema(name: &str, i: u32) -> String {
     format!("{name}_p{i}")
 }
 
@@ -168,7 +170,7 @@ fn check(config: &Config) -> Result<String> {
             .all(|c| c.is_ascii_alphanumeric() || c == '_')
     {
         bail!(
-            "[cluster] name `{}` must be letters, digits and `_` (it names schemas)",
+            "[cluster] name `{}` must be letters, digits and `_` (it names a schema)",
             cluster.name
         );
     }
@@ -493,8 +495,8 @@ async fn unlock(conn: &mut PgConnection, ns: i32, i: u32) -> Result<()> {
     Ok(())
 }
 
-/// Runs partition `i` until told to stop: loads its world from its schema, consumes
-/// its queue, dispatches its outbox.
+/// Runs partition `i` until told to stop: loads its world from its rows, consumes its
+/// queue, dispatches its outbox.
 async fn partition(
     shared: Rc<Shared>,
     i: u32,
@@ -502,18 +504,27 @@ async fn partition(
     mut stopped: watch::Receiver<bool>,
 ) -> Result<()> {
     let name = &shared.config.cluster.name;
-    let schema = schema(name, i);
-    let mut store = PostgresStore::connect_schema(&shared.url, &schema)
+    let mut store = PostgresStore::connect_schema(&shared.url, name)
         .await
-        .with_context(|| format!("opening schema {schema} on {}", redact(&shared.url)))?
+        .with_context(|| format!("opening schema {name} on {}", redact(&shared.url)))?
+        .partition(i)
         .fenced(fence)
         .dispatch_emitted(shared.config.outbound.as_ref().is_some_and(|o| o.emitted));
+    let old = old_schema(name, i);
+    if store
+        .adopt_schema(&shared.url, &old)
+        .await
+        .with_context(|| format!("moving schema {old} into partition {i} of {name}"))?
+    {
+        tracing::info!("cluster: partition {i}: moved the rows of schema {old} into {name}");
+    }
     if let Some(group) = &shared.group {
         store = store.grouped(group.clone());
     }
     let store = AnyStore::Postgres(store);
     let _owning = Owning::new(&shared.ops, i, &store);
-    let world = super::run::load_world(&store, &shared.rules, &format!("schema {schema}")).await?;
+    let place = format!("partition {i} of schema {name}");
+    let world = super::run::load_world(&store, &shared.rules, &place).await?;
     let mut engine = Engine::with_world(shared.rules.clone(), world);
     if i == 0 {
         engine.start(Utc::now());

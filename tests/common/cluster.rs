@@ -183,10 +183,10 @@ impl Schemas {
     }
 
     pub fn store(&self, i: u32) -> PostgresStore {
-        let schema = format!("{}_p{i}", self.name);
         self.rt
-            .block_on(PostgresStore::connect_schema(&pg_url(), &schema))
+            .block_on(PostgresStore::connect_schema(&pg_url(), &self.name))
             .unwrap()
+            .partition(i)
     }
 
     /// Events applied so far over every partition (rows of `seen_events`); 0 while
@@ -194,34 +194,25 @@ impl Schemas {
     pub fn applied(&self) -> i64 {
         let url = pg_url();
         let name = self.name.clone();
-        let partitions = self.partitions;
         self.rt.block_on(async move {
             let Ok(pool) = sqlx::PgPool::connect(&url).await else {
                 return 0;
             };
-            let mut total = 0;
-            for i in 0..partitions {
-                let n: Result<i64, _> = sqlx::query_scalar(&format!(
-                    "SELECT count(*) FROM \"{name}_p{i}\".seen_events"
-                ))
-                .fetch_one(&pool)
-                .await;
-                total += n.unwrap_or(0);
-            }
+            let n: Result<i64, _> =
+                sqlx::query_scalar(&format!("SELECT count(*) FROM \"{name}\".seen_events"))
+                    .fetch_one(&pool)
+                    .await;
             pool.close().await;
-            total
+            n.unwrap_or(0)
         })
     }
 }
 
 impl Drop for Schemas {
     fn drop(&mut self) {
-        for i in 0..self.partitions {
-            let schema = format!("{}_p{i}", self.name);
-            let _ = self
-                .rt
-                .block_on(PostgresStore::drop_schema(&pg_url(), &schema));
-        }
+        let _ = self
+            .rt
+            .block_on(PostgresStore::drop_schema(&pg_url(), &self.name));
     }
 }
 

@@ -45,6 +45,9 @@ pub struct PostgresStore {
     /// The committer this store's commits go through, and how its statements name
     /// this store's tables (`"schema".`); commits go through the pool without one.
     group: Option<(GroupCommit, String)>,
+    /// The partition whose rows this store reads and writes (`part` in every table):
+    /// a `[cluster]` partition's number, 0 outside `[cluster]`.
+    part: i32,
 }
 
 /// Commits that hold only while another session holds an advisory lock: how a
@@ -93,18 +96,69 @@ impl PostgresStore {
     pub async fn connect_schema(url: &str, schema: &str) -> Result<PostgresStore, StoreError> {
         let options = PgConnectOptions::from_str(url)?;
         let mut conn = sqlx::PgConnection::connect_with(&options).await?;
-        sqlx::query(&format!(
+        let created = sqlx::query(&format!(
             "CREATE SCHEMA IF NOT EXISTS {}",
             quote_ident(schema)
         ))
         .execute(&mut conn)
-        .await?;
+        .await;
+        match created {
+            // Another session created it at the same moment (the partitions of a
+            // `[cluster]` deployment open their one schema together).
+            Err(sqlx::Error::Database(e))
+                if e.code().is_some_and(|c| c == "23505" || c == "42P06") => {}
+            other => {
+                other?;
+            }
+        }
         conn.close().await?;
         let store = Self::open(options.options([("search_path", quote_ident(schema))])).await?;
         Ok(PostgresStore {
             schema: Some(schema.to_string()),
             ..store
         })
+    }
+
+    /// Moves the rows of `old`, a schema of one partition as kept before partitions
+    /// shared their tables (`NAME_pN`), into this store's partition, and drops `old`,
+    /// in one transaction: whether there was such a schema. `old` is first brought
+    /// to the current migrations. Call it while no one writes `old` or this partition
+    /// (in `[cluster]`: holding the partition, before loading it).
+    pub async fn adopt_schema(&self, url: &str, old: &str) -> Result<bool, StoreError> {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(old)
+                .fetch_one(&self.pool)
+                .await?;
+        if !exists {
+            return Ok(false);
+        }
+        let from = quote_ident(old);
+        let options = PgConnectOptions::from_str(url)?
+            .disable_statement_logging()
+            .options([("search_path", from.as_str())]);
+        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        MIGRATOR.run(&mut conn).await?;
+        conn.close().await?;
+        let to = match &self.schema {
+            Some(schema) => format!("{}.", quote_ident(schema)),
+            None => String::new(),
+        };
+        let mut tx = self.pool.begin().await?;
+        for (table, columns, order) in ADOPTED {
+            sqlx::query(&format!(
+                "INSERT INTO {to}{table} (part, {columns}) \
+                 SELECT $1, {columns} FROM {from}.{table}{order}"
+            ))
+            .bind(self.part)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(&format!("DROP SCHEMA {from} CASCADE"))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Drops `schema` and everything in it (for tests that isolate themselves in one).
@@ -141,6 +195,7 @@ impl PostgresStore {
             dispatch_emitted: false,
             schema: None,
             group: None,
+            part: 0,
         })
     }
 
@@ -159,6 +214,18 @@ impl PostgresStore {
         };
         self.group = Some((group, tables));
         self
+    }
+
+    /// This store, reading and writing the rows of partition `part` of its tables
+    /// (each partition a world of its own; the default is 0).
+    pub fn partition(mut self, part: u32) -> PostgresStore {
+        self.part = i32::try_from(part).unwrap_or(i32::MAX);
+        self
+    }
+
+    /// The partition this store reads and writes.
+    pub fn part(&self) -> u32 {
+        self.part.unsigned_abs()
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -185,6 +252,30 @@ pub fn redact(url: &str) -> String {
         None => url.to_string(),
     }
 }
+
+/// What [`PostgresStore::adopt_schema`] copies: each table, its columns but `part`
+/// (and but the numbers the target allocates: the outbox's `seq`, a dead letter's
+/// `id`, given in the old order), and that order.
+const ADOPTED: [(&str, &str, &str); 9] = [
+    ("instances", "workflow, key, body", ""),
+    ("timers", "id, due, due_ns, body", ""),
+    ("seen_events", "source, id", ""),
+    ("counters", "counter, key, body", ""),
+    ("expectations", "cadence, period, due, due_ns, timer", ""),
+    (
+        "outbox",
+        "action_id, at, at_ns, connector, op, args, status, attempts, last_error, \
+         workflow, key, due_ms, lease_ms, result",
+        " ORDER BY seq",
+    ),
+    ("evidence", "seq, at, kind, record, prev_hash, hash", ""),
+    ("meta", "name, value", ""),
+    (
+        "dead_letters",
+        "received_at, received_at_ns, origin, reason, body",
+        " ORDER BY id",
+    ),
+];
 
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -218,7 +309,8 @@ impl Store for PostgresStore {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await?;
-        for row in sqlx::query("SELECT name, value FROM meta")
+        for row in sqlx::query("SELECT name, value FROM meta WHERE part = $1")
+            .bind(self.part)
             .fetch_all(&mut *tx)
             .await?
         {
@@ -239,7 +331,8 @@ impl Store for PostgresStore {
                 _ => {}
             }
         }
-        for row in sqlx::query("SELECT workflow, key, body FROM instances")
+        for row in sqlx::query("SELECT workflow, key, body FROM instances WHERE part = $1")
+            .bind(self.part)
             .fetch_all(&mut *tx)
             .await?
         {
@@ -252,9 +345,12 @@ impl Store for PostgresStore {
                 world.instances.insert((w, Arc::from(key)), inst);
             }
         }
-        for row in sqlx::query("SELECT id, due, due_ns, body FROM timers ORDER BY due, due_ns, id")
-            .fetch_all(&mut *tx)
-            .await?
+        for row in sqlx::query(
+            "SELECT id, due, due_ns, body FROM timers WHERE part = $1 ORDER BY due, due_ns, id",
+        )
+        .bind(self.part)
+        .fetch_all(&mut *tx)
+        .await?
         {
             let id: i64 = row.try_get("id")?;
             let due = join_time(row.try_get("due")?, row.try_get("due_ns")?);
@@ -263,7 +359,8 @@ impl Store for PostgresStore {
                 world.timers.insert((due, id as u64), kind);
             }
         }
-        for row in sqlx::query("SELECT source, id FROM seen_events")
+        for row in sqlx::query("SELECT source, id FROM seen_events WHERE part = $1")
+            .bind(self.part)
             .fetch_all(&mut *tx)
             .await?
         {
@@ -272,7 +369,8 @@ impl Store for PostgresStore {
                 row.try_get::<&str, _>("id")?,
             );
         }
-        for row in sqlx::query("SELECT counter, key, body FROM counters")
+        for row in sqlx::query("SELECT counter, key, body FROM counters WHERE part = $1")
+            .bind(self.part)
             .fetch_all(&mut *tx)
             .await?
         {
@@ -283,9 +381,12 @@ impl Store for PostgresStore {
                 world.counters.insert((c, key), decode_counter(&body));
             }
         }
-        for row in sqlx::query("SELECT cadence, period, due, due_ns, timer FROM expectations")
-            .fetch_all(&mut *tx)
-            .await?
+        for row in sqlx::query(
+            "SELECT cadence, period, due, due_ns, timer FROM expectations WHERE part = $1",
+        )
+        .bind(self.part)
+        .fetch_all(&mut *tx)
+        .await?
         {
             let cadence: &str = row.try_get("cadence")?;
             let period: String = row.try_get("period")?;
@@ -325,7 +426,7 @@ impl Store for PostgresStore {
             .group
             .as_ref()
             .map_or("", |(_, tables)| tables.as_str());
-        let mut rows = Rows::new(tables, self.fence);
+        let mut rows = Rows::new(tables, self.part, self.fence);
         rows.instances(rules, changes);
         rows.timers(rules, changes);
         rows.seen(changes);
@@ -348,8 +449,10 @@ impl Store for PostgresStore {
 
     async fn evidence(&self, after: u64) -> Result<Vec<EvidenceRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, at, kind, record, prev_hash, hash FROM evidence WHERE seq > $1 ORDER BY seq",
+            "SELECT seq, at, kind, record, prev_hash, hash FROM evidence \
+             WHERE part = $1 AND seq > $2 ORDER BY seq",
         )
+        .bind(self.part)
         .bind(after as i64)
         .fetch_all(&self.pool)
         .await?;
@@ -359,14 +462,15 @@ impl Store for PostgresStore {
     async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {
         let (at, ns) = split_time(letter.received_at);
         sqlx::query(
-            "INSERT INTO dead_letters (received_at, received_at_ns, origin, reason, body) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO dead_letters (received_at, received_at_ns, origin, reason, body, part) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(at)
         .bind(ns)
         .bind(&letter.origin)
         .bind(&letter.reason)
         .bind(&letter.body)
+        .bind(self.part)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -374,8 +478,10 @@ impl Store for PostgresStore {
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         let rows = sqlx::query(
-            "SELECT received_at, received_at_ns, origin, reason, body FROM dead_letters ORDER BY id",
+            "SELECT received_at, received_at_ns, origin, reason, body FROM dead_letters \
+             WHERE part = $1 ORDER BY id",
         )
+        .bind(self.part)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
@@ -396,8 +502,10 @@ impl Store for PostgresStore {
     async fn outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT action_id, at, at_ns, connector, op, args, status, attempts, workflow, key, \
-             due_ms, lease_ms, last_error, result FROM outbox ORDER BY at, at_ns, action_id",
+             due_ms, lease_ms, last_error, result FROM outbox WHERE part = $1 \
+             ORDER BY at, at_ns, action_id",
         )
+        .bind(self.part)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -418,23 +526,27 @@ impl Store for PostgresStore {
         // An instance's actions go one at a time, in decision order (`seq`): a row
         // waits while an earlier one of its instance is unsettled (a row another
         // dispatcher is claiming is still `pending` to this snapshot, so it blocks too).
+        // The claimed rows are chosen once (`MATERIALIZED`): a plan scanning them again
+        // for each row updated would skip the rows it just updated and claim more.
         let rows = sqlx::query(
-            "UPDATE outbox o SET status = 'in_flight', attempts = o.attempts + 1, lease_ms = $1 \
-             FROM (SELECT q.action_id FROM outbox q \
-                   WHERE ((q.status IN ('pending', 'retry') AND q.due_ms <= $2) \
+            "WITH c AS MATERIALIZED (SELECT q.action_id FROM outbox q \
+                   WHERE q.part = $4 \
+                     AND ((q.status IN ('pending', 'retry') AND q.due_ms <= $2) \
                       OR (q.status = 'in_flight' AND q.lease_ms <= $2)) \
                      AND (q.workflow IS NULL OR NOT EXISTS (SELECT 1 FROM outbox p \
-                       WHERE p.workflow = q.workflow AND p.key = q.key \
+                       WHERE p.part = q.part AND p.workflow = q.workflow AND p.key = q.key \
                          AND p.status IN ('pending', 'retry', 'in_flight') AND p.seq < q.seq)) \
                    ORDER BY q.due_ms, q.at, q.at_ns, q.action_id LIMIT $3 \
-                   FOR UPDATE SKIP LOCKED) c \
-             WHERE o.action_id = c.action_id \
+                   FOR UPDATE SKIP LOCKED) \
+             UPDATE outbox o SET status = 'in_flight', attempts = o.attempts + 1, lease_ms = $1 \
+             FROM c WHERE o.part = $4 AND o.action_id = c.action_id \
              RETURNING o.action_id, o.workflow, o.key, o.connector, o.op, o.args, o.attempts, \
                        o.due_ms, o.at, o.at_ns",
         )
         .bind(lease_until_ms)
         .bind(now_ms)
         .bind(i64::from(limit))
+        .bind(self.part)
         .fetch_all(&self.pool)
         .await?;
         let mut claimed = Vec::with_capacity(rows.len());
@@ -456,12 +568,13 @@ impl Store for PostgresStore {
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE outbox SET status = 'retry', due_ms = $1, last_error = $2, lease_ms = NULL \
-             WHERE action_id = $3 AND status = 'in_flight' AND attempts = $4",
+             WHERE part = $5 AND action_id = $3 AND status = 'in_flight' AND attempts = $4",
         )
         .bind(due_ms)
         .bind(error)
         .bind(action_id)
         .bind(i64::from(attempt))
+        .bind(self.part)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -469,10 +582,12 @@ impl Store for PostgresStore {
 
     async fn claim_holds(&self, action_id: &str, attempt: u32) -> Result<bool, StoreError> {
         let row = sqlx::query(
-            "SELECT 1 AS held FROM outbox WHERE action_id = $1 AND status = 'in_flight' AND attempts = $2",
+            "SELECT 1 AS held FROM outbox \
+             WHERE part = $3 AND action_id = $1 AND status = 'in_flight' AND attempts = $2",
         )
         .bind(action_id)
         .bind(i64::from(attempt))
+        .bind(self.part)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.is_some())
@@ -482,8 +597,9 @@ impl Store for PostgresStore {
         let row = sqlx::query(
             "SELECT count(*) AS open, \
              min(CASE status WHEN 'in_flight' THEN lease_ms ELSE due_ms END) AS next_ms \
-             FROM outbox WHERE status IN ('pending', 'retry', 'in_flight')",
+             FROM outbox WHERE part = $1 AND status IN ('pending', 'retry', 'in_flight')",
         )
+        .bind(self.part)
         .fetch_one(&self.pool)
         .await?;
         let open: i64 = row.try_get("open")?;

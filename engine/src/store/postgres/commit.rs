@@ -81,96 +81,129 @@ impl Kind {
         }
     }
 
-    /// The part's text before its `UNNEST(…)` and after it, for tables named with the
-    /// prefix `t` and writes gated on the condition `held`.
-    fn sql(self, t: &str, held: &str) -> (String, String) {
+    /// The names of the part's columns, in the order they are bound (its rows also
+    /// have `part`).
+    fn columns(self) -> &'static str {
+        match self {
+            Kind::PutInstances => "workflow, key, body",
+            Kind::DelInstances => "workflow, key",
+            Kind::PutTimers => "id, due, due_ns, body",
+            Kind::DelTimers => "id",
+            Kind::PutSeen => "source, id",
+            Kind::PutCounters => "counter, key, body",
+            Kind::PutExpectations => "cadence, period, due, due_ns, timer",
+            Kind::DelExpectations => "cadence, period",
+            Kind::PutEvidence => "seq, at, kind, record, prev_hash, hash",
+            Kind::PutOutbox => "action_id, at, at_ns, connector, op, args, workflow, key, status",
+            Kind::EndOutbox => "action_id, status, result, reason, attempt",
+            Kind::PutMeta => "name, value",
+        }
+    }
+
+    /// The part's statement for tables named with the prefix `t`, reading its rows
+    /// (`part` and [`Kind::columns`], with `c`, the commit's place in the statement,
+    /// and `i`, the row's place in its commit) from the relation `u` written at `{}`.
+    fn sql(self, t: &str) -> (String, String) {
         let (head, tail) = match self {
             Kind::PutInstances => (
-                format!("INSERT INTO {t}instances (workflow, key, body) SELECT * FROM "),
                 format!(
-                    " WHERE {held} ON CONFLICT (workflow, key) DO UPDATE SET body = EXCLUDED.body"
+                    "INSERT INTO {t}instances (part, workflow, key, body) \
+                     SELECT part, workflow, key, body FROM "
                 ),
+                " ON CONFLICT (part, workflow, key) DO UPDATE SET body = EXCLUDED.body".to_string(),
             ),
             Kind::DelInstances => (
                 format!("DELETE FROM {t}instances t USING "),
-                format!(
-                    " AS d(workflow, key) WHERE t.workflow = d.workflow AND t.key = d.key \
-                     AND {held}"
-                ),
+                " WHERE t.part = u.part AND t.workflow = u.workflow AND t.key = u.key".to_string(),
             ),
             Kind::PutTimers => (
-                format!("INSERT INTO {t}timers (id, due, due_ns, body) SELECT * FROM "),
-                format!(" WHERE {held}"),
+                format!(
+                    "INSERT INTO {t}timers (part, id, due, due_ns, body) \
+                     SELECT part, id, due, due_ns, body FROM "
+                ),
+                String::new(),
             ),
             Kind::DelTimers => (
                 format!("DELETE FROM {t}timers t USING "),
-                format!(" AS d(id) WHERE t.id = d.id AND {held}"),
+                " WHERE t.part = u.part AND t.id = u.id".to_string(),
             ),
             Kind::PutSeen => (
-                format!("INSERT INTO {t}seen_events (source, id) SELECT * FROM "),
-                format!(" WHERE {held}"),
+                format!(
+                    "INSERT INTO {t}seen_events (part, source, id) SELECT part, source, id FROM "
+                ),
+                String::new(),
             ),
             Kind::PutCounters => (
-                format!("INSERT INTO {t}counters (counter, key, body) SELECT * FROM "),
                 format!(
-                    " WHERE {held} ON CONFLICT (counter, key) DO UPDATE SET body = EXCLUDED.body"
+                    "INSERT INTO {t}counters (part, counter, key, body) \
+                     SELECT part, counter, key, body FROM "
                 ),
+                " ON CONFLICT (part, counter, key) DO UPDATE SET body = EXCLUDED.body".to_string(),
             ),
             Kind::PutExpectations => (
                 format!(
-                    "INSERT INTO {t}expectations (cadence, period, due, due_ns, timer) \
-                     SELECT * FROM "
+                    "INSERT INTO {t}expectations (part, cadence, period, due, due_ns, timer) \
+                     SELECT part, cadence, period, due, due_ns, timer FROM "
                 ),
-                format!(
-                    " WHERE {held} ON CONFLICT (cadence, period) DO UPDATE \
-                     SET due = EXCLUDED.due, due_ns = EXCLUDED.due_ns, timer = EXCLUDED.timer"
-                ),
+                " ON CONFLICT (part, cadence, period) DO UPDATE \
+                 SET due = EXCLUDED.due, due_ns = EXCLUDED.due_ns, timer = EXCLUDED.timer"
+                    .to_string(),
             ),
             Kind::DelExpectations => (
                 format!("DELETE FROM {t}expectations t USING "),
-                format!(
-                    " AS d(cadence, period) WHERE t.cadence = d.cadence AND t.period = d.period \
-                     AND {held}"
-                ),
+                " WHERE t.part = u.part AND t.cadence = u.cadence AND t.period = u.period"
+                    .to_string(),
             ),
             Kind::PutEvidence => (
                 format!(
-                    "INSERT INTO {t}evidence (seq, at, kind, record, prev_hash, hash) \
-                     SELECT * FROM "
+                    "INSERT INTO {t}evidence (part, seq, at, kind, record, prev_hash, hash) \
+                     SELECT part, seq, at, kind, record, prev_hash, hash FROM "
                 ),
-                format!(" WHERE {held}"),
+                String::new(),
             ),
             // In decision order, so `seq` (per-instance dispatch order) follows it.
             Kind::PutOutbox => (
                 format!(
                     "INSERT INTO {t}outbox \
-                     (action_id, at, at_ns, connector, op, args, workflow, key, status) \
-                     SELECT a, t, n, c, o, g, w, k, s FROM "
+                     (part, action_id, at, at_ns, connector, op, args, workflow, key, status) \
+                     SELECT part, action_id, at, at_ns, connector, op, args, workflow, key, \
+                     status FROM "
                 ),
-                format!(
-                    " WITH ORDINALITY AS u(a, t, n, c, o, g, w, k, s, i) \
-                     WHERE {held} ORDER BY i ON CONFLICT DO NOTHING"
-                ),
+                " ORDER BY c, i ON CONFLICT DO NOTHING".to_string(),
             ),
             Kind::EndOutbox => (
                 format!(
-                    "UPDATE {t}outbox o SET status = e.status, result = e.result, \
-                     last_error = coalesce(e.reason, o.last_error), \
-                     attempts = greatest(o.attempts, e.attempt), lease_ms = NULL FROM "
+                    "UPDATE {t}outbox o SET status = u.status, result = u.result, \
+                     last_error = coalesce(u.reason, o.last_error), \
+                     attempts = greatest(o.attempts, u.attempt), lease_ms = NULL FROM "
                 ),
-                format!(
-                    " AS e(action_id, status, result, reason, attempt) \
-                     WHERE o.action_id = e.action_id AND o.status NOT IN ('done', 'dead') \
-                     AND {held}"
-                ),
+                " WHERE o.part = u.part AND o.action_id = u.action_id \
+                 AND o.status NOT IN ('done', 'dead')"
+                    .to_string(),
             ),
             Kind::PutMeta => (
-                format!("INSERT INTO {t}meta (name, value) SELECT * FROM "),
-                format!(" WHERE {held} ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"),
+                format!("INSERT INTO {t}meta (part, name, value) SELECT part, name, value FROM "),
+                " ON CONFLICT (part, name) DO UPDATE SET value = EXCLUDED.value".to_string(),
             ),
         };
         (head, tail)
     }
+
+    /// Every kind, in the order a statement writes them.
+    const ALL: [Kind; 12] = [
+        Kind::PutInstances,
+        Kind::DelInstances,
+        Kind::PutTimers,
+        Kind::DelTimers,
+        Kind::PutSeen,
+        Kind::PutCounters,
+        Kind::PutExpectations,
+        Kind::DelExpectations,
+        Kind::PutEvidence,
+        Kind::PutOutbox,
+        Kind::EndOutbox,
+        Kind::PutMeta,
+    ];
 }
 
 /// One column's values, bound as one array.
@@ -216,6 +249,8 @@ pub(super) struct Rows<'a> {
     /// How the statement names this commit's tables: empty (the connection's
     /// `search_path`) or `"schema".`.
     tables: Cow<'a, str>,
+    /// The partition the rows belong to.
+    part: i32,
     fence: Option<Fence>,
     parts: Vec<Part<'a>>,
 }
@@ -226,9 +261,10 @@ fn text<'a>(s: &'a str) -> Cow<'a, str> {
 }
 
 impl<'a> Rows<'a> {
-    pub(super) fn new(tables: &'a str, fence: Option<Fence>) -> Rows<'a> {
+    pub(super) fn new(tables: &'a str, part: i32, fence: Option<Fence>) -> Rows<'a> {
         Rows {
             tables: text(tables),
+            part,
             fence,
             parts: Vec::new(),
         }
@@ -242,6 +278,7 @@ impl<'a> Rows<'a> {
     pub(super) fn into_owned(self) -> Rows<'static> {
         Rows {
             tables: Cow::Owned(self.tables.into_owned()),
+            part: self.part,
             fence: self.fence,
             parts: self
                 .parts
@@ -538,28 +575,85 @@ impl<'a> Rows<'a> {
     }
 }
 
+/// The commits of one statement that write the same tables, each of another
+/// partition: their rows go to each table in one part.
+struct Slot<'g> {
+    tables: &'g str,
+    /// Each commit's place in the group, and its rows.
+    commits: Vec<(usize, &'g Rows<'g>)>,
+}
+
+/// `group` in slots: commits to the same tables share a slot unless they write the
+/// same partition (which one part could not write twice).
+fn slots<'g>(group: &[&'g Rows<'g>]) -> Vec<Slot<'g>> {
+    let mut slots: Vec<Slot<'g>> = Vec::new();
+    for (n, rows) in group.iter().enumerate() {
+        let fits = |s: &Slot<'g>| {
+            s.tables == rows.tables.as_ref() && s.commits.iter().all(|(_, r)| r.part != rows.part)
+        };
+        match slots.iter_mut().find(|s| fits(s)) {
+            Some(slot) => slot.commits.push((n, rows)),
+            None => slots.push(Slot {
+                tables: rows.tables.as_ref(),
+                commits: vec![(n, rows)],
+            }),
+        }
+    }
+    slots
+}
+
 /// The statement committing `group`: its one row is the array of each commit's
 /// fence's answer, in `group`'s order.
-fn statement<'q, 'a: 'q>(group: &[&'q Rows<'a>]) -> QueryBuilder<'q, Postgres> {
+///
+/// Each slot writes each table it touches in one part, whose rows are the union of
+/// its commits' rows (`UNNEST` of each commit's arrays), each commit's gated on its
+/// own fence: a refused commit adds no row to any part.
+fn statement<'q>(group: &[&'q Rows<'q>]) -> QueryBuilder<'q, Postgres> {
     let mut q = QueryBuilder::new("WITH ");
     for (n, rows) in group.iter().enumerate() {
         if n > 0 {
             q.push(", ");
         }
         rows.push_fence(&mut q, n);
-        let held = format!("(SELECT held FROM fence_{n})");
-        for part in &rows.parts {
-            let (head, tail) = part.kind.sql(&rows.tables, &held);
-            q.push(format_args!(", p{n}_{} AS (", part.kind.name()));
-            q.push(head);
-            q.push("UNNEST(");
-            for (i, column) in part.columns.iter().enumerate() {
-                if i > 0 {
-                    q.push(", ");
-                }
-                column.push(&mut q);
+    }
+    for (s, slot) in slots(group).iter().enumerate() {
+        for kind in Kind::ALL {
+            let with: Vec<(usize, &Rows, &Part)> = slot
+                .commits
+                .iter()
+                .flat_map(|&(n, rows)| {
+                    rows.parts
+                        .iter()
+                        .filter(move |p| p.kind == kind)
+                        .map(move |p| (n, rows, p))
+                })
+                .collect();
+            if with.is_empty() {
+                continue;
             }
-            q.push(")");
+            let (head, tail) = kind.sql(slot.tables);
+            q.push(format_args!(", s{s}_{} AS (", kind.name()));
+            q.push(head);
+            q.push("(");
+            for (b, (n, rows, part)) in with.into_iter().enumerate() {
+                if b > 0 {
+                    q.push(" UNION ALL ");
+                }
+                q.push(format_args!("SELECT {n} AS c, "));
+                q.push_bind(rows.part);
+                q.push("::int4 AS part, x.* FROM UNNEST(");
+                for (i, column) in part.columns.iter().enumerate() {
+                    if i > 0 {
+                        q.push(", ");
+                    }
+                    column.push(&mut q);
+                }
+                q.push(format_args!(
+                    ") WITH ORDINALITY AS x({}, i) WHERE (SELECT held FROM fence_{n})",
+                    kind.columns()
+                ));
+            }
+            q.push(") AS u");
             q.push(tail);
             q.push(")");
         }
