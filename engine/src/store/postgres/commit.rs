@@ -1,15 +1,19 @@
 //! A commit as one statement, and several stores' commits as one ([`GroupCommit`]).
 //!
 //! A commit's rows are first encoded into [`Rows`]: one [`Part`] per table written
-//! and how (insert, delete, update), each a list of columns bound as arrays. The
-//! statement is built from those: it starts with the part `fence_N`, whose one row says
-//! whether the commit may write; each part is a data-modifying `WITH` part fed by the
-//! arrays expanded with `UNNEST` and gated on `fence_N`'s answer. PostgreSQL runs every
-//! part to completion whether or not it is read; the final `SELECT` returns every
-//! fence's answer, so false means that commit was refused and nothing of it written.
+//! and how (insert, delete, update), each a list of columns bound as arrays, and the
+//! partition they belong to. The statement is built from those: it starts with a part
+//! `fence_N` per commit, whose one row says whether commit N may write; then one
+//! data-modifying `WITH` part per table and way of writing it, whose rows are the
+//! union of each commit's arrays expanded with `UNNEST`, each commit's gated on its
+//! `fence_N`'s answer. Commits to other tables (another schema), or to a partition
+//! already in the statement, get parts of their own. PostgreSQL runs every part to
+//! completion whether or not it is read; the final `SELECT` returns every fence's
+//! answer, so false means that commit was refused and nothing of it written.
 //!
 //! Parts on one table never touch the same row: one statement cannot see or change
-//! what another part of it wrote (see [`Rows::timers`] and [`Rows::settled`]).
+//! what another part of it wrote (see [`Rows::timers`] and [`Rows::settled`]); the
+//! commits sharing a part write partitions of their own.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -692,7 +696,8 @@ pub(super) async fn execute(pool: &PgPool, group: &[&Rows<'_>]) -> Result<Vec<bo
 /// own; each statement carries every commit that queued while the connection was
 /// busy. A `[cluster]` process's partitions, committing a few events each, share the
 /// server's fixed cost of a statement and a transaction (executor start, commit
-/// record, WAL flush). Each commit keeps its own fence and gets its own answer.
+/// record, WAL flush), and, being partitions of one set of tables, each table's part
+/// of the statement. Each commit keeps its own fence and gets its own answer.
 ///
 /// If the statement fails for a reason of its own (a constraint, a deadlock), each
 /// commit is tried again alone, so one commit's error never refuses another's. If
