@@ -1,5 +1,9 @@
 //! The scale-out store: PostgreSQL, with the same tables and semantics as SQLite.
 //!
+//! Every row also carries its partition, `part` (see [`PostgresStore::partition`]): a
+//! `[cluster]` deployment's partitions share one schema's tables, each store reading
+//! and writing its own partition's rows; a store outside `[cluster]` is partition 0.
+//!
 //! Each commit is one statement (arrays bound as parameters and expanded with
 //! `UNNEST`, one data-modifying `WITH` part per table written) in a transaction of its
 //! own, so a commit carrying thousands of rows costs one round trip; stores sharing a
@@ -221,11 +225,6 @@ impl PostgresStore {
     pub fn partition(mut self, part: u32) -> PostgresStore {
         self.part = i32::try_from(part).unwrap_or(i32::MAX);
         self
-    }
-
-    /// The partition this store reads and writes.
-    pub fn part(&self) -> u32 {
-        self.part.unsigned_abs()
     }
 
     pub fn pool(&self) -> &PgPool {
