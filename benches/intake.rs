@@ -537,15 +537,13 @@ fn stop(children: Vec<Child>) {
     }
 }
 
-fn drop_schemas(rt: &tokio::runtime::Runtime, names: &[String]) {
+fn drop_schema(rt: &tokio::runtime::Runtime, name: &str) {
     rt.block_on(async {
         let pool = sqlx::PgPool::connect(PG).await.unwrap();
-        for n in names {
-            sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{n}\" CASCADE"))
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+            .execute(&pool)
+            .await
+            .unwrap();
     });
 }
 
@@ -614,7 +612,7 @@ fn cluster_names(b: &Bench, tag: &str) -> (String, String, String) {
 fn drop_cluster(b: &Bench, exchange: String, queue: &str, name: &str) {
     let queues: Vec<String> = (0..partitions()).map(|i| format!("{queue}.p{i}")).collect();
     b.delete(&[exchange], &queues);
-    drop_schemas(&b.rt, &[name.to_string()]);
+    drop_schema(&b.rt, name);
 }
 
 /// One steward run (of any [`Setup`]) on events published while it consumes.

@@ -151,7 +151,7 @@ impl Broker {
     }
 }
 
-/// The partition schemas of one deployment, dropped at the end.
+/// The schema of one deployment, holding its partitions' rows; dropped at the end.
 pub struct Schemas {
     pub rt: tokio::runtime::Runtime,
     pub name: String,
