@@ -21,8 +21,9 @@
 //! - **latency**: events published at half the SQLite rate (then a quarter and an
 //!   eighth, then half the sustained rate), each stamped; the time from publish to its
 //!   first decision on stdout, p50 and p99; before each, its peer: the time from
-//!   publish to delivery for lapin alone consuming the same paced stream (steward's
-//!   line gives its p99 as a multiple of the peer's).
+//!   publish to delivery for lapin alone consuming the same paced stream on the same
+//!   topology (for `[cluster]`, the partition queues behind a consistent-hash exchange,
+//!   a consumer on each; steward's line gives its p99 as a multiple of the peer's).
 //!
 //! - **latency, PostgreSQL and `[cluster]`**: the sustained row and the latency row at
 //!   half of it (with its peer) for one process on PostgreSQL and for `[cluster]` with
@@ -37,7 +38,8 @@
 //!   `[engine] batch` 1, 16 and 256, for the store's cost per commit.
 //!
 //! Arguments: `--events N` (default 100000), `--only NAME` (ceiling, sqlite,
-//! postgres, cluster1, cluster3, commit, latency, latency-postgres, latency-cluster).
+//! postgres, cluster1, cluster3, commit, latency, latency-postgres, latency-cluster);
+//! `--help` lists them and the settings below.
 //! `BENCH_LATENCIES=PREFIX` writes each latency event's publish offset and latency (ms)
 //! to `PREFIX.TAG` for each latency row (`peersqlite0`, `latsqlite0` at half the drain
 //! rate, `peersqlite1`, `latsqlite1` at a quarter, …, `latpostgres0`, `latcluster10`,
@@ -746,13 +748,41 @@ fn sustained(
     )
 }
 
-/// The peer of [`latency`]: lapin alone consuming the same paced stream, stamping
-/// each message when it arrives and acknowledging what arrived together with one ack,
-/// as steward does (a thread of its own, with its own connection).
-fn latency_peer(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<u8>)]) -> Latency {
-    let (exchange, queue) = b.direct(tag);
+/// The peer of [`latency`]: lapin alone consuming the same paced stream on the same
+/// topology as `setup`'s (one queue, or a `[cluster]` row's partition queues behind a
+/// consistent-hash exchange, each with a consumer of its own on one connection, as a
+/// steward process has), stamping each message when it arrives and acknowledging what
+/// arrived together with one ack, as steward does (a thread of its own, with its own
+/// connection).
+fn latency_peer(
+    b: &Bench,
+    tag: &str,
+    setup: Setup,
+    rate: f64,
+    events: &[(String, String, Vec<u8>)],
+) -> Latency {
+    let (exchange, queues) = match setup {
+        Setup::Cluster(_) => {
+            let exchange = format!("{}.{tag}.x", b.base);
+            let queues: Vec<String> = (0..partitions())
+                .map(|i| format!("{}.{tag}.q.p{i}", b.base))
+                .collect();
+            // Bound with weight 1 each, as `[cluster]` binds its partitions.
+            b.declare(
+                &exchange,
+                ExchangeKind::Custom("x-consistent-hash".into()),
+                &queues,
+                "1",
+            );
+            (exchange, queues)
+        }
+        _ => {
+            let (exchange, queue) = b.direct(tag);
+            (exchange, vec![queue])
+        }
+    };
     let watched = watched(events.len());
-    let (n, consumed, recorded) = (events.len(), queue.clone(), watched.clone());
+    let (n, consumed, recorded) = (events.len(), queues.clone(), watched.clone());
     let consumer = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -762,42 +792,68 @@ fn latency_peer(b: &Bench, tag: &str, rate: f64, events: &[(String, String, Vec<
             let connection = Connection::connect(AMQP, ConnectionProperties::default())
                 .await
                 .unwrap();
-            let (_channel, mut consumer) = consume(&connection, &consumed, "peer").await;
-            // As steward's consumer does: what has arrived is taken at once and
-            // acknowledged with one `multiple` ack.
-            let mut got = 0;
-            while got < n {
-                let Some(d) = consumer.next().await else {
-                    break;
-                };
-                let mut last = d.unwrap();
-                let mut batch = vec![(Instant::now(), last.data.clone())];
-                while let Ok(Some(d)) = tokio::time::timeout(Duration::ZERO, consumer.next()).await
-                {
-                    last = d.unwrap();
-                    batch.push((Instant::now(), last.data.clone()));
-                }
-                last.acker
-                    .ack(BasicAckOptions { multiple: true })
-                    .await
-                    .unwrap();
-                let (lock, more) = &*recorded;
-                let mut seen = lock.lock().unwrap();
-                for (at, data) in batch {
-                    let body: serde_json::Value = serde_json::from_slice(&data).unwrap();
-                    seen.record(body["id"].as_str().unwrap(), at);
-                    got += 1;
-                }
-                more.notify_all();
+            let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut tasks = Vec::new();
+            for queue in &consumed {
+                let (channel, consumer) = consume(&connection, queue, "peer").await;
+                let (recorded, got) = (recorded.clone(), got.clone());
+                tasks.push(tokio::spawn(async move {
+                    peer_consumer(consumer, &recorded, &got, n).await;
+                    drop(channel);
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap();
             }
             let _ = connection.close(200, "done".into()).await;
         });
     });
-    let (start, sent) = paced(b, &exchange, rate, events, false);
+    let keyed = matches!(setup, Setup::Cluster(_));
+    let (start, sent) = paced(b, &exchange, rate, events, keyed);
     let (_, _, seen) = until_all(&watched, events.len());
     consumer.join().unwrap();
-    b.delete(&[exchange], &[queue]);
+    b.delete(&[exchange], &queues);
     Latency::of(tag, start, &sent, &seen)
+}
+
+/// One queue's consumer of [`latency_peer`], until `n` messages have arrived over all
+/// its queues. As steward's consumer does, what has arrived is taken at once and
+/// acknowledged with one `multiple` ack.
+async fn peer_consumer(
+    mut consumer: Consumer,
+    recorded: &Watched,
+    got: &std::sync::atomic::AtomicUsize,
+    n: usize,
+) {
+    use std::sync::atomic::Ordering;
+    while got.load(Ordering::Relaxed) < n {
+        // Another queue's consumer may take the last message: look again now and then.
+        let next = tokio::time::timeout(Duration::from_millis(50), consumer.next()).await;
+        let Ok(next) = next else {
+            continue;
+        };
+        let Some(d) = next else {
+            break;
+        };
+        let mut last = d.unwrap();
+        let mut batch = vec![(Instant::now(), last.data.clone())];
+        while let Ok(Some(d)) = tokio::time::timeout(Duration::ZERO, consumer.next()).await {
+            last = d.unwrap();
+            batch.push((Instant::now(), last.data.clone()));
+        }
+        last.acker
+            .ack(BasicAckOptions { multiple: true })
+            .await
+            .unwrap();
+        let (lock, more) = &**recorded;
+        let mut seen = lock.lock().unwrap();
+        for (at, data) in batch {
+            let body: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            seen.record(body["id"].as_str().unwrap(), at);
+        }
+        got.store(seen.at.len(), Ordering::Relaxed);
+        more.notify_all();
+    }
 }
 
 /// The most messages [`paced`] publishes in one burst.
@@ -1046,9 +1102,13 @@ fn latency_rows(b: &Bench, setup: Setup, rates: &[f64]) {
     for (i, &rate) in rates.iter().enumerate() {
         let m = (rate * 10.0) as usize;
         let tag = format!("peer{label}{i}");
-        let peer = latency_peer(b, &tag, rate, &events(&tag, m));
+        let peer = latency_peer(b, &tag, setup, rate, &events(&tag, m));
+        let queues = match (setup, partitions()) {
+            (Setup::Cluster(_), n) if n != 1 => format!("{n} queues"),
+            _ => "1 queue".to_string(),
+        };
         println!(
-            "latency   lapin alone at {:>6.0} ev/s     p50 {:>8.2} ms  p99 {:>8.2} ms",
+            "latency   lapin alone, {queues:<9} at {:>6.0} ev/s  p50 {:>8.2} ms  p99 {:>8.2} ms",
             peer.rate, peer.p50, peer.p99
         );
         let tag = format!("lat{label}{i}");
@@ -1065,17 +1125,70 @@ fn latency_rows(b: &Bench, setup: Setup, rates: &[f64]) {
     }
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
+/// The rows `--only` can name.
+const ROWS: [&str; 9] = [
+    "ceiling",
+    "sqlite",
+    "postgres",
+    "cluster1",
+    "cluster3",
+    "commit",
+    "latency",
+    "latency-postgres",
+    "latency-cluster",
+];
+
+const USAGE: &str = "\
+usage: intake [--events N] [--only ROW]
+
+  --events N   events per row (default 100000)
+  --only ROW   one row: ceiling, sqlite, postgres, cluster1, cluster3, commit,
+               latency, latency-postgres, latency-cluster
+
+environment:
+  BENCH_ROUNDS=N        rounds of ceiling, SQLite and PostgreSQL drains (default 5)
+  BENCH_RATES=R1,R2,... the latency rows at these rates (events/s) only
+  BENCH_PARTITIONS=N    partitions of the [cluster] rows (default 6)
+  BENCH_LATENCIES=PATH  each latency row's events (publish offset, latency) to PATH.TAG
+  BENCH_PREFETCH=N      the consumers' prefetch (default steward's)
+
+RabbitMQ at 127.0.0.1:5672 and PostgreSQL at 127.0.0.1:5432 are used as they are;
+results and method: BENCHMARKS.md, \"Intake\".";
+
+/// `--events N` and `--only ROW` from the command line (`--help` prints [`USAGE`]);
+/// anything else ends the bench with the usage, before a row runs.
+fn arguments() -> (usize, Option<String>) {
+    let mut args = std::env::args().skip(1);
+    let (mut n, mut only) = (100_000, None);
+    let fail = |why: String| -> ! {
+        eprintln!("intake: {why}\n\n{USAGE}");
+        std::process::exit(2)
     };
-    let n: usize = arg("--events")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let only = arg("--only");
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0)
+            }
+            "--events" => match args.next().map(|v| v.parse()) {
+                Some(Ok(v)) => n = v,
+                _ => fail("--events takes a number of events".to_string()),
+            },
+            "--only" => match args.next() {
+                Some(row) if ROWS.contains(&row.as_str()) => only = Some(row),
+                Some(row) => fail(format!("--only: no row `{row}`")),
+                None => fail("--only takes a row".to_string()),
+            },
+            // What `cargo bench` passes to every bench target.
+            "--bench" => {}
+            other => fail(format!("unknown argument `{other}`")),
+        }
+    }
+    (n, only)
+}
+
+fn main() {
+    let (n, only) = arguments();
     let wants = |row: &str| only.as_deref().is_none_or(|o| o == row);
     let b = Bench::new();
     println!(
