@@ -792,6 +792,9 @@ fn latency_peer(
             let connection = Connection::connect(AMQP, ConnectionProperties::default())
                 .await
                 .unwrap();
+            // How many ids all the queues' consumers have recorded, kept apart from the
+            // map: `until_all` takes the map once it is full, and a consumer still
+            // looking would then read it as empty and never end.
             let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let mut tasks = Vec::new();
             for queue in &consumed {
