@@ -609,11 +609,16 @@ fn cluster_names(b: &Bench, tag: &str) -> (String, String, String) {
     )
 }
 
+/// The partition queues of a `[cluster]` row whose queue is `queue`, named as
+/// `[cluster]` names them (`QUEUE.pN`).
+fn partition_queues(queue: &str) -> Vec<String> {
+    (0..partitions()).map(|i| format!("{queue}.p{i}")).collect()
+}
+
 /// Deletes what a `[cluster]` row's processes declared: the exchange, the partition
 /// queues, and the deployment's schema.
 fn drop_cluster(b: &Bench, exchange: String, queue: &str, name: &str) {
-    let queues: Vec<String> = (0..partitions()).map(|i| format!("{queue}.p{i}")).collect();
-    b.delete(&[exchange], &queues);
+    b.delete(&[exchange], &partition_queues(queue));
     drop_schema(&b.rt, name);
 }
 
@@ -763,10 +768,8 @@ fn latency_peer(
 ) -> Latency {
     let (exchange, queues) = match setup {
         Setup::Cluster(_) => {
-            let exchange = format!("{}.{tag}.x", b.base);
-            let queues: Vec<String> = (0..partitions())
-                .map(|i| format!("{}.{tag}.q.p{i}", b.base))
-                .collect();
+            let (exchange, queue, _) = cluster_names(b, tag);
+            let queues = partition_queues(&queue);
             // Bound with weight 1 each, as `[cluster]` binds its partitions.
             b.declare(
                 &exchange,
